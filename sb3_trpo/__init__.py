@@ -1,0 +1,9 @@
+"""sb3-trpo: Trust Region Policy Optimization for Stable-Baselines3.
+
+``from sb3_trpo import TRPO`` is a drop-in replacement for ``sb3_contrib.TRPO``.
+"""
+
+from sb3_trpo.trpo import TRPO
+from sb3_trpo.version import __version__
+
+__all__ = ["TRPO", "__version__"]

@@ -1,0 +1,450 @@
+"""A NumPy mirror of SB3's MLP actor-critic, used on TRPO's hot paths when the policy is a plain MLP.
+
+Why: for the small MLPs of locomotion tasks, per-call overhead and slow elementwise kernels dominate PyTorch on
+the CPU (``tanh`` and its backward, small matmuls). The mirror runs the same arithmetic in float32 NumPy for
+
+* per-step inference in ``collect_rollouts`` (action, value, log-probability for ``n_envs`` rows);
+* Jacobian products ``J v`` and ``J^T u`` of the actor over a batch (the Fisher-vector products of conjugate
+  gradient, Appendix C), with the same interface as :class:`sb3_trpo.trust_region.PolicyJacobian`;
+* the critic's minibatch regression with Adam, reading and writing the policy optimizer's own Adam state.
+
+The torch modules stay the single source of truth: weights are copied in before use (``refresh``) and, for
+the critic fit, written back after. ``ActorCriticMirror.build`` returns ``None`` for anything it does not mirror
+exactly (CNN or custom extractors, other activations, gSDE inference, non-Adam optimizers), and the caller uses
+the generic torch path. Tests check every mirrored quantity against torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.distributions import (
+    BernoulliDistribution,
+    CategoricalDistribution,
+    DiagGaussianDistribution,
+    MultiCategoricalDistribution,
+    StateDependentNoiseDistribution,
+)
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.torch_layers import FlattenExtractor, MlpExtractor
+from torch import nn
+
+from sb3_trpo.distributions import Params
+
+_ACTIVATIONS: dict[type[nn.Module], str] = {nn.Tanh: "tanh", nn.ReLU: "relu"}
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+@dataclass
+class _Cache:
+    """What a forward pass keeps for Jacobian products: each layer's input and its activation derivative."""
+
+    inputs: list[np.ndarray]
+    derivatives: list[np.ndarray | None]
+
+
+class NumpyMlp:
+    """A ``Linear -> activation -> ... -> Linear`` stack mirrored in float32 NumPy.
+
+    Parameters live in one flat buffer (``flat``) so that optimizers can update them with a few vector operations;
+    ``weights``/``biases`` are views into it, in torch's layout (``weight`` is ``(out, in)``).
+    """
+
+    def __init__(self, linears: Sequence[nn.Linear], activations: Sequence[str | None]) -> None:
+        self.linears = list(linears)
+        self.activations = list(activations)
+        self.flat = np.zeros(sum(lin.weight.numel() + lin.bias.numel() for lin in self.linears), dtype=np.float32)
+        self.weights = []
+        self.biases = []
+        offset = 0
+        for lin in self.linears:
+            n_w, n_b = lin.weight.numel(), lin.bias.numel()
+            self.weights.append(self.flat[offset : offset + n_w].reshape(lin.weight.shape))
+            self.biases.append(self.flat[offset + n_w : offset + n_w + n_b])
+            offset += n_w + n_b
+        self.refresh()
+
+    @classmethod
+    def from_modules(cls, modules: Iterable[nn.Module]) -> NumpyMlp | None:
+        """Parse ``Linear`` layers each followed by at most one supported activation; ``None`` otherwise."""
+        linears: list[nn.Linear] = []
+        activations: list[str | None] = []
+        for module in modules:
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                linears.append(module)
+                activations.append(None)
+            elif type(module) in _ACTIVATIONS and linears and activations[-1] is None:
+                activations[-1] = _ACTIVATIONS[type(module)]
+            else:
+                return None
+        return cls(linears, activations) if linears else None
+
+    def torch_parameters(self) -> list[nn.Parameter]:
+        """The mirrored torch parameters in the order of ``flat``: weight, bias of each layer."""
+        return [p for lin in self.linears for p in (lin.weight, lin.bias)]
+
+    def refresh(self) -> None:
+        """Copy the current torch weights into the mirror."""
+        offset = 0
+        for p in self.torch_parameters():
+            n = p.numel()
+            self.flat[offset : offset + n] = p.detach().cpu().numpy().reshape(-1)
+            offset += n
+
+    def write_back(self) -> None:
+        """Copy the mirror's weights into the torch parameters (after an update made in NumPy)."""
+        offset = 0
+        with th.no_grad():
+            for p in self.torch_parameters():
+                n = p.numel()
+                p.copy_(th.from_numpy(self.flat[offset : offset + n].reshape(p.shape)))
+                offset += n
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        h = x
+        for w, b, act in zip(self.weights, self.biases, self.activations, strict=True):
+            h = h @ w.T
+            h += b
+            if act == "tanh":
+                np.tanh(h, out=h)
+            elif act == "relu":
+                np.maximum(h, 0.0, out=h)
+        return h
+
+    def forward_cached(self, x: np.ndarray) -> tuple[np.ndarray, _Cache]:
+        """Forward pass that also keeps what ``jvp``/``vjp`` need."""
+        cache = _Cache([], [])
+        h = x
+        for w, b, act in zip(self.weights, self.biases, self.activations, strict=True):
+            cache.inputs.append(h)
+            h = h @ w.T
+            h += b
+            if act == "tanh":
+                np.tanh(h, out=h)
+                cache.derivatives.append(1.0 - h * h)
+            elif act == "relu":
+                np.maximum(h, 0.0, out=h)
+                cache.derivatives.append((h > 0.0).astype(np.float32))
+            else:
+                cache.derivatives.append(None)
+        return h, cache
+
+    def jvp(self, cache: _Cache, tangent: np.ndarray) -> np.ndarray:
+        """Forward-mode product: the output's change for a parameter change ``tangent`` (laid out like ``flat``)."""
+        t: np.ndarray | None = None
+        offset = 0
+        for w, h, d in zip(self.weights, cache.inputs, cache.derivatives, strict=True):
+            n_w, n_b = w.size, w.shape[0]
+            dw = tangent[offset : offset + n_w].reshape(w.shape)
+            db = tangent[offset + n_w : offset + n_w + n_b]
+            offset += n_w + n_b
+            z = h @ dw.T
+            z += db
+            if t is not None:
+                z += t @ w.T
+            t = z if d is None else z * d
+        assert t is not None
+        return t
+
+    def vjp(self, cache: _Cache, grad_out: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Reverse-mode product ``J^T grad_out`` laid out like ``flat`` (written into ``out`` if given)."""
+        grads = np.empty_like(self.flat) if out is None else out
+        offset = len(self.flat)
+        g = grad_out
+        for i in range(len(self.weights) - 1, -1, -1):
+            w, h, d = self.weights[i], cache.inputs[i], cache.derivatives[i]
+            if d is not None:
+                g = g * d
+            n_w, n_b = w.size, w.shape[0]
+            offset -= n_w + n_b
+            np.matmul(g.T, h, out=grads[offset : offset + n_w].reshape(w.shape))
+            g.sum(axis=0, out=grads[offset + n_w : offset + n_w + n_b])
+            if i > 0:
+                g = g @ w
+        return grads
+
+
+class ActorCriticMirror:
+    """NumPy mirror of an ``ActorCriticPolicy`` with flatten features, an ``MlpExtractor`` and a plain head."""
+
+    def __init__(self, policy: ActorCriticPolicy, actor: NumpyMlp, critic: NumpyMlp) -> None:
+        self.policy = policy
+        self.actor = actor
+        self.critic = critic
+        dist = policy.action_dist
+        self.kind = (
+            "gaussian"
+            if isinstance(dist, DiagGaussianDistribution)
+            else "categorical"
+            if isinstance(dist, CategoricalDistribution)
+            else "multicategorical"
+            if isinstance(dist, MultiCategoricalDistribution)
+            else "bernoulli"
+        )
+        self.action_dims = list(dist.action_dims) if isinstance(dist, MultiCategoricalDistribution) else []
+        self.action_shape = policy.action_space.shape
+        self.log_std = np.zeros(0, dtype=np.float32)
+        self.refresh()
+
+    @classmethod
+    def build(cls, policy: ActorCriticPolicy) -> ActorCriticMirror | None:
+        """The mirror of ``policy``, or ``None`` when some part of it is not mirrored exactly."""
+        if not _mirrorable_features(policy) or type(policy.mlp_extractor) is not MlpExtractor:
+            return None
+        if isinstance(policy.action_dist, StateDependentNoiseDistribution) or type(policy.action_dist) not in (
+            DiagGaussianDistribution,
+            CategoricalDistribution,
+            MultiCategoricalDistribution,
+            BernoulliDistribution,
+        ):
+            return None
+        if not isinstance(policy.action_net, nn.Linear) or not isinstance(policy.value_net, nn.Linear):
+            return None
+        actor = NumpyMlp.from_modules([*policy.mlp_extractor.policy_net, policy.action_net])
+        critic = NumpyMlp.from_modules([*policy.mlp_extractor.value_net, policy.value_net])
+        if actor is None or critic is None:
+            return None
+        return cls(policy, actor, critic)
+
+    def refresh(self) -> None:
+        """Copy the policy's current weights into the mirror (call after every policy or critic update)."""
+        self.actor.refresh()
+        self.critic.refresh()
+        if self.kind == "gaussian":
+            self.log_std = self.policy.log_std.detach().cpu().numpy().astype(np.float32).reshape(-1)
+            self._std = np.exp(self.log_std)
+            # Gaussian log-density of a = mean + std * noise: log_normalizer - |noise|^2 / 2
+            self._log_normalizer = np.float32(-self.log_std.sum() - len(self.log_std) * _HALF_LOG_2PI)
+
+    def preprocess(self, obs: np.ndarray) -> np.ndarray:
+        """SB3's preprocessing of a non-image ``Box`` observation followed by ``FlattenExtractor``."""
+        return np.asarray(obs, dtype=np.float32).reshape(len(obs), -1)
+
+    def values(self, obs: np.ndarray) -> np.ndarray:
+        return self.critic.forward(self.preprocess(obs))[:, 0]
+
+    def act(self, obs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sample actions like ``ActorCriticPolicy.forward``: ``(actions, values, log_probs)`` as NumPy arrays."""
+        x = self.preprocess(obs)
+        out = self.actor.forward(x)
+        values = self.critic.forward(x)[:, 0]
+        n = len(x)
+        if self.kind == "gaussian":
+            noise = rng.standard_normal(out.shape, dtype=np.float32)
+            out += self._std * noise
+            log_probs = self._log_normalizer - 0.5 * np.einsum("ij,ij->i", noise, noise)
+            return out.reshape((n, *self.action_shape)), values, log_probs
+        if self.kind == "bernoulli":
+            draws = rng.random(out.shape, dtype=np.float32)
+            bits = (draws < _sigmoid(out)).astype(np.float32)
+            log_probs = (bits * _log_sigmoid(out) + (1.0 - bits) * _log_sigmoid(-out)).sum(axis=1)
+            return bits, values, log_probs.astype(np.float32)
+        blocks = np.split(out, np.cumsum(self.action_dims)[:-1], axis=1) if self.kind == "multicategorical" else [out]
+        picks, log_probs = [], np.zeros(n, dtype=np.float32)
+        for logits in blocks:
+            log_p = logits - _logsumexp(logits)
+            gumbel = -np.log(-np.log(rng.random(logits.shape, dtype=np.float32) + 1e-20) + 1e-20)
+            pick = np.argmax(log_p + gumbel, axis=1)
+            picks.append(pick)
+            log_probs += log_p[np.arange(n), pick]
+        actions = np.stack(picks, axis=1) if self.kind == "multicategorical" else picks[0]
+        return actions.astype(np.int64), values, log_probs
+
+
+def _mirrorable_features(policy: ActorCriticPolicy) -> bool:
+    space = policy.observation_space
+    if not isinstance(space, spaces.Box) or is_image_space(space, check_channels=False, normalized_image=False):
+        return False
+    extractors = [policy.features_extractor, policy.pi_features_extractor, policy.vf_features_extractor]
+    return all(type(e) is FlattenExtractor for e in extractors) and policy.device.type == "cpu"
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _log_sigmoid(x: np.ndarray) -> np.ndarray:
+    return -np.logaddexp(0.0, -x)
+
+
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    peak = x.max(axis=1, keepdims=True)
+    return peak + np.log(np.exp(x - peak).sum(axis=1, keepdims=True))
+
+
+class MirrorJacobian:
+    """``J v`` / ``J^T u`` of the mirrored actor's distribution parameters over a batch of states.
+
+    Same interface as :class:`sb3_trpo.trust_region.PolicyJacobian` (flat torch vectors in the order of
+    ``params``; distribution parameters as a tuple of torch tensors), so the Fisher operators use either.
+    The distribution parameters are those of :mod:`sb3_trpo.distributions`: ``(mean, std)`` for the Gaussian
+    (``std = exp(log_std)`` broadcast per state), logits otherwise (one block per component for MultiDiscrete).
+    """
+
+    def __init__(self, mirror: ActorCriticMirror, observations: np.ndarray, params: Sequence[th.Tensor]) -> None:
+        self.mirror = mirror
+        self.n_states = len(observations)
+        mirror.actor.refresh()
+        self._out, self._cache = mirror.actor.forward_cached(mirror.preprocess(observations))
+        mlp_params = mirror.actor.torch_parameters()
+        extra = [mirror.policy.log_std] if mirror.kind == "gaussian" else []
+        known = {id(p): i for i, p in enumerate([*mlp_params, *extra])}
+        if sorted(known) != sorted(id(p) for p in params) or len(params) != len(known):
+            raise ValueError("params must be exactly the mirrored actor parameters")
+        # Positions of each torch parameter inside the mirror's layout [mlp flat..., log_std]
+        starts = np.cumsum([0] + [p.numel() for p in (*mlp_params, *extra)])
+        order = [known[id(p)] for p in params]
+        self._mirror_slices = [slice(int(starts[i]), int(starts[i + 1])) for i in order]
+        sizes = [p.numel() for p in params]
+        flat_starts = np.cumsum([0, *sizes])
+        self._flat_slices = [slice(int(flat_starts[k]), int(flat_starts[k + 1])) for k in range(len(params))]
+        self._n_mlp = len(mirror.actor.flat)
+        self._buffer = np.zeros(int(starts[-1]), dtype=np.float32)
+        self._std = np.exp(mirror.log_std)
+
+    def _to_mirror(self, v: th.Tensor) -> np.ndarray:
+        flat = v.detach().cpu().numpy().astype(np.float32, copy=False)
+        for dst, src in zip(self._mirror_slices, self._flat_slices, strict=True):
+            self._buffer[dst] = flat[src]
+        return self._buffer
+
+    def _from_mirror(self, buffer: np.ndarray) -> th.Tensor:
+        flat = np.empty(len(buffer), dtype=np.float32)
+        for dst, src in zip(self._flat_slices, self._mirror_slices, strict=True):
+            flat[dst] = buffer[src]
+        return th.from_numpy(flat)
+
+    def jvp(self, v: th.Tensor) -> Params:
+        tangent = self._to_mirror(v)
+        d_out = self.mirror.actor.jvp(self._cache, tangent[: self._n_mlp])
+        if self.mirror.kind == "gaussian":
+            d_std = np.broadcast_to(self._std * tangent[self._n_mlp :], d_out.shape)
+            return th.from_numpy(d_out), th.from_numpy(np.ascontiguousarray(d_std))
+        return self._split_logits(d_out)
+
+    def vjp(self, u: Params) -> th.Tensor:
+        grads = np.empty_like(self._buffer)
+        if self.mirror.kind == "gaussian":
+            g_mean, g_std = (t.detach().cpu().numpy() for t in u)
+            self.mirror.actor.vjp(self._cache, np.ascontiguousarray(g_mean, dtype=np.float32), out=grads[: self._n_mlp])
+            grads[self._n_mlp :] = (g_std.sum(axis=0) * self._std).astype(np.float32)
+        else:
+            g_out = np.concatenate([t.detach().cpu().numpy() for t in u], axis=1).astype(np.float32, copy=False)
+            self.mirror.actor.vjp(self._cache, g_out, out=grads)
+        return self._from_mirror(grads)
+
+    def outputs(self) -> Params:
+        """The distribution parameters at the mirrored weights (for tests and diagnostics)."""
+        if self.mirror.kind == "gaussian":
+            return th.from_numpy(self._out.copy()), th.from_numpy(np.broadcast_to(self._std, self._out.shape).copy())
+        return self._split_logits(self._out.copy())
+
+    def _split_logits(self, logits: np.ndarray) -> Params:
+        if self.mirror.kind != "multicategorical":
+            return (th.from_numpy(logits),)
+        blocks = np.split(logits, np.cumsum(self.mirror.action_dims)[:-1], axis=1)
+        return tuple(th.from_numpy(np.ascontiguousarray(b)) for b in blocks)
+
+
+@dataclass
+class AdamSettings:
+    """The hyperparameters of a plain ``torch.optim.Adam`` param group (no weight decay, amsgrad or maximize)."""
+
+    lr: float
+    beta1: float
+    beta2: float
+    eps: float
+
+    @classmethod
+    def of(cls, optimizer: th.optim.Optimizer) -> AdamSettings | None:
+        if type(optimizer) is not th.optim.Adam or len(optimizer.param_groups) != 1:
+            return None
+        group = optimizer.param_groups[0]
+        if group.get("weight_decay", 0) or group.get("amsgrad") or group.get("maximize") or group.get("differentiable"):
+            return None
+        if isinstance(group["lr"], th.Tensor):
+            return None
+        beta1, beta2 = group["betas"]
+        return cls(float(group["lr"]), float(beta1), float(beta2), float(group["eps"]))
+
+
+def fit_critic(
+    critic: NumpyMlp,
+    optimizer: th.optim.Optimizer,
+    observations: np.ndarray,
+    returns: np.ndarray,
+    batches: Iterable[np.ndarray],
+) -> list[float]:
+    """Minibatch MSE regression of the mirrored critic on ``returns`` with the optimizer's own Adam.
+
+    Same arithmetic as ``loss = F.mse_loss(returns, values); loss.backward(); optimizer.step()`` for each index
+    array in ``batches`` (torch's single-tensor Adam), with the parameters and Adam moments read from and written
+    back to ``optimizer``. Returns the loss of each minibatch. ``optimizer`` must satisfy ``AdamSettings.of``.
+    """
+    settings = AdamSettings.of(optimizer)
+    if settings is None:
+        raise ValueError("fit_critic needs a plain torch.optim.Adam optimizer")
+    critic.refresh()
+    params = critic.torch_parameters()
+    exp_avg, exp_avg_sq, step = _read_adam_state(optimizer, params)
+    x_all = np.ascontiguousarray(observations, dtype=np.float32).reshape(len(observations), -1)
+    y_all = np.asarray(returns, dtype=np.float32).reshape(-1)
+    grads = np.empty_like(critic.flat)
+    losses = []
+    for idx in batches:
+        x, y = x_all[idx], y_all[idx]
+        out, cache = critic.forward_cached(x)
+        error = out[:, 0] - y
+        losses.append(float(np.dot(error, error)) / len(y))
+        critic.vjp(cache, (error * (2.0 / len(y)))[:, None], out=grads)
+        step += 1
+        # torch.optim.Adam, single-tensor path: lerp, addcmul, bias corrections in Python floats, addcdiv
+        exp_avg += (1.0 - settings.beta1) * (grads - exp_avg)
+        exp_avg_sq *= settings.beta2
+        exp_avg_sq += (1.0 - settings.beta2) * grads * grads
+        step_size = settings.lr / (1.0 - settings.beta1**step)
+        denom = np.sqrt(exp_avg_sq)
+        denom /= math.sqrt(1.0 - settings.beta2**step)
+        denom += settings.eps
+        critic.flat -= step_size * exp_avg / denom
+    critic.write_back()
+    _write_adam_state(optimizer, params, exp_avg, exp_avg_sq, step)
+    return losses
+
+
+def _read_adam_state(optimizer: th.optim.Optimizer, params: Sequence[nn.Parameter]) -> tuple[np.ndarray, np.ndarray, int]:
+    exp_avg = [np.zeros(p.numel(), dtype=np.float32) for p in params]
+    exp_avg_sq = [np.zeros(p.numel(), dtype=np.float32) for p in params]
+    steps = set()
+    for i, p in enumerate(params):
+        state = optimizer.state.get(p, {})
+        if state:
+            exp_avg[i] = state["exp_avg"].detach().cpu().numpy().reshape(-1).astype(np.float32)
+            exp_avg_sq[i] = state["exp_avg_sq"].detach().cpu().numpy().reshape(-1).astype(np.float32)
+        steps.add(int(float(state["step"])) if state else 0)
+    if len(steps) != 1:
+        raise ValueError("the critic parameters have different Adam step counts")
+    return np.concatenate(exp_avg), np.concatenate(exp_avg_sq), steps.pop()
+
+
+def _write_adam_state(
+    optimizer: th.optim.Optimizer, params: Sequence[nn.Parameter], exp_avg: np.ndarray, exp_avg_sq: np.ndarray, step: int
+) -> None:
+    offset = 0
+    for p in params:
+        n = p.numel()
+        state = optimizer.state[p]
+        if not state:
+            state["step"] = th.tensor(0.0, dtype=th.float32)
+            state["exp_avg"] = th.zeros_like(p, memory_format=th.preserve_format)
+            state["exp_avg_sq"] = th.zeros_like(p, memory_format=th.preserve_format)
+        state["step"].fill_(float(step))
+        state["exp_avg"].copy_(th.from_numpy(exp_avg[offset : offset + n].reshape(p.shape)))
+        state["exp_avg_sq"].copy_(th.from_numpy(exp_avg_sq[offset : offset + n].reshape(p.shape)))
+        offset += n

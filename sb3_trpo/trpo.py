@@ -1,0 +1,617 @@
+"""``TRPO``: the algorithm class. It orchestrates sampling, the trust-region step and the critic fit.
+
+The math lives in :mod:`sb3_trpo.trust_region` (conjugate gradient, Fisher products, step size, line search),
+:mod:`sb3_trpo.distributions` (closed-form KL and Fisher per distribution family) and
+:mod:`sb3_trpo.surrogate` (eqs. 14-16). :mod:`sb3_trpo.mlp_mirror` runs the hot paths of plain MLP policies in
+NumPy with the same arithmetic.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.distributions import Distribution, kl_divergence
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import (
+    ActorCriticCnnPolicy,
+    ActorCriticPolicy,
+    BasePolicy,
+    MultiInputActorCriticPolicy,
+)
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, RolloutBufferSamples, Schedule
+from stable_baselines3.common.utils import explained_variance
+from stable_baselines3.common.vec_env import VecEnv
+from torch import nn
+from torch.nn import functional as F
+
+from sb3_trpo.distributions import OutputFamily, Params, detach_params, family_of
+from sb3_trpo.mlp_mirror import ActorCriticMirror, AdamSettings, MirrorJacobian, fit_critic
+from sb3_trpo.surrogate import SinglePathBatch, SurrogateBatch
+from sb3_trpo.trust_region import (
+    FisherOperator,
+    LineSearchResult,
+    PolicyJacobian,
+    analytic_fisher,
+    backtracking_line_search,
+    conjugate_gradient,
+    empirical_fisher,
+    flat_grad,
+    flat_parameters,
+    kl_hessian_fisher,
+    quadratic_kl,
+    set_flat_parameters,
+    trust_region_step_size,
+)
+
+SelfTRPO = TypeVar("SelfTRPO", bound="TRPO")
+
+SAMPLERS = ("single_path", "vine")
+KL_CONSTRAINTS = ("mean", "max")
+FISHER_ESTIMATORS = ("analytic", "empirical")
+STEP_RULES = ("line_search", "fixed")
+
+
+@dataclass(frozen=True)
+class PolicyStepInfo:
+    """What one policy update did, for logging."""
+
+    objective: float
+    mean_kl: float
+    max_kl: float
+    accepted: bool
+    line_search_steps: int
+    cg_iterations: int
+    cg_residual: float
+    step_size: float
+
+
+class TRPO(OnPolicyAlgorithm):
+    """
+    Trust Region Policy Optimization (TRPO), a drop-in replacement for ``sb3_contrib.TRPO``.
+
+    Paper: https://arxiv.org/abs/1502.05477 (Schulman et al., ICML 2015). Every argument of ``sb3_contrib.TRPO``
+    is accepted with the same name, default and meaning; the arguments after ``_init_setup_model`` are new and
+    keyword-only, and their defaults reproduce ``sb3_contrib.TRPO``.
+
+    :param policy: The policy model to use (MlpPolicy, CnnPolicy, MultiInputPolicy or an ``ActorCriticPolicy`` class)
+    :param env: The environment to learn from (if registered in Gym, can be str)
+    :param learning_rate: The learning rate of the value function (critic), constant or a schedule of the
+        progress remaining (from 1 to 0)
+    :param n_steps: The number of steps to run for each environment per update (rollout size n_steps * n_envs)
+    :param batch_size: Minibatch size for the value function
+    :param gamma: Discount factor
+    :param cg_max_steps: Maximum number of conjugate gradient iterations for the natural direction
+    :param cg_damping: Damping added to the Fisher matrix: CG solves ``(F + cg_damping I) x = g``
+    :param line_search_shrinking_factor: Step-size reduction factor of the backtracking line search, in (0, 1)
+    :param line_search_max_iter: Maximum number of trial points of the backtracking line search
+    :param n_critic_updates: Number of passes (epochs) over the rollout for the critic per policy update
+    :param gae_lambda: Factor for trade-off of bias vs variance for the Generalized Advantage Estimator
+    :param use_sde: Whether to use generalized State Dependent Exploration (gSDE)
+    :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE (-1: once per rollout)
+    :param rollout_buffer_class: Rollout buffer class to use. If ``None``, it will be automatically selected.
+    :param rollout_buffer_kwargs: Keyword arguments to pass to the rollout buffer on creation
+    :param normalize_advantage: Whether to normalize the advantages of the policy batch
+    :param target_kl: Trust-region radius delta: bound on KL(pi_old || pi_new), mean over states (or max, see
+        ``kl_constraint``)
+    :param sub_sampling_factor: Use every ``sub_sampling_factor``-th transition of the shuffled rollout for the
+        whole policy step (surrogate, KL, Fisher), as in sb3-contrib
+    :param stats_window_size: Window size for the rollout logging (number of episodes averaged)
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation
+    :param verbose: the verbosity level: 0 no output, 1 info, 2 debug
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    :param sampler: ``"single_path"`` (section 5.1 of the paper) or ``"vine"`` (section 5.2: branch rollouts from
+        restored simulator states, see ``sb3_trpo.vine``)
+    :param vine_kwargs: Options of the vine sampler (only with ``sampler="vine"``), see ``sb3_trpo.vine.VineSampler``
+    :param kl_constraint: ``"mean"`` (eq. 12, the paper's practical choice) or ``"max"`` (eq. 11, the max-KL
+        ablation: a step is accepted only when the largest per-state KL is within ``target_kl``)
+    :param fisher: ``"analytic"`` (``J^T M J`` with the closed-form Fisher ``M`` of the action distribution,
+        section 6) or ``"empirical"`` (covariance of per-sample score vectors, the paper's comparison)
+    :param step_rule: ``"line_search"`` (TRPO) or ``"fixed"`` (natural policy gradient with the fixed step size
+        ``fixed_step_size`` and no line search, the paper's baseline of section 7)
+    :param fixed_step_size: Step size ``1/lambda`` of the natural gradient step ``theta += fixed_step_size F^-1 g``
+        when ``step_rule="fixed"``
+    :param fisher_sub_sampling: Fraction of the policy batch's states used for Fisher-vector products only
+        (Appendix C of the paper uses 0.1); 1.0 uses all of them
+    :param mlp_fast_path: Run plain MLP policies' hot paths (rollout inference, Fisher products, critic fit) in
+        NumPy with the same arithmetic; other policies always use torch
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": ActorCriticPolicy,
+        "CnnPolicy": ActorCriticCnnPolicy,
+        "MultiInputPolicy": MultiInputActorCriticPolicy,
+    }
+
+    def __init__(
+        self,
+        policy: str | type[ActorCriticPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 1e-3,
+        n_steps: int = 2048,
+        batch_size: int = 128,
+        gamma: float = 0.99,
+        cg_max_steps: int = 15,
+        cg_damping: float = 0.1,
+        line_search_shrinking_factor: float = 0.8,
+        line_search_max_iter: int = 10,
+        n_critic_updates: int = 10,
+        gae_lambda: float = 0.95,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
+        normalize_advantage: bool = True,
+        target_kl: float = 0.01,
+        sub_sampling_factor: int = 1,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+        *,
+        sampler: str = "single_path",
+        vine_kwargs: dict[str, Any] | None = None,
+        kl_constraint: str = "mean",
+        fisher: str = "analytic",
+        step_rule: str = "line_search",
+        fixed_step_size: float = 0.1,
+        fisher_sub_sampling: float = 1.0,
+        mlp_fast_path: bool = True,
+    ):
+        _check_choice("sampler", sampler, SAMPLERS)
+        _check_choice("kl_constraint", kl_constraint, KL_CONSTRAINTS)
+        _check_choice("fisher", fisher, FISHER_ESTIMATORS)
+        _check_choice("step_rule", step_rule, STEP_RULES)
+        _check_int("n_steps", n_steps, minimum=1)
+        _check_int("batch_size", batch_size, minimum=1)
+        _check_int("cg_max_steps", cg_max_steps, minimum=1)
+        _check_int("line_search_max_iter", line_search_max_iter, minimum=1)
+        _check_int("n_critic_updates", n_critic_updates, minimum=0)
+        _check_int("sub_sampling_factor", sub_sampling_factor, minimum=1)
+        _check_real("target_kl", target_kl, low=0.0, low_open=True)
+        _check_real("cg_damping", cg_damping, low=0.0)
+        _check_real(
+            "line_search_shrinking_factor", line_search_shrinking_factor, low=0.0, high=1.0, low_open=True, high_open=True
+        )
+        _check_real("gamma", gamma, low=0.0, high=1.0)
+        _check_real("gae_lambda", gae_lambda, low=0.0, high=1.0)
+        _check_real("fixed_step_size", fixed_step_size, low=0.0, low_open=True)
+        _check_real("fisher_sub_sampling", fisher_sub_sampling, low=0.0, high=1.0, low_open=True)
+        if vine_kwargs is not None and sampler != "vine":
+            raise ValueError(f"vine_kwargs is only used with sampler='vine'; got sampler={sampler!r}")
+        if sampler == "vine":
+            from sb3_trpo.vine import VineSampler
+
+            VineSampler.check_kwargs(vine_kwargs or {}, fisher=fisher)
+        if not isinstance(learning_rate, numbers.Real) and not callable(learning_rate):
+            raise TypeError(f"learning_rate must be a float or a schedule (callable), got {learning_rate!r}")
+
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            ent_coef=0.0,  # TRPO has no entropy bonus
+            vf_coef=0.0,  # the critic is fitted separately, not through a joint loss
+            max_grad_norm=0.0,  # no gradient clipping: the trust region bounds the policy step
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            _init_setup_model=False,
+            supported_action_spaces=(spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
+        )
+
+        self.normalize_advantage = normalize_advantage
+        if self.env is not None:
+            self._check_rollout_size(batch_size)
+        self.batch_size = batch_size
+        self.cg_max_steps = cg_max_steps
+        self.cg_damping = cg_damping
+        self.line_search_shrinking_factor = line_search_shrinking_factor
+        self.line_search_max_iter = line_search_max_iter
+        self.target_kl = target_kl
+        self.n_critic_updates = n_critic_updates
+        self.sub_sampling_factor = sub_sampling_factor
+        self.sampler = sampler
+        self.vine_kwargs = dict(vine_kwargs or {})
+        self.kl_constraint = kl_constraint
+        self.fisher = fisher
+        self.step_rule = step_rule
+        self.fixed_step_size = fixed_step_size
+        self.fisher_sub_sampling = fisher_sub_sampling
+        self.mlp_fast_path = mlp_fast_path
+
+        if _init_setup_model:
+            self._setup_model()
+
+    def _check_rollout_size(self, batch_size: int) -> None:
+        assert self.env is not None
+        buffer_size = self.env.num_envs * self.n_steps
+        if self.normalize_advantage and buffer_size <= 1:
+            raise ValueError(
+                "n_steps * n_envs must be greater than 1 when normalize_advantage=True "
+                f"(got n_steps={self.n_steps}, n_envs={self.env.num_envs})"
+            )
+        if buffer_size % batch_size > 0:
+            warnings.warn(
+                f"batch_size={batch_size} does not divide the rollout size n_steps * n_envs = {buffer_size}: "
+                f"each critic epoch ends with a truncated minibatch of {buffer_size % batch_size}",
+                stacklevel=3,
+            )
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        self._actor_params = actor_parameters(self.policy)
+        self._rng = np.random.default_rng(self.seed)
+        self._mirror = ActorCriticMirror.build(self.policy) if self.mlp_fast_path else None
+        self._vine = None
+        if self.sampler == "vine":
+            from sb3_trpo.vine import VineSampler
+
+            self._vine = VineSampler(self, **self.vine_kwargs)
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_actor_params", "_rng", "_mirror", "_vine"]
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Sampling
+
+    def collect_rollouts(
+        self,
+        env: VecEnv,
+        callback: BaseCallback,
+        rollout_buffer: RolloutBuffer,
+        n_rollout_steps: int,
+    ) -> bool:
+        """Fill ``rollout_buffer`` with ``n_rollout_steps`` steps per env of the current policy (single path).
+
+        Plain MLP policies use the NumPy mirror for per-step inference; the loop is otherwise SB3's own
+        (callbacks, episode info, timeout bootstrapping, GAE).
+        """
+        if self._vine is not None:
+            return self._vine.collect(env, callback, rollout_buffer, n_rollout_steps)
+        if self._mirror is None or self.use_sde:
+            return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+        return self._collect_with_mirror(env, callback, rollout_buffer, n_rollout_steps)
+
+    def _collect_with_mirror(
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
+    ) -> bool:
+        assert self._last_obs is not None and self._mirror is not None, "No previous observation was provided"
+        mirror = self._mirror
+        self.policy.set_training_mode(False)
+        mirror.refresh()
+        n_steps = 0
+        rollout_buffer.reset()
+        callback.on_rollout_start()
+        low, high = (
+            (self.action_space.low, self.action_space.high) if isinstance(self.action_space, spaces.Box) else (None, None)
+        )
+        discrete = isinstance(self.action_space, spaces.Discrete)
+        new_obs, dones = self._last_obs, self._last_episode_starts
+        while n_steps < n_rollout_steps:
+            actions, values, log_probs = mirror.act(self._last_obs, self._rng)  # type: ignore[arg-type]
+            # Clip the Gaussian samples to the action bounds (np.clip's Python wrapper costs more than this)
+            clipped_actions = actions if low is None else np.minimum(np.maximum(actions, low), high)
+            new_obs, rewards, dones, infos = env.step(clipped_actions)
+            self.num_timesteps += env.num_envs
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+            self._update_info_buffer(infos, dones)
+            n_steps += 1
+            if discrete:
+                actions = actions.reshape(-1, 1)
+            for idx, done in enumerate(dones):  # bootstrap time-limit truncations with the critic (SB3 GH#633)
+                terminal_obs = infos[idx].get("terminal_observation")
+                if done and terminal_obs is not None and infos[idx].get("TimeLimit.truncated", False):
+                    rewards[idx] += self.gamma * mirror.values(np.asarray(terminal_obs)[None])[0]
+            rollout_buffer.add(
+                self._last_obs,  # type: ignore[arg-type]
+                actions,
+                rewards,
+                self._last_episode_starts,  # type: ignore[arg-type]
+                th.from_numpy(values),
+                th.from_numpy(log_probs),
+            )
+            self._last_obs = new_obs  # type: ignore[assignment]
+            self._last_episode_starts = dones
+        rollout_buffer.compute_returns_and_advantage(last_values=th.from_numpy(mirror.values(new_obs)), dones=dones)  # type: ignore[arg-type]
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+        return True
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Training
+
+    def train(self) -> None:
+        """One TRPO iteration on the collected rollout: policy step, critic fit, logs."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        rollout = next(self.rollout_buffer.get(batch_size=None))
+        batch = self._vine.surrogate_batch() if self._vine is not None else self._surrogate_batch(rollout)
+        step = self._policy_step(batch)
+        value_losses = self._fit_critic(rollout)
+        self._n_updates += 1
+        self._log_train(step, value_losses)
+
+    def _surrogate_batch(self, rollout: RolloutBufferSamples) -> SurrogateBatch:
+        """The single-path batch: sub-sampled states, their actions and (normalized) GAE advantages."""
+        keep = slice(None, None, self.sub_sampling_factor)
+        actions = rollout.actions[keep]
+        if isinstance(self.action_space, spaces.Discrete):
+            actions = actions.long().flatten()
+        advantages = rollout.advantages[keep]
+        if self.normalize_advantage:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        return SinglePathBatch(_index_obs(rollout.observations, keep), actions, advantages)
+
+    def _policy_step(self, batch: SurrogateBatch) -> PolicyStepInfo:
+        """Natural gradient direction by CG, scaled to the trust region, then line search (or a fixed step)."""
+        params = self._actor_params
+        distribution = self.policy.get_distribution(batch.observations)
+        family = family_of(distribution)
+        old_dist_params = detach_params(family.parameters(distribution)) if family is not None else None
+        old_distribution = None if family is not None else self._old_distribution_copy(batch.observations)
+        log_probs = batch.log_probs(distribution)
+        old_log_probs = log_probs.detach()
+        objective_tensor = batch.objective(log_probs, old_log_probs)
+        objective = float(objective_tensor.detach())
+        gradient = flat_grad(objective_tensor, params, retain_graph=True)
+        fisher_op = self._fisher_operator(batch, distribution, family, old_dist_params)
+        cg = conjugate_gradient(fisher_op.product, gradient, self.cg_max_steps)
+        del distribution, log_probs, objective_tensor  # free the graph before the line search
+
+        def evaluate(direction: th.Tensor, theta_old: th.Tensor, fraction: float) -> tuple[float, float, float]:
+            set_flat_parameters(params, theta_old + fraction * direction)
+            return self._evaluate_step(batch, old_log_probs, family, old_dist_params, old_distribution)
+
+        theta_old = flat_parameters(params)
+        if self.step_rule == "fixed":
+            new_objective, mean_kl, max_kl = evaluate(cg.solution, theta_old, self.fixed_step_size)
+            return PolicyStepInfo(
+                new_objective, mean_kl, max_kl, True, 0, cg.iterations, cg.residual_norm, self.fixed_step_size
+            )
+
+        reduction = self.kl_constraint if fisher_op.state_quadratic is not None else "mean"
+        step_size = trust_region_step_size(quadratic_kl(fisher_op, cg.solution, reduction), self.target_kl)
+        kls: dict[str, float] = {}
+
+        def trial(fraction: float) -> tuple[float, float]:
+            trial_objective, kls["mean"], kls["max"] = evaluate(step_size * cg.solution, theta_old, fraction)
+            return trial_objective, kls[self.kl_constraint]
+
+        result = (
+            backtracking_line_search(
+                trial, objective, self.target_kl, self.line_search_shrinking_factor, self.line_search_max_iter
+            )
+            if step_size > 0.0
+            else LineSearchResult(False, 0.0, 0, objective, 0.0)
+        )
+        if not result.accepted:
+            set_flat_parameters(params, theta_old)
+            return PolicyStepInfo(objective, 0.0, 0.0, False, result.n_evaluations, cg.iterations, cg.residual_norm, 0.0)
+        return PolicyStepInfo(
+            result.objective,
+            kls["mean"],
+            kls["max"],
+            True,
+            result.n_evaluations,
+            cg.iterations,
+            cg.residual_norm,
+            step_size * result.fraction,
+        )
+
+    def _fisher_operator(
+        self,
+        batch: SurrogateBatch,
+        distribution: Distribution,
+        family: OutputFamily | None,
+        old_dist_params: Params | None,
+    ) -> FisherOperator:
+        """The damped Fisher product chosen by ``fisher`` on the (optionally sub-sampled) states of ``batch``."""
+        subset = self._fisher_subset(batch)
+        if family is None or old_dist_params is None:
+            # No closed form for this distribution: the Hessian of the mean KL by double backprop.
+            obs = _index_obs(batch.observations, subset)
+            new = self.policy.get_distribution(obs)
+            old = self._old_distribution_copy(obs)
+            return kl_hessian_fisher(kl_divergence(old, new).mean(), self._actor_params, self.cg_damping)
+        if subset is None:
+            dist_params = family.parameters(distribution)
+            old_params = old_dist_params
+        else:
+            dist_params = family.parameters(self.policy.get_distribution(_index_obs(batch.observations, subset)))
+            old_params = detach_params(dist_params)
+        jacobian = self._jacobian(_index_obs(batch.observations, subset), dist_params)
+        if self.fisher == "empirical":
+            actions = batch.fisher_actions if subset is None else batch.fisher_actions[subset]
+            return empirical_fisher(jacobian, family.score(old_params, actions), self.cg_damping)
+        return analytic_fisher(jacobian, family, old_params, self.cg_damping)
+
+    def _jacobian(self, observations: PyTorchObs, dist_params: Params) -> PolicyJacobian | MirrorJacobian:
+        if self._mirror is not None and not self.use_sde and isinstance(observations, th.Tensor):
+            return MirrorJacobian(self._mirror, observations.detach().cpu().numpy(), self._actor_params)
+        return PolicyJacobian(dist_params, self._actor_params)
+
+    def _fisher_subset(self, batch: SurrogateBatch) -> np.ndarray | None:
+        """Indices of the states used for Fisher-vector products (``None``: all of them)."""
+        n_states = len(batch.fisher_actions)
+        n_keep = max(1, math.ceil(self.fisher_sub_sampling * n_states))
+        if n_keep >= n_states:
+            return None
+        return np.sort(self._rng.choice(n_states, size=n_keep, replace=False))
+
+    def _old_distribution_copy(self, observations: PyTorchObs) -> Distribution:
+        with th.no_grad():
+            return copy.copy(self.policy.get_distribution(observations))
+
+    def _evaluate_step(
+        self,
+        batch: SurrogateBatch,
+        old_log_probs: th.Tensor,
+        family: OutputFamily | None,
+        old_dist_params: Params | None,
+        old_distribution: Distribution | None,
+    ) -> tuple[float, float, float]:
+        """Surrogate, mean KL and max KL (KL(old || new) per state) at the current parameters."""
+        with th.no_grad():
+            distribution = self.policy.get_distribution(batch.observations)
+            objective = batch.objective(batch.log_probs(distribution), old_log_probs)
+            if family is not None and old_dist_params is not None:
+                kl = family.kl(old_dist_params, family.parameters(distribution))
+            else:
+                assert old_distribution is not None
+                kl = kl_divergence(old_distribution, distribution)
+        return float(objective), float(kl.mean()), float(kl.max())
+
+    def _fit_critic(self, rollout: RolloutBufferSamples) -> list[float]:
+        """``n_critic_updates`` epochs of minibatch MSE regression of the critic on the lambda-returns."""
+        n = len(rollout.returns)
+        batches = [
+            perm[start : start + self.batch_size]
+            for perm in (self._rng.permutation(n) for _ in range(self.n_critic_updates))
+            for start in range(0, n, self.batch_size)
+        ]
+        optimizer = self.policy.optimizer
+        if self._mirror is not None and AdamSettings.of(optimizer) is not None:
+            obs = rollout.observations
+            assert isinstance(obs, th.Tensor)
+            return fit_critic(self._mirror.critic, optimizer, obs.cpu().numpy(), rollout.returns.cpu().numpy(), batches)
+        losses = []
+        for idx in batches:
+            values = self.policy.predict_values(_index_obs(rollout.observations, idx)).flatten()
+            loss = F.mse_loss(rollout.returns[idx], values)
+            losses.append(loss.item())
+            optimizer.zero_grad()
+            loss.backward()
+            for param in self._actor_params:  # shared layers belong to the policy step (trust region)
+                param.grad = None
+            optimizer.step()
+        return losses
+
+    def _log_train(self, step: PolicyStepInfo, value_losses: Sequence[float]) -> None:
+        self.logger.record("train/policy_objective", step.objective)
+        self.logger.record("train/value_loss", float(np.mean(value_losses)) if value_losses else float("nan"))
+        self.logger.record("train/kl_divergence_loss", step.mean_kl)
+        self.logger.record("train/max_kl", step.max_kl)
+        self.logger.record(
+            "train/explained_variance",
+            explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten()),
+        )
+        self.logger.record("train/is_line_search_success", float(step.accepted))
+        self.logger.record("train/line_search_steps", step.line_search_steps)
+        self.logger.record("train/cg_iterations", step.cg_iterations)
+        self.logger.record("train/cg_residual", step.cg_residual)
+        self.logger.record("train/step_size", step.step_size)
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+
+    def learn(
+        self: SelfTRPO,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "TRPO",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfTRPO:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+
+def actor_parameters(policy: BasePolicy) -> list[nn.Parameter]:
+    """The parameters the action distribution depends on, in ``policy.parameters()`` order.
+
+    Found from the policy's computation graph (which parameters a probe observation's distribution parameters
+    depend on), not from parameter names; shared layers (e.g. a shared CNN) belong to the actor.
+    """
+    probe_space = copy.deepcopy(policy.observation_space)
+    probe_space.seed(0)
+    obs, _ = policy.obs_to_tensor(probe_space.sample())
+    distribution = policy.get_distribution(obs)  # type: ignore[operator]
+    family = family_of(distribution)
+    if family is not None:
+        outputs: Sequence[th.Tensor] = family.parameters(distribution)
+    else:
+        outputs = [distribution.log_prob(distribution.get_actions(deterministic=True).detach())]
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    grads = th.autograd.grad([o.sum() for o in outputs], trainable, allow_unused=True)
+    return [p for p, g in zip(trainable, grads, strict=True) if g is not None]
+
+
+def _index_obs(observations: PyTorchObs, index: slice | np.ndarray | None) -> PyTorchObs:
+    if index is None:
+        return observations
+    if isinstance(observations, dict):
+        return {key: value[index] for key, value in observations.items()}
+    return observations[index]
+
+
+def _check_choice(name: str, value: object, allowed: Sequence[str]) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {list(allowed)}; got {value!r}")
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}; got {value!r}")
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+
+
+def _check_real(
+    name: str,
+    value: object,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    lo = "" if low is None else ("(" if low_open else "[") + f"{low}"
+    hi = "" if high is None else f"{high}" + (")" if high_open else "]")
+    allowed = f"in {lo}, {hi}" if low is not None and high is not None else f"{'>' if low_open else '>='} {low}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number {allowed}; got {value!r}")
+    x = float(value)
+    ok = math.isfinite(x)
+    if low is not None:
+        ok = ok and (x > low if low_open else x >= low)
+    if high is not None:
+        ok = ok and (x < high if high_open else x <= high)
+    if not ok:
+        raise ValueError(f"{name} must be {allowed}; got {value!r}")
