@@ -290,7 +290,7 @@ class MirrorJacobian:
     def __init__(self, mirror: ActorCriticMirror, observations: np.ndarray, params: Sequence[th.Tensor]) -> None:
         self.mirror = mirror
         self.n_states = len(observations)
-        mirror.actor.refresh()
+        mirror.refresh()
         self._out, self._cache = mirror.actor.forward_cached(mirror.preprocess(observations))
         mlp_params = mirror.actor.torch_parameters()
         extra = [mirror.policy.log_std] if mirror.kind == "gaussian" else []
@@ -307,6 +307,8 @@ class MirrorJacobian:
         self._n_mlp = len(mirror.actor.flat)
         self._buffer = np.zeros(int(starts[-1]), dtype=np.float32)
         self._std = np.exp(mirror.log_std)
+        # torch's Categorical exposes normalized logits z - logsumexp(z): their Jacobian is (I - 1 p^T) J
+        self._probs = [np.exp(block - _logsumexp(block)) for block in self._blocks(self._out)]
 
     def _to_mirror(self, v: th.Tensor) -> np.ndarray:
         flat = v.detach().cpu().numpy().astype(np.float32, copy=False)
@@ -326,7 +328,10 @@ class MirrorJacobian:
         if self.mirror.kind == "gaussian":
             d_std = np.broadcast_to(self._std * tangent[self._n_mlp :], d_out.shape)
             return th.from_numpy(d_out), th.from_numpy(np.ascontiguousarray(d_std))
-        return self._split_logits(d_out)
+        if self.mirror.kind == "bernoulli":
+            return (th.from_numpy(d_out),)
+        blocks = [d - (p * d).sum(axis=1, keepdims=True) for d, p in zip(self._blocks(d_out), self._probs, strict=True)]
+        return tuple(th.from_numpy(np.ascontiguousarray(b)) for b in blocks)
 
     def vjp(self, u: Params) -> th.Tensor:
         grads = np.empty_like(self._buffer)
@@ -335,21 +340,18 @@ class MirrorJacobian:
             self.mirror.actor.vjp(self._cache, np.ascontiguousarray(g_mean, dtype=np.float32), out=grads[: self._n_mlp])
             grads[self._n_mlp :] = (g_std.sum(axis=0) * self._std).astype(np.float32)
         else:
-            g_out = np.concatenate([t.detach().cpu().numpy() for t in u], axis=1).astype(np.float32, copy=False)
+            blocks = [t.detach().cpu().numpy() for t in u]
+            if self.mirror.kind != "bernoulli":
+                blocks = [g - g.sum(axis=1, keepdims=True) * p for g, p in zip(blocks, self._probs, strict=True)]
+            g_out = np.concatenate(blocks, axis=1).astype(np.float32, copy=False)
             self.mirror.actor.vjp(self._cache, g_out, out=grads)
         return self._from_mirror(grads)
 
-    def outputs(self) -> Params:
-        """The distribution parameters at the mirrored weights (for tests and diagnostics)."""
-        if self.mirror.kind == "gaussian":
-            return th.from_numpy(self._out.copy()), th.from_numpy(np.broadcast_to(self._std, self._out.shape).copy())
-        return self._split_logits(self._out.copy())
-
-    def _split_logits(self, logits: np.ndarray) -> Params:
+    def _blocks(self, logits: np.ndarray) -> list[np.ndarray]:
+        """Per-component logit blocks (MultiDiscrete), or the whole array."""
         if self.mirror.kind != "multicategorical":
-            return (th.from_numpy(logits),)
-        blocks = np.split(logits, np.cumsum(self.mirror.action_dims)[:-1], axis=1)
-        return tuple(th.from_numpy(np.ascontiguousarray(b)) for b in blocks)
+            return [logits]
+        return np.split(logits, np.cumsum(self.mirror.action_dims)[:-1], axis=1)
 
 
 @dataclass

@@ -43,14 +43,15 @@ def flat_parameters(params: Sequence[th.Tensor]) -> th.Tensor:
 
 def set_flat_parameters(params: Sequence[th.Tensor], flat: th.Tensor) -> None:
     """Write the flat vector ``flat`` into ``params`` in place (inverse of :func:`flat_parameters`)."""
+    total = sum(p.numel() for p in params)
+    if total != flat.numel():
+        raise ValueError(f"flat has {flat.numel()} entries but the parameters hold {total}")
     offset = 0
     with th.no_grad():
         for p in params:
             n = p.numel()
             p.copy_(flat[offset : offset + n].view_as(p))
             offset += n
-    if offset != flat.numel():
-        raise ValueError(f"flat has {flat.numel()} entries but the parameters hold {offset}")
 
 
 def flat_grad(

@@ -1,0 +1,308 @@
+"""Behaviour of the TRPO class: drop-in compatibility, argument checks, trust region, save/load, learning."""
+
+import copy
+import inspect
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import sb3_contrib
+import torch as th
+from stable_baselines3.common.distributions import kl_divergence
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.envs import (
+    FakeImageEnv,
+    IdentityEnvBox,
+    IdentityEnvMultiBinary,
+    IdentityEnvMultiDiscrete,
+    SimpleMultiObsEnv,
+)
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.logger import KVWriter, Logger
+from stable_baselines3.common.vec_env import SubprocVecEnv, VecNormalize
+
+from sb3_trpo import TRPO
+from sb3_trpo.trust_region import flat_parameters
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Drop-in compatibility
+
+
+def test_every_sb3_contrib_argument_is_accepted_with_the_same_default_and_position():
+    theirs = list(inspect.signature(sb3_contrib.TRPO.__init__).parameters.values())
+    ours = inspect.signature(TRPO.__init__).parameters
+    assert list(ours)[: len(theirs)] == [p.name for p in theirs]
+    for param in theirs:
+        assert ours[param.name].default == param.default, param.name
+        assert ours[param.name].kind == param.kind, param.name
+    new = [p for p in ours.values() if p.name not in {q.name for q in theirs}]
+    assert new and all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in new)
+
+
+def test_readme_quickstart_pendulum():
+    model = TRPO("MlpPolicy", "Pendulum-v1", seed=0)
+    model.learn(5000)
+    assert model.num_timesteps >= 5000
+
+
+class KeyCapture(KVWriter):
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+
+    def write(self, key_values, key_excluded, step=0) -> None:
+        self.records.append(dict(key_values))
+
+
+def test_logger_keys_match_sb3_contrib_and_add_ours():
+    model = TRPO("MlpPolicy", "Pendulum-v1", n_steps=256, seed=0)
+    capture = KeyCapture()
+    model.set_logger(Logger(folder=None, output_formats=[capture]))
+    model.learn(768)
+    keys = set(capture.records[-1])
+    contrib_keys = {
+        "train/policy_objective",
+        "train/value_loss",
+        "train/kl_divergence_loss",
+        "train/explained_variance",
+        "train/is_line_search_success",
+        "train/std",
+        "train/n_updates",
+        "train/learning_rate",
+    }
+    ours = {"train/max_kl", "train/line_search_steps", "train/cg_iterations", "train/cg_residual", "train/step_size"}
+    assert contrib_keys | ours <= keys
+    assert all(np.isfinite(capture.records[-1][k]) for k in contrib_keys | ours)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Argument checks: ValueError / TypeError naming the argument and the allowed values, before training
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(sampler="tree"), ValueError, r"sampler must be one of \['single_path', 'vine'\]"),
+        (dict(kl_constraint="median"), ValueError, r"kl_constraint must be one of \['mean', 'max'\]"),
+        (dict(fisher="exact"), ValueError, r"fisher must be one of \['analytic', 'empirical'\]"),
+        (dict(step_rule="adam"), ValueError, r"step_rule must be one of \['line_search', 'fixed'\]"),
+        (dict(fisher=1), TypeError, r"fisher must be a string"),
+        (dict(target_kl=0.0), ValueError, r"target_kl must be > 0.0"),
+        (dict(target_kl=-0.01), ValueError, r"target_kl must be > 0.0"),
+        (dict(target_kl=float("nan")), ValueError, r"target_kl"),
+        (dict(cg_max_steps=0), ValueError, r"cg_max_steps must be an integer >= 1"),
+        (dict(cg_max_steps=2.5), TypeError, r"cg_max_steps must be an integer"),
+        (dict(cg_damping=-1.0), ValueError, r"cg_damping must be >= 0.0"),
+        (dict(line_search_shrinking_factor=1.0), ValueError, r"line_search_shrinking_factor must be in \(0.0, 1.0\)"),
+        (dict(line_search_shrinking_factor=0.0), ValueError, r"line_search_shrinking_factor"),
+        (dict(line_search_max_iter=0), ValueError, r"line_search_max_iter must be an integer >= 1"),
+        (dict(sub_sampling_factor=0), ValueError, r"sub_sampling_factor must be an integer >= 1"),
+        (dict(batch_size=0), ValueError, r"batch_size must be an integer >= 1"),
+        (dict(n_critic_updates=-1), ValueError, r"n_critic_updates must be an integer >= 0"),
+        (dict(fisher_sub_sampling=0.0), ValueError, r"fisher_sub_sampling must be in \(0.0, 1.0\]"),
+        (dict(fisher_sub_sampling=1.5), ValueError, r"fisher_sub_sampling"),
+        (dict(fixed_step_size=0.0), ValueError, r"fixed_step_size must be > 0.0"),
+        (dict(gamma=1.5), ValueError, r"gamma must be in \[0.0, 1.0\]"),
+        (dict(vine_kwargs={"n_actions": 4}), ValueError, r"vine_kwargs is only used with sampler='vine'"),
+        (dict(n_steps=1, normalize_advantage=True), ValueError, r"n_steps \* n_envs must be greater than 1"),
+    ],
+)
+def test_invalid_arguments_raise_at_construction(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        TRPO("MlpPolicy", "CartPole-v1", **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Smoke runs over action spaces, policies, gSDE, VecNormalize, SubprocVecEnv and the ablation switches
+
+
+SMOKE = {
+    "discrete-mlp": dict(env="CartPole-v1"),
+    "box-mlp": dict(env="Pendulum-v1"),
+    "box-gsde": dict(env="Pendulum-v1", use_sde=True, sde_sample_freq=4),
+    "box-gsde-squashed": dict(env="Pendulum-v1", use_sde=True, policy_kwargs=dict(squash_output=True)),
+    "multidiscrete": dict(env=lambda: IdentityEnvMultiDiscrete(dim=2, ep_length=20)),
+    "multibinary": dict(env=lambda: IdentityEnvMultiBinary(dim=3, ep_length=20)),
+    "box-identity": dict(env=lambda: IdentityEnvBox(ep_length=20)),
+    "cnn-discrete": dict(env=lambda: FakeImageEnv(screen_height=36, screen_width=36, n_channels=1), policy="CnnPolicy"),
+    "cnn-box": dict(
+        env=lambda: FakeImageEnv(screen_height=36, screen_width=36, n_channels=1, discrete=False), policy="CnnPolicy"
+    ),
+    "dict-obs": dict(env=lambda: SimpleMultiObsEnv(random_start=False), policy="MultiInputPolicy"),
+    "vecnormalize": dict(env="Pendulum-v1", vec_normalize=True),
+    "subproc": dict(env="CartPole-v1", subproc=True),
+    "max-kl": dict(env="Pendulum-v1", kl_constraint="max"),
+    "empirical-fisher": dict(env="CartPole-v1", fisher="empirical"),
+    "empirical-fisher-box": dict(env="Pendulum-v1", fisher="empirical", kl_constraint="max"),
+    "fixed-step": dict(env="Pendulum-v1", step_rule="fixed"),
+    "fisher-subsampling": dict(env="Pendulum-v1", fisher_sub_sampling=0.1, sub_sampling_factor=2),
+    "torch-path": dict(env="CartPole-v1", mlp_fast_path=False),
+}
+
+
+def _make_env(spec: dict, n_envs: int = 2, seed: int = 0):
+    env_id = spec["env"]
+    kwargs = {"vec_env_cls": SubprocVecEnv} if spec.get("subproc") else {}
+    env = make_vec_env(env_id, n_envs=n_envs, seed=seed, **kwargs)
+    return VecNormalize(env) if spec.get("vec_normalize") else env
+
+
+@pytest.mark.parametrize("name", list(SMOKE))
+def test_smoke(name, tmp_path):
+    spec = dict(SMOKE[name])
+    env = _make_env(spec)
+    algo_kwargs = {k: v for k, v in spec.items() if k not in ("env", "policy", "vec_normalize", "subproc")}
+    model = TRPO(spec.get("policy", "MlpPolicy"), env, n_steps=64, batch_size=32, seed=0, **algo_kwargs)
+    capture = KeyCapture()
+    model.set_logger(Logger(folder=None, output_formats=[capture]))
+    model.learn(256)
+    assert model.num_timesteps >= 256
+    record = capture.records[-1]
+    assert np.isfinite(record["train/value_loss"]) and np.isfinite(record["train/policy_objective"])
+    model.save(tmp_path / "model")
+    loaded = TRPO.load(tmp_path / "model", env=env)
+    obs = env.reset()
+    np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
+    env.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The trust region holds; a failed line search restores the parameters exactly
+
+
+class RecordingTRPO(TRPO):
+    """Measures KL(old || new) over the batch states independently of the step's own bookkeeping."""
+
+    def _policy_step(self, batch):
+        with th.no_grad():
+            old = copy.copy(self.policy.get_distribution(batch.observations))
+            old_dist = copy.copy(old.distribution)
+        info = super()._policy_step(batch)
+        with th.no_grad():
+            new = self.policy.get_distribution(batch.observations)
+            old.distribution = old_dist
+            kl = kl_divergence(old, new)
+            kl = kl.reshape(kl.shape[0], -1).sum(dim=1)  # per state: sum over action dimensions
+        self.measured.append((info.accepted, float(kl.mean()), float(kl.max())))
+        return info
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+@pytest.mark.parametrize("kl_constraint", ["mean", "max"])
+@pytest.mark.parametrize("fisher", ["analytic", "empirical"])
+def test_every_accepted_step_is_inside_the_trust_region(env_id, kl_constraint, fisher):
+    model = RecordingTRPO("MlpPolicy", env_id, n_steps=256, target_kl=0.02, kl_constraint=kl_constraint, fisher=fisher, seed=1)
+    model.measured = []
+    model.learn(256 * 8)
+    accepted = [m for m in model.measured if m[0]]
+    assert len(accepted) >= 4
+    for _, mean_kl, max_kl in accepted:
+        assert (max_kl if kl_constraint == "max" else mean_kl) <= 0.02 * (1 + 1e-5)
+        assert mean_kl > 0.0
+
+
+class RejectingTRPO(TRPO):
+    """Every line-search trial reports a worse surrogate, so every step must be rolled back."""
+
+    def _evaluate_step(self, *args, **kwargs):
+        super()._evaluate_step(*args, **kwargs)
+        return -np.inf, 0.0, 0.0
+
+
+def test_failed_line_search_restores_parameters_bit_for_bit():
+    model = RejectingTRPO("MlpPolicy", "Pendulum-v1", n_steps=256, seed=0)
+    before = {}
+
+    def snapshot(*_):
+        before.update({k: v.clone() for k, v in model.policy.state_dict().items()})
+
+    model.learn(256)  # one rollout, no train yet
+    snapshot()
+    rollout = next(model.rollout_buffer.get(batch_size=None))
+    info = model._policy_step(model._surrogate_batch(rollout))
+    assert not info.accepted and info.line_search_steps == model.line_search_max_iter
+    for name, value in model.policy.state_dict().items():
+        assert th.equal(value, before[name]), name
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Reproducibility, fast path equivalence, save/load, sb3-contrib zips
+
+
+def _trained_parameters(seed: int, env_id: str) -> th.Tensor:
+    env = VecNormalize(make_vec_env(env_id, n_envs=2, seed=seed))
+    model = TRPO("MlpPolicy", env, n_steps=128, batch_size=64, seed=seed)
+    model.learn(1024)
+    return flat_parameters(list(model.policy.parameters()))
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_same_seed_gives_identical_parameters(env_id):
+    first, second = _trained_parameters(3, env_id), _trained_parameters(3, env_id)
+    assert th.equal(first, second)
+    assert not th.equal(first, _trained_parameters(4, env_id))
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_numpy_fast_path_and_torch_path_take_the_same_step(env_id):
+    fast = TRPO("MlpPolicy", env_id, n_steps=256, seed=0)
+    fast.learn(512)  # two rollouts, one update: the second update starts from updated weights
+    slow = copy.deepcopy(fast)
+    slow._mirror = None
+    assert fast._mirror is not None
+    np.random.seed(0)  # RolloutBuffer.get() shuffles with the global NumPy RNG, which deepcopy does not copy
+    fast.train()
+    np.random.seed(0)
+    slow.train()
+    for (name, a), b in zip(fast.policy.named_parameters(), slow.policy.parameters(), strict=True):
+        th.testing.assert_close(a, b, rtol=2e-3, atol=2e-5, msg=name)
+
+
+def test_save_load_round_trip_and_continue(tmp_path):
+    env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=2, seed=0))
+    model = TRPO("MlpPolicy", env, n_steps=128, seed=0, kl_constraint="max", fisher_sub_sampling=0.5)
+    model.learn(512)
+    model.save(tmp_path / "trpo")
+    loaded = TRPO.load(tmp_path / "trpo", env=env)
+    assert loaded.kl_constraint == "max" and loaded.fisher_sub_sampling == 0.5 and loaded.cg_max_steps == 15
+    obs = env.reset()
+    np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])
+    for a, b in zip(model.policy.parameters(), loaded.policy.parameters(), strict=True):
+        assert th.equal(a, b)
+    loaded.learn(256, reset_num_timesteps=False)
+    assert loaded.num_timesteps >= 768
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_loads_an_sb3_contrib_zip_and_predicts_the_same_actions(env_id, tmp_path):
+    theirs = sb3_contrib.TRPO("MlpPolicy", env_id, n_steps=128, seed=0)
+    theirs.learn(256)
+    theirs.save(tmp_path / "contrib")
+    ours = TRPO.load(tmp_path / "contrib")
+    obs = np.stack([theirs.observation_space.sample() for _ in range(64)])
+    np.testing.assert_array_equal(theirs.predict(obs, deterministic=True)[0], ours.predict(obs, deterministic=True)[0])
+    ours.set_env(make_vec_env(env_id, n_envs=1, seed=0))
+    ours.learn(256)  # and it keeps training as ours
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Learning
+
+
+def test_cartpole_learns_to_475_within_100k_steps():
+    """rl-zoo's CartPole-v1 TRPO hyperparameters (hyperparams/trpo.yml), 100k steps, fixed seed."""
+    env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    model = TRPO(
+        "MlpPolicy",
+        env,
+        n_steps=512,
+        batch_size=512,
+        cg_damping=1e-3,
+        gae_lambda=0.98,
+        gamma=0.99,
+        learning_rate=1e-3,
+        n_critic_updates=20,
+        seed=0,
+    )
+    model.learn(100_000)
+    mean_reward, _ = evaluate_policy(model, gym.make("CartPole-v1"), n_eval_episodes=20, deterministic=True)
+    assert mean_reward >= 475
