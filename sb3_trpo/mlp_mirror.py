@@ -85,7 +85,7 @@ class NumpyMlp:
                 return None
         return cls(linears, activations) if linears else None
 
-    def torch_parameters(self) -> list[nn.Parameter]:
+    def torch_parameters(self) -> list[th.Tensor]:
         """The mirrored torch parameters in the order of ``flat``: weight, bias of each layer."""
         return [p for lin in self.linears for p in (lin.weight, lin.bias)]
 
@@ -188,7 +188,7 @@ class ActorCriticMirror:
             else "bernoulli"
         )
         self.action_dims = list(dist.action_dims) if isinstance(dist, MultiCategoricalDistribution) else []
-        self.action_shape = policy.action_space.shape
+        self.action_shape: tuple[int, ...] = tuple(policy.action_space.shape or ())
         self.log_std = np.zeros(0, dtype=np.float32)
         self.refresh()
 
@@ -420,7 +420,7 @@ def fit_critic(
     return losses
 
 
-def _read_adam_state(optimizer: th.optim.Optimizer, params: Sequence[nn.Parameter]) -> tuple[np.ndarray, np.ndarray, int]:
+def _read_adam_state(optimizer: th.optim.Optimizer, params: Sequence[th.Tensor]) -> tuple[np.ndarray, np.ndarray, int]:
     exp_avg = [np.zeros(p.numel(), dtype=np.float32) for p in params]
     exp_avg_sq = [np.zeros(p.numel(), dtype=np.float32) for p in params]
     steps = set()
@@ -436,7 +436,7 @@ def _read_adam_state(optimizer: th.optim.Optimizer, params: Sequence[nn.Paramete
 
 
 def _write_adam_state(
-    optimizer: th.optim.Optimizer, params: Sequence[nn.Parameter], exp_avg: np.ndarray, exp_avg_sq: np.ndarray, step: int
+    optimizer: th.optim.Optimizer, params: Sequence[th.Tensor], exp_avg: np.ndarray, exp_avg_sq: np.ndarray, step: int
 ) -> None:
     offset = 0
     for p in params:

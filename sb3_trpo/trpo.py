@@ -40,6 +40,7 @@ from sb3_trpo.mlp_mirror import ActorCriticMirror, AdamSettings, MirrorJacobian,
 from sb3_trpo.surrogate import SinglePathBatch, SurrogateBatch
 from sb3_trpo.trust_region import (
     FisherOperator,
+    Jacobian,
     LineSearchResult,
     PolicyJacobian,
     analytic_fisher,
@@ -309,16 +310,14 @@ class TRPO(OnPolicyAlgorithm):
         n_steps = 0
         rollout_buffer.reset()
         callback.on_rollout_start()
-        low, high = (
-            (self.action_space.low, self.action_space.high) if isinstance(self.action_space, spaces.Box) else (None, None)
-        )
+        bounds = (self.action_space.low, self.action_space.high) if isinstance(self.action_space, spaces.Box) else None
         discrete = isinstance(self.action_space, spaces.Discrete)
         new_obs, dones = self._last_obs, self._last_episode_starts
         while n_steps < n_rollout_steps:
             actions, values, log_probs = mirror.act(self._last_obs, self._rng)  # type: ignore[arg-type]
             # Clip the Gaussian samples to the action bounds (np.clip's Python wrapper costs more than this)
-            clipped_actions = actions if low is None else np.minimum(np.maximum(actions, low), high)
-            new_obs, rewards, dones, infos = env.step(clipped_actions)
+            clipped_actions = actions if bounds is None else np.minimum(np.maximum(actions, bounds[0]), bounds[1])
+            new_obs, rewards, dones, infos = env.step(clipped_actions)  # type: ignore[assignment]
             self.num_timesteps += env.num_envs
             callback.update_locals(locals())
             if not callback.on_step():
@@ -454,7 +453,7 @@ class TRPO(OnPolicyAlgorithm):
             return empirical_fisher(jacobian, family.score(old_params, actions), self.cg_damping)
         return analytic_fisher(jacobian, family, old_params, self.cg_damping)
 
-    def _jacobian(self, observations: PyTorchObs, dist_params: Params) -> PolicyJacobian | MirrorJacobian:
+    def _jacobian(self, observations: PyTorchObs, dist_params: Params) -> Jacobian:
         if self._mirror is not None and not self.use_sde and isinstance(observations, th.Tensor):
             return MirrorJacobian(self._mirror, observations.detach().cpu().numpy(), self._actor_params)
         return PolicyJacobian(dist_params, self._actor_params)

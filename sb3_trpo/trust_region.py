@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch as th
 
@@ -71,6 +72,20 @@ def flat_grad(
         allow_unused=True,
     )
     return th.cat([(th.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params, strict=True)])
+
+
+class Jacobian(Protocol):
+    """Products with ``J = d phi / d theta`` over ``n_states`` states (flat vectors over the actor parameters)."""
+
+    n_states: int
+
+    def jvp(self, v: th.Tensor) -> Params:
+        """``J v`` as a tuple shaped like the distribution parameters."""
+        ...
+
+    def vjp(self, u: Params) -> th.Tensor:
+        """``J^T u`` as a flat vector."""
+        ...
 
 
 class PolicyJacobian:
@@ -119,7 +134,7 @@ class FisherOperator:
     state_quadratic: Callable[[th.Tensor], th.Tensor] | None = None
 
 
-def analytic_fisher(jacobian: PolicyJacobian, family: OutputFamily, params: Params, damping: float) -> FisherOperator:
+def analytic_fisher(jacobian: Jacobian, family: OutputFamily, params: Params, damping: float) -> FisherOperator:
     """``F v = 1/N J^T M J v + damping v`` with ``M`` the family's closed-form Fisher at ``params`` (Appendix C)."""
     n = jacobian.n_states
 
@@ -135,7 +150,7 @@ def analytic_fisher(jacobian: PolicyJacobian, family: OutputFamily, params: Para
     return FisherOperator(product, damping, state_quadratic)
 
 
-def empirical_fisher(jacobian: PolicyJacobian, scores: Params, damping: float) -> FisherOperator:
+def empirical_fisher(jacobian: Jacobian, scores: Params, damping: float) -> FisherOperator:
     """``F v = 1/N sum_n s_n (s_n . v) + damping v``, the covariance of per-sample score vectors.
 
     ``s_n = J_n^T g_n`` where ``g_n`` is the score in the distribution's parameters (``OutputFamily.score``), so

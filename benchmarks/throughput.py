@@ -1,0 +1,151 @@
+"""Throughput of sb3_trpo.TRPO against sb3_contrib.TRPO, side by side in one process.
+
+Both run the rl-zoo MuJoCo TRPO hyperparameters on Hopper-v5 (n_envs 2, VecNormalize, n_steps 1024, batch 128,
+cg_max_steps 25, cg_damping 0.1, n_critic_updates 20, lr 1e-3) with ``torch.set_num_threads(1)``. The two
+implementations alternate, repetition after repetition, so that slow drifts of a noisy machine hit both; the
+figures are totals over all repetitions. Also measured: the env-only stepping rate of the same VecEnv stack
+(random actions), the ceiling that no agent can beat.
+
+    python benchmarks/throughput.py [--iterations 5] [--repeats 3] [--env Hopper-v5]
+
+Prints env-steps/s of each implementation, the throughput ratio, the ``train()`` time ratio, and the ceiling.
+Targets (issue 2): throughput ratio >= 2.0 and train() ratio >= 3.0 (not done below 1.5 / 2.0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+
+ZOO_MUJOCO = dict(  # rl-zoo trpo.yml, MuJoCo entries
+    n_steps=1024,
+    batch_size=128,
+    gamma=0.99,
+    gae_lambda=0.95,
+    cg_max_steps=25,
+    cg_damping=0.1,
+    n_critic_updates=20,
+    learning_rate=1e-3,
+)
+N_ENVS = 2
+
+
+@dataclass
+class Timing:
+    """Accumulated wall-clock seconds of one implementation."""
+
+    steps: int = 0
+    total: float = 0.0
+    train: float = 0.0
+    collect: float = 0.0
+    iterations: int = 0
+    returns: list[float] = field(default_factory=list)
+
+
+def make_env(env_id: str, seed: int) -> VecEnv:
+    return VecNormalize(make_vec_env(env_id, n_envs=N_ENVS, seed=seed))
+
+
+def timed_run(algo_cls: type, env_id: str, seed: int, iterations: int, timing: Timing) -> None:
+    """One warm-up iteration (not timed), then ``iterations`` timed iterations of collect + train."""
+    model = algo_cls("MlpPolicy", make_env(env_id, seed), seed=seed, **ZOO_MUJOCO)
+    rollout = ZOO_MUJOCO["n_steps"] * N_ENVS
+    model.learn(rollout)  # warm-up: first collect + train (allocations, lazy imports)
+    train, collect = model.train, model.collect_rollouts
+    spent = {"train": 0.0, "collect": 0.0}
+
+    def timed_train() -> None:
+        start = time.perf_counter()
+        train()
+        spent["train"] += time.perf_counter() - start
+
+    def timed_collect(*args: object, **kwargs: object) -> bool:
+        start = time.perf_counter()
+        result = collect(*args, **kwargs)
+        spent["collect"] += time.perf_counter() - start
+        return result
+
+    model.train = timed_train  # type: ignore[method-assign]
+    model.collect_rollouts = timed_collect  # type: ignore[method-assign]
+    start = time.perf_counter()
+    model.learn(rollout * (iterations + 1), reset_num_timesteps=False)
+    timing.total += time.perf_counter() - start
+    timing.steps += rollout * iterations
+    timing.train += spent["train"]
+    timing.collect += spent["collect"]
+    timing.iterations += iterations
+    timing.returns.extend(float(info["r"]) for info in model.ep_info_buffer)
+    model.env.close()
+
+
+def env_only_rate(env_id: str, seed: int, n_steps: int) -> float:
+    """Env-steps/s of the same VecEnv stack (DummyVecEnv + Monitor + VecNormalize) under uniform random actions."""
+    env = make_env(env_id, seed)
+    env.reset()
+    rng = np.random.default_rng(seed)
+    low, high = env.action_space.low, env.action_space.high
+    actions = rng.uniform(low, high, size=(n_steps, N_ENVS, len(low))).astype(np.float32)
+    start = time.perf_counter()
+    for a in actions:
+        env.step(a)
+    elapsed = time.perf_counter() - start
+    env.close()
+    return n_steps * N_ENVS / elapsed
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="Hopper-v5")
+    parser.add_argument("--iterations", type=int, default=5, help="timed TRPO iterations per run (2048 steps each)")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each implementation")
+    args = parser.parse_args(argv)
+
+    import sb3_contrib
+
+    import sb3_trpo
+
+    th.set_num_threads(1)  # small MLPs: one thread is fastest, and both implementations get the same
+    command = "python benchmarks/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    print(f"command: {command.strip()}")
+    print(f"date: {datetime.date.today().isoformat()}  machine: {platform.machine()} {platform.processor() or ''}".strip())
+    print(f"python {platform.python_version()}, torch {th.__version__} (1 thread), sb3-contrib {sb3_contrib.__version__}")
+    implementations = {"sb3_contrib.TRPO": sb3_contrib.TRPO, "sb3_trpo.TRPO": sb3_trpo.TRPO}
+    timings = {name: Timing() for name in implementations}
+    ceiling_runs = []
+    for repeat in range(args.repeats):
+        for name, cls in implementations.items():
+            timed_run(cls, args.env, seed=repeat, iterations=args.iterations, timing=timings[name])
+        ceiling_runs.append(env_only_rate(args.env, seed=repeat, n_steps=args.iterations * ZOO_MUJOCO["n_steps"]))
+        print(f"  repeat {repeat + 1}/{args.repeats} done")
+
+    theirs, ours = timings["sb3_contrib.TRPO"], timings["sb3_trpo.TRPO"]
+    figures = {
+        "contrib_steps_per_s": theirs.steps / theirs.total,
+        "ours_steps_per_s": ours.steps / ours.total,
+        "throughput_ratio": (ours.steps / ours.total) / (theirs.steps / theirs.total),
+        "train_ratio": (theirs.train / theirs.iterations) / (ours.train / ours.iterations),
+        "ceiling_steps_per_s": float(np.median(ceiling_runs)),
+    }
+    print(f"\n{args.env}, {args.repeats} x {args.iterations} iterations of {ZOO_MUJOCO['n_steps'] * N_ENVS} steps each")
+    for name, t in timings.items():
+        print(
+            f"  {name:17s} {t.steps / t.total:8.0f} env-steps/s   train() {1000 * t.train / t.iterations:7.1f} ms/iter"
+            f"   collect {1000 * t.collect / t.iterations:7.1f} ms/iter"
+        )
+    print(f"  env-only ceiling  {figures['ceiling_steps_per_s']:8.0f} env-steps/s (same VecEnv stack, random actions)")
+    print(f"throughput ratio (ours / sb3-contrib): {figures['throughput_ratio']:.2f}   (target >= 2.0, required >= 1.5)")
+    print(f"train() time ratio (sb3-contrib / ours): {figures['train_ratio']:.2f}   (target >= 3.0, required >= 2.0)")
+    return figures
+
+
+if __name__ == "__main__":
+    main()
