@@ -397,7 +397,7 @@ def fit_critic(
     exp_avg, exp_avg_sq, step = _read_adam_state(optimizer, params)
     x_all = np.ascontiguousarray(observations, dtype=np.float32).reshape(len(observations), -1)
     y_all = np.asarray(returns, dtype=np.float32).reshape(-1)
-    grads = np.empty_like(critic.flat)
+    grads, scratch = np.empty_like(critic.flat), np.empty_like(critic.flat)
     losses = []
     for idx in batches:
         x, y = x_all[idx], y_all[idx]
@@ -406,18 +406,39 @@ def fit_critic(
         losses.append(float(np.dot(error, error)) / len(y))
         critic.vjp(cache, (error * (2.0 / len(y)))[:, None], out=grads)
         step += 1
-        # torch.optim.Adam, single-tensor path: lerp, addcmul, bias corrections in Python floats, addcdiv
-        exp_avg += (1.0 - settings.beta1) * (grads - exp_avg)
-        exp_avg_sq *= settings.beta2
-        exp_avg_sq += (1.0 - settings.beta2) * grads * grads
-        step_size = settings.lr / (1.0 - settings.beta1**step)
-        denom = np.sqrt(exp_avg_sq)
-        denom /= math.sqrt(1.0 - settings.beta2**step)
-        denom += settings.eps
-        critic.flat -= step_size * exp_avg / denom
+        _adam_update(critic.flat, grads, exp_avg, exp_avg_sq, step, settings, scratch)
     critic.write_back()
     _write_adam_state(optimizer, params, exp_avg, exp_avg_sq, step)
     return losses
+
+
+def _adam_update(
+    params: np.ndarray,
+    grads: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
+    step: int,
+    settings: AdamSettings,
+    scratch: np.ndarray,
+) -> None:
+    """torch.optim.Adam's single-tensor update, in place, without temporaries.
+
+    ``m += (1 - b1)(g - m)``; ``v = b2 v + (1 - b2) g^2``; ``p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``
+    with the bias corrections in Python floats, as torch computes them.
+    """
+    np.subtract(grads, exp_avg, out=scratch)
+    scratch *= 1.0 - settings.beta1
+    exp_avg += scratch
+    exp_avg_sq *= settings.beta2
+    np.multiply(grads, grads, out=scratch)
+    scratch *= 1.0 - settings.beta2
+    exp_avg_sq += scratch
+    np.sqrt(exp_avg_sq, out=scratch)
+    scratch *= 1.0 / math.sqrt(1.0 - settings.beta2**step)
+    scratch += settings.eps
+    np.divide(exp_avg, scratch, out=scratch)
+    scratch *= settings.lr / (1.0 - settings.beta1**step)
+    params -= scratch
 
 
 def _read_adam_state(optimizer: th.optim.Optimizer, params: Sequence[th.Tensor]) -> tuple[np.ndarray, np.ndarray, int]:

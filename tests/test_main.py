@@ -1,0 +1,33 @@
+"""The main job (``python -m sb3_trpo``) and the delayed model setup of SB3."""
+
+from pathlib import Path
+
+import pytest
+
+from sb3_trpo import TRPO, __version__
+from sb3_trpo.__main__ import main
+
+
+def test_main_job_saves_model_and_learning_curve(tmp_path, capsys):
+    run_dir = main(["--timesteps", "2048", "--output", str(tmp_path), "--seed", "1"])
+    printed = capsys.readouterr().out
+    model_path, curve_path = run_dir / "model.zip", run_dir / "learning_curve.png"
+    assert model_path.is_file() and curve_path.stat().st_size > 1000
+    assert str(model_path) in printed and str(curve_path) in printed
+    assert TRPO.load(model_path).num_timesteps >= 2048
+
+
+def test_delayed_setup_and_version():
+    model = TRPO("MlpPolicy", "CartPole-v1", n_steps=64, _init_setup_model=False)
+    assert not hasattr(model, "policy") or model.policy is None
+    model._setup_model()
+    model.learn(128)
+    assert __version__.count(".") == 2
+
+
+@pytest.mark.parametrize("target", ["run:", "test:", "install:"])
+def test_makefile_has_the_readme_targets(target):
+    makefile = (Path(__file__).parents[1] / "Makefile").read_text()
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert target in makefile
+    assert "make run" in readme and "make test" in readme
