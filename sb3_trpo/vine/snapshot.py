@@ -1,0 +1,488 @@
+"""Save and restore the full state of a gymnasium env, so that a branch copy replays the trunk exactly (section 5.2).
+
+The vine method needs "the system restored to a particular state": a branch env, restored from a snapshot of the
+trunk env, must produce the same observations and rewards for the same actions, bit for bit. An env is a chain
+of layers, wrappers (outermost first) around a core env; a snapshot holds one state per layer, taken by an
+adapter chosen from the layer's type:
+
+* MuJoCo (``gymnasium.envs.mujoco.MujocoEnv``): ``mj_getState`` with ``mjSTATE_INTEGRATION`` (time, qpos, qvel,
+  act, controls, applied forces, mocap, userdata, plugin state and the solver warm start) plus the derived
+  quantities that ``step()`` may read before simulating (``Ant-v5`` reads body positions ``xpos``,
+  ``Humanoid-v5`` the centres of mass ``xipos``; qpos/qvel alone do not replay exactly). The ``MjModel`` is
+  assumed constant after construction, as in gymnasium's envs; an env that edits its model must opt in (below).
+* ALE (``ale_py.AtariEnv``): ``ALEInterface.cloneState(include_rng=...)``, which carries the emulator and the
+  sticky-action random state.
+* Classic control and toy text (``gymnasium.envs.classic_control``, ``gymnasium.envs.toy_text``): their
+  attributes (``state``, counters, ``np_random``).
+* Wrappers: their attributes, e.g. ``TimeLimit``'s elapsed steps, SB3's ``MaxAndSkipEnv`` frame buffer,
+  ``EpisodicLifeEnv`` life counter, ``StickyActionEnv`` last action.
+* Opt-in: any layer (core env or wrapper) that defines ``vine_get_state()`` (a picklable value) and
+  ``vine_set_state(state)`` is saved and restored through them alone.
+* SB3 ``Monitor`` layers are left out: branch copies have none, so they never report episodes.
+
+Attributes are sorted by kind: structure (the wrapped env, spaces, specs, functions, rendering handles) is not
+copied; plain data (numbers, strings, arrays, containers of these) is deep-copied; random generators (NumPy
+``Generator``/``RandomState``, ``random.Random``) are saved only with ``include_rng=True`` (common random numbers);
+anything else makes the layer unsupported, and :func:`check_env` raises :class:`UnsupportedEnvError` naming the
+env, the layer and the attribute. A core env of another family is unsupported unless it opts in.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import enum
+import functools
+import io
+import random
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+import gymnasium as gym
+import numpy as np
+from gymnasium.envs.registration import EnvSpec, WrapperSpec
+from stable_baselines3.common.monitor import Monitor
+
+OPT_IN_METHODS = ("vine_get_state", "vine_set_state")
+
+# Attributes that describe an env's structure or configuration, never its dynamic state.
+_STRUCTURE_NAMES = frozenset(
+    {
+        "env",
+        "_saved_kwargs",
+        "_cached_spec",
+        "spec",
+        "metadata",
+        "_metadata",
+        "render_mode",
+        "_ezpickle_args",
+        "_ezpickle_kwargs",
+        "observation_space",
+        "action_space",
+        "_observation_space",
+        "_action_space",
+        "reward_range",
+        "_reward_range",
+    }
+)
+_STRUCTURE_TYPES: tuple[type, ...] = (
+    gym.Space,
+    EnvSpec,
+    WrapperSpec,
+    type,
+    types.ModuleType,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    functools.partial,
+    enum.Enum,
+)
+_RNG_TYPES: tuple[type, ...] = (np.random.Generator, np.random.RandomState, random.Random)
+_SCALAR_TYPES: tuple[type, ...] = (type(None), bool, int, float, complex, str, bytes, np.generic)
+_CONTAINER_TYPES: tuple[type, ...] = (tuple, list, dict, set, frozenset, collections.deque)
+# MjData fields computed from the state by mj_step that an env's step() may read before simulating.
+MUJOCO_DERIVED_FIELDS = (
+    "xpos",
+    "xquat",
+    "xmat",
+    "xipos",
+    "ximat",
+    "xanchor",
+    "xaxis",
+    "geom_xpos",
+    "geom_xmat",
+    "site_xpos",
+    "site_xmat",
+    "subtree_com",
+    "subtree_linvel",
+    "subtree_angmom",
+    "cdof",
+    "cdof_dot",
+    "cinert",
+    "cvel",
+    "cacc",
+    "cfrc_int",
+    "cfrc_ext",
+    "qfrc_bias",
+    "qfrc_passive",
+    "qfrc_actuator",
+    "qfrc_smooth",
+    "qacc_smooth",
+    "qfrc_constraint",
+    "qacc",
+    "actuator_length",
+    "actuator_velocity",
+    "actuator_force",
+    "ten_length",
+    "ten_velocity",
+    "sensordata",
+    "energy",
+)
+
+
+class UnsupportedEnvError(ValueError):
+    """The vine sampler cannot snapshot this env (raised when the model is built, never mid-training)."""
+
+
+@dataclass(frozen=True)
+class EnvSnapshot:
+    """The state of every layer of an env (outermost first, ``Monitor`` left out), and the layers' class names."""
+
+    layer_types: tuple[str, ...]
+    states: tuple[Any, ...]
+    include_rng: bool
+
+
+@dataclass(frozen=True)
+class _AttributeState:
+    plain: dict[str, Any]
+    rngs: dict[str, Any] | None
+    names: frozenset[str]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Walking the chain of layers
+
+
+def iter_layers(env: gym.Env) -> Iterator[gym.Env]:
+    """The layers of ``env``, outermost wrapper first, core env last."""
+    layer = env
+    while isinstance(layer, gym.Wrapper):
+        yield layer
+        layer = layer.env
+    yield layer
+
+
+def snapshot_layers(env: gym.Env) -> list[gym.Env]:
+    """The layers a snapshot covers: every layer except SB3 ``Monitor`` wrappers."""
+    return [layer for layer in iter_layers(env) if not isinstance(layer, Monitor)]
+
+
+def env_name(env: gym.Env) -> str:
+    """A readable name: the registered id, or the core env's class."""
+    core = env.unwrapped
+    spec = getattr(core, "spec", None)
+    return spec.id if spec is not None else _class_name(core)
+
+
+def _class_name(obj: object) -> str:
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Attribute classification (plain data is copied, structure is shared, anything else is refused)
+
+
+def _is_render_handle(value: object) -> bool:
+    module = type(value).__module__
+    return module.startswith(("pygame", "gymnasium.envs.mujoco.mujoco_rendering"))
+
+
+def _is_plain(value: object, depth: int = 0) -> bool:
+    if isinstance(value, _SCALAR_TYPES):
+        return True
+    if isinstance(value, np.ndarray):
+        return value.dtype != object
+    if depth < 8 and isinstance(value, (dict,)):
+        return all(_is_plain(k, depth + 1) and _is_plain(v, depth + 1) for k, v in value.items())
+    if depth < 8 and isinstance(value, _CONTAINER_TYPES):
+        return all(_is_plain(item, depth + 1) for item in value)  # type: ignore[attr-defined]
+    return False
+
+
+def attribute_kind(name: str, value: object) -> str:
+    """``"structure"``, ``"rng"``, ``"plain"`` or ``"unsupported"``: how a snapshot treats an attribute."""
+    if name in _STRUCTURE_NAMES or isinstance(value, _STRUCTURE_TYPES) or _is_render_handle(value):
+        return "structure"
+    if isinstance(value, _RNG_TYPES):
+        return "rng"
+    return "plain" if _is_plain(value) else "unsupported"
+
+
+def _copy_plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, _SCALAR_TYPES):
+        return value
+    if isinstance(value, tuple) and all(isinstance(item, _SCALAR_TYPES) for item in value):
+        return value  # immutable
+    return copy.deepcopy(value)
+
+
+def _rng_state(rng: Any) -> tuple[str, Any]:
+    if isinstance(rng, np.random.Generator):
+        return ("generator", (type(rng.bit_generator).__name__, copy.deepcopy(rng.bit_generator.state)))
+    if isinstance(rng, np.random.RandomState):
+        return ("random_state", rng.get_state())
+    return ("random", rng.getstate())
+
+
+def _set_rng_state(layer: Any, name: str, saved: tuple[str, Any]) -> None:
+    kind, state = saved
+    current = layer.__dict__.get(name)
+    if kind == "generator":
+        bit_name, bit_state = state
+        if not (isinstance(current, np.random.Generator) and type(current.bit_generator).__name__ == bit_name):
+            current = np.random.Generator(getattr(np.random, bit_name)())
+            layer.__dict__[name] = current
+        current.bit_generator.state = copy.deepcopy(bit_state)
+    elif kind == "random_state":
+        if not isinstance(current, np.random.RandomState):
+            current = layer.__dict__[name] = np.random.RandomState()
+        current.set_state(state)
+    else:
+        if not isinstance(current, random.Random):
+            current = layer.__dict__[name] = random.Random()
+        current.setstate(state)
+
+
+def check_attributes(env: gym.Env, layer: Any, exclude: frozenset[str] = frozenset()) -> None:
+    """Raise :class:`UnsupportedEnvError` if an attribute of ``layer`` is neither structure, RNG nor plain data."""
+    for name, value in vars(layer).items():
+        if name in exclude or attribute_kind(name, value) != "unsupported":
+            continue
+        raise UnsupportedEnvError(
+            f"The vine sampler cannot snapshot env {env_name(env)!r}: attribute {name!r} of layer "
+            f"{_class_name(layer)} holds a {_class_name(value)}, which is neither plain data (numbers, strings, "
+            "arrays, containers of these), a random generator nor structure (spaces, specs, functions). "
+            f"Define {OPT_IN_METHODS[0]}() and {OPT_IN_METHODS[1]}(state) on that layer to save and restore its state."
+        )
+
+
+def capture_attributes(layer: Any, include_rng: bool, exclude: frozenset[str] = frozenset()) -> _AttributeState:
+    """Copies of a layer's plain-data attributes, and its random generators' states when ``include_rng``."""
+    plain: dict[str, Any] = {}
+    rngs: dict[str, Any] | None = {} if include_rng else None
+    for name, value in vars(layer).items():
+        if name in exclude:
+            continue
+        kind = attribute_kind(name, value)
+        if kind == "plain":
+            plain[name] = _copy_plain(value)
+        elif kind == "rng" and rngs is not None:
+            rngs[name] = _rng_state(value)
+    return _AttributeState(plain, rngs, frozenset(vars(layer)))
+
+
+def restore_attributes(layer: Any, state: _AttributeState, exclude: frozenset[str] = frozenset()) -> None:
+    """Write a captured attribute state back: copies of the plain data, generator states in place."""
+    attributes = layer.__dict__
+    for name in [n for n in attributes if n not in state.names and n not in exclude]:
+        if attribute_kind(name, attributes[name]) == "plain":  # created after the snapshot: back to the class default
+            del attributes[name]
+    for name, value in state.plain.items():
+        attributes[name] = _copy_plain(value)
+    for name, saved in (state.rngs or {}).items():
+        _set_rng_state(layer, name, saved)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Adapters, one per family
+
+
+class AttributeAdapter:
+    """Plain-data attributes and random generators: wrappers, classic control and toy-text envs."""
+
+    family = "attributes"
+    exclude: frozenset[str] = frozenset()
+
+    def check(self, env: gym.Env, layer: Any) -> None:
+        check_attributes(env, layer, self.exclude)
+
+    def capture(self, layer: Any, include_rng: bool) -> Any:
+        return capture_attributes(layer, include_rng, self.exclude)
+
+    def restore(self, layer: Any, state: Any) -> None:
+        restore_attributes(layer, state, self.exclude)
+
+
+class MujocoAdapter(AttributeAdapter):
+    """``mj_getState(mjSTATE_INTEGRATION)``, the derived arrays ``step()`` may read first, and the env's attributes."""
+
+    family = "MuJoCo"
+    exclude = frozenset({"model", "data", "mujoco_renderer"})
+
+    def capture(self, layer: Any, include_rng: bool) -> Any:
+        import mujoco
+
+        model, data = layer.model, layer.data
+        signature = mujoco.mjtState.mjSTATE_INTEGRATION
+        physics = np.empty(mujoco.mj_stateSize(model, signature), dtype=np.float64)
+        mujoco.mj_getState(model, data, physics, signature)
+        derived = {name: getattr(data, name).copy() for name in MUJOCO_DERIVED_FIELDS if hasattr(data, name)}
+        return physics, derived, super().capture(layer, include_rng)
+
+    def restore(self, layer: Any, state: Any) -> None:
+        import mujoco
+
+        physics, derived, attributes = state
+        mujoco.mj_setState(layer.model, layer.data, physics, mujoco.mjtState.mjSTATE_INTEGRATION)
+        for name, value in derived.items():
+            getattr(layer.data, name)[...] = value
+        super().restore(layer, attributes)
+
+
+class AleAdapter(AttributeAdapter):
+    """``ALEInterface.cloneState(include_rng)`` (emulator, sticky-action RNG) and the env's attributes."""
+
+    family = "ALE"
+    exclude = frozenset({"ale", "_action_set"})
+
+    def capture(self, layer: Any, include_rng: bool) -> Any:
+        return layer.ale.cloneState(include_rng=include_rng), super().capture(layer, include_rng)
+
+    def restore(self, layer: Any, state: Any) -> None:
+        ale_state, attributes = state
+        layer.ale.restoreState(ale_state)
+        super().restore(layer, attributes)
+
+
+class OptInAdapter:
+    """A layer's own ``vine_get_state()`` / ``vine_set_state(state)``; it saves whatever randomness it chooses."""
+
+    family = "opt-in"
+
+    def check(self, env: gym.Env, layer: Any) -> None:
+        for method in OPT_IN_METHODS:
+            if not callable(getattr(layer, method, None)):
+                raise UnsupportedEnvError(
+                    f"{_class_name(layer)} of env {env_name(env)!r} defines only one of {OPT_IN_METHODS}; define both"
+                )
+
+    def capture(self, layer: Any, include_rng: bool) -> Any:
+        return layer.vine_get_state()
+
+    def restore(self, layer: Any, state: Any) -> None:
+        layer.vine_set_state(copy.deepcopy(state))
+
+
+_ATTRIBUTES = AttributeAdapter()
+_MUJOCO = MujocoAdapter()
+_ALE = AleAdapter()
+_OPT_IN = OptInAdapter()
+_ATTRIBUTE_CORE_MODULES = ("gymnasium.envs.classic_control", "gymnasium.envs.toy_text")
+
+
+@functools.lru_cache(maxsize=1)
+def _family_classes() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    mujoco_types: tuple[type, ...] = ()
+    ale_types: tuple[type, ...] = ()
+    try:
+        from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
+
+        mujoco_types = (MujocoEnv,)
+    except ImportError:  # mujoco not installed
+        pass
+    try:
+        from ale_py.env import AtariEnv
+
+        ale_types = (AtariEnv,)
+    except ImportError:  # ale-py not installed
+        pass
+    return mujoco_types, ale_types
+
+
+def _has_opt_in(layer: object) -> bool:
+    return any(callable(getattr(layer, method, None)) for method in OPT_IN_METHODS)
+
+
+def adapter_for(env: gym.Env, layer: Any) -> AttributeAdapter | OptInAdapter:
+    """The adapter of one layer of ``env``; :class:`UnsupportedEnvError` for a core env of an unknown family."""
+    if _has_opt_in(layer):
+        return _OPT_IN
+    if isinstance(layer, gym.Wrapper):
+        return _ATTRIBUTES
+    mujoco_types, ale_types = _family_classes()
+    if isinstance(layer, mujoco_types):
+        return _MUJOCO
+    if isinstance(layer, ale_types):
+        return _ALE
+    if type(layer).__module__.startswith(_ATTRIBUTE_CORE_MODULES):
+        return _ATTRIBUTES
+    raise UnsupportedEnvError(
+        f"The vine sampler cannot snapshot env {env_name(env)!r}: its core env {_class_name(layer)} is not a MuJoCo "
+        "env (gymnasium.envs.mujoco.MujocoEnv), an ALE env (ale_py.AtariEnv) nor a gymnasium classic-control or "
+        "toy-text env, so there is no known way to save and restore its full state. Define "
+        f"{OPT_IN_METHODS[0]}() (returning a picklable copy of everything step() depends on, random state included) "
+        f"and {OPT_IN_METHODS[1]}(state) on it."
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Whole envs
+
+
+def check_env(env: gym.Env) -> None:
+    """Raise :class:`UnsupportedEnvError` unless every layer of ``env`` can be snapshotted."""
+    if getattr(env.unwrapped, "render_mode", None) == "human":
+        raise UnsupportedEnvError(
+            f"The vine sampler cannot use env {env_name(env)!r} with render_mode='human': its branch copies would "
+            "open windows. Use render_mode=None (or 'rgb_array')."
+        )
+    for layer in snapshot_layers(env):
+        adapter_for(env, layer).check(env, layer)
+
+
+def capture_env(env: gym.Env, include_rng: bool) -> EnvSnapshot:
+    """Snapshot every layer of ``env`` (``Monitor`` excluded); random states only with ``include_rng``."""
+    layers = snapshot_layers(env)
+    states = tuple(adapter_for(env, layer).capture(layer, include_rng) for layer in layers)
+    return EnvSnapshot(tuple(_class_name(layer) for layer in layers), states, include_rng)
+
+
+def restore_env(env: gym.Env, snapshot: EnvSnapshot) -> None:
+    """Put ``env`` (a copy built by :func:`build_env`) in the state of ``snapshot``."""
+    layers = snapshot_layers(env)
+    names = tuple(_class_name(layer) for layer in layers)
+    if names != snapshot.layer_types:
+        raise ValueError(f"snapshot of layers {snapshot.layer_types} cannot be restored into an env with layers {names}")
+    for layer, state in zip(layers, snapshot.states, strict=True):
+        adapter_for(env, layer).restore(layer, state)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Branch copies: the trunk env's construction, without its Monitor
+
+
+def _same(obj: Any) -> Any:
+    return obj
+
+
+def _rebuild_wrapper(cls: type[gym.Wrapper], attributes: dict[str, Any]) -> gym.Wrapper:
+    wrapper = cls.__new__(cls)
+    wrapper.__dict__.update(attributes)
+    return wrapper
+
+
+class _RecipePickler(cloudpickle.CloudPickler):
+    """Pickles an env chain with every ``Monitor`` spliced out and wrappers stored by their attributes."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, Monitor):
+            return _same, (obj.env,)
+        if isinstance(obj, gym.Wrapper):
+            return _rebuild_wrapper, (type(obj), dict(vars(obj)))
+        return super().reducer_override(obj)
+
+
+def clone_recipe(env: gym.Env) -> bytes:
+    """Bytes from which :func:`build_env` makes independent copies of ``env`` without its ``Monitor``.
+
+    Core envs are pickled by their own rule: gymnasium's MuJoCo and ALE envs re-run their constructor with the
+    same arguments (``EzPickle``), classic-control envs copy their attributes. Wrappers keep their attributes.
+    """
+    buffer = io.BytesIO()
+    _RecipePickler(buffer).dump(env)
+    return buffer.getvalue()
+
+
+def build_env(recipe: bytes, seed: int | None = None) -> gym.Env:
+    """A new env from :func:`clone_recipe`, reset with ``seed`` (its own random streams) when one is given."""
+    env: gym.Env = cloudpickle.loads(recipe)
+    if seed is not None:
+        env.reset(seed=seed)
+    return env

@@ -1,0 +1,235 @@
+"""The vine estimators against hand-computed values: eq. 16, eq. 15, their gradients, Q_hat of branch rollouts."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from conftest import tiny_policy
+from gymnasium import spaces
+from stable_baselines3.common.distributions import CategoricalDistribution
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from sb3_trpo.surrogate import all_actions_objective, self_normalized_objective
+from sb3_trpo.vine import build_env, capture_env, clone_recipe
+from sb3_trpo.vine.actions import ActionSampler, _gumbel, draw_first_actions
+from sb3_trpo.vine.branches import BranchPlan, run_branches
+from sb3_trpo.vine.buffer import VineBatch
+from sb3_trpo.vine.vecenv import ObservationPipeline
+from sb3_trpo.vine.workers import InProcessBranchEnvs
+
+
+def _log(x: list[list[float]]) -> th.Tensor:
+    return th.log(th.tensor(x, dtype=th.float64))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Eq. 16: self-normalized importance sampling. Tensors are (K, N) = (2 actions, 2 states).
+#   state 1: pi = (0.5, 0.25), q = (0.5, 0.5) -> w = (1, 0.5); Q = (3, 6)  -> L_1 = (3 + 3) / 1.5 = 4
+#   state 2: pi = (0.2, 0.6),  q = (0.4, 0.4) -> w = (0.5, 1.5); Q = (-1, 1) -> L_2 = (-0.5 + 1.5) / 2 = 0.5
+#   L = (4 + 0.5) / 2 = 2.25;  dL/dlog pi_nk = w_nk (Q_nk - L_n) / sum_k w_nk / N
+PI_16 = [[0.5, 0.2], [0.25, 0.6]]
+Q_16 = [[3.0, -1.0], [6.0, 1.0]]
+LOG_Q_16 = [[0.5, 0.4], [0.5, 0.4]]
+GRAD_16 = [[-1 / 3, -0.1875], [1 / 3, 0.1875]]
+
+
+def test_eq16_value_and_gradient() -> None:
+    log_probs = _log(PI_16).requires_grad_()
+    objective = self_normalized_objective(log_probs, _log(LOG_Q_16), th.tensor(Q_16, dtype=th.float64))
+    objective.backward()
+    assert objective.item() == pytest.approx(2.25, abs=1e-12)
+    assert log_probs.grad is not None
+    np.testing.assert_allclose(log_probs.grad.numpy(), GRAD_16, atol=1e-12)
+
+
+def test_eq16_ignores_a_constant_added_to_q() -> None:
+    log_probs = _log(PI_16).requires_grad_()
+    shifted = self_normalized_objective(log_probs, _log(LOG_Q_16), th.tensor(Q_16, dtype=th.float64) + 100.0)
+    shifted.backward()
+    assert shifted.item() == pytest.approx(102.25, abs=1e-9)
+    assert log_probs.grad is not None
+    np.testing.assert_allclose(log_probs.grad.numpy(), GRAD_16, atol=1e-9)
+
+
+def test_vine_batch_uses_its_own_log_q() -> None:
+    """Uniform q: eq. 16's weights are pi / q, whatever log-probabilities the policy step passes as 'old'."""
+    batch = VineBatch(
+        observations=th.zeros(2, 3),
+        fisher_actions=th.zeros(2, dtype=th.long),
+        actions=th.zeros(2, 2, dtype=th.long),
+        q_values=th.tensor(Q_16, dtype=th.float64),
+        log_q=_log(LOG_Q_16),
+        all_actions=False,
+    )
+    unrelated_old = th.full((2, 2), -7.0, dtype=th.float64)
+    assert batch.objective(_log(PI_16), unrelated_old).item() == pytest.approx(2.25, abs=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Eq. 15: every action of a 3-action space rolled out, N = 2 states.
+#   state 1: pi = (0.2, 0.3, 0.5), Q = (1, 2, 3)  -> L_1 = 0.2 + 0.6 + 1.5 = 2.3
+#   state 2: pi = (0.6, 0.3, 0.1), Q = (-2, 0, 4) -> L_2 = -1.2 + 0 + 0.4 = -0.8
+#   L = 0.75; dL/dlogit_nj = pi_nj (Q_nj - L_n) / N (softmax policy)
+PI_15 = [[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]]
+Q_15 = [[1.0, 2.0, 3.0], [-2.0, 0.0, 4.0]]
+GRAD_LOGITS_15 = [[-0.13, -0.045, 0.175], [-0.36, 0.12, 0.24]]
+
+
+def test_eq15_value_and_gradient() -> None:
+    log_probs = _log(PI_15).T.contiguous().requires_grad_()  # (K, N)
+    objective = all_actions_objective(log_probs, th.tensor(Q_15, dtype=th.float64).T)
+    objective.backward()
+    assert objective.item() == pytest.approx(0.75, abs=1e-12)
+    assert log_probs.grad is not None  # d/dlog pi_nk = pi_nk Q_nk / N
+    np.testing.assert_allclose(log_probs.grad.numpy(), (np.array(PI_15) * np.array(Q_15) / 2).T, atol=1e-12)
+
+
+def test_eq15_through_a_categorical_policy() -> None:
+    """VineBatch.log_probs + eq. 15 on SB3's Categorical distribution: gradient w.r.t. the logits."""
+    logits = _log(PI_15).requires_grad_()
+    distribution = CategoricalDistribution(3).proba_distribution(logits)
+    batch = VineBatch(
+        observations=th.zeros(2, 3),
+        fisher_actions=th.zeros(2, dtype=th.long),
+        actions=th.tensor([[0, 0], [1, 1], [2, 2]]),
+        q_values=th.tensor(Q_15, dtype=th.float64).T,
+        log_q=th.zeros(3, 2),
+        all_actions=True,
+    )
+    objective = batch.objective(batch.log_probs(distribution), th.zeros(3, 2))
+    objective.backward()
+    assert objective.item() == pytest.approx(0.75, abs=1e-12)
+    assert logits.grad is not None
+    np.testing.assert_allclose(logits.grad.numpy(), GRAD_LOGITS_15, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Actions from explicit noise
+
+
+def test_gumbel_max_and_gaussian_actions_from_noise() -> None:
+    categorical = ActionSampler(tiny_policy(spaces.Discrete(3)), None)
+    logits = np.log(np.array([[0.2, 0.3, 0.5]], dtype=np.float32))
+    u = np.array([[0.9, 0.5, 0.1]], dtype=np.float32)  # Gumbel noise -log(-log u) = (2.25, 0.37, -0.83)
+    assert categorical.actions([logits], u)[0] == 0  # log-probs + noise: (0.64, -0.84, -1.53)
+    draws = categorical.actions([np.repeat(logits, 40000, axis=0)], np.random.default_rng(0).random((40000, 3)))
+    np.testing.assert_allclose(np.bincount(draws, minlength=3) / 40000, [0.2, 0.3, 0.5], atol=0.01)
+    assert _gumbel(np.array([math.exp(-1.0)]))[0] == pytest.approx(0.0, abs=1e-6)
+
+    gaussian = ActionSampler(tiny_policy(spaces.Box(-1, 1, (2,), dtype=np.float32)), None)
+    mean, std = np.array([[0.5, -1.0]], dtype=np.float32), np.array([[2.0, 0.1]], dtype=np.float32)
+    np.testing.assert_allclose(gaussian.actions([mean, std], np.array([[1.0, -3.0]])), [[2.5, -1.3]], rtol=1e-6)
+
+
+def test_first_actions_from_the_policy_carry_log_pi_old() -> None:
+    policy = tiny_policy(spaces.Box(-1, 1, (2,), dtype=np.float32))
+    sampler = ActionSampler(policy, None)
+    obs = th.randn(5, 3, generator=th.Generator().manual_seed(0))
+    with th.no_grad():
+        distribution = policy.get_distribution(obs)
+    actions, log_q = draw_first_actions(sampler, distribution, 5, "policy", 4, np.random.default_rng(0))
+    assert actions.shape == (4, 5, 2) and log_q.shape == (4, 5)
+    with th.no_grad():
+        expected = th.stack([distribution.log_prob(th.as_tensor(a)) for a in actions]).numpy()
+    np.testing.assert_allclose(log_q, expected, rtol=1e-6)
+
+
+def test_uniform_and_all_first_actions() -> None:
+    policy = tiny_policy(spaces.Discrete(3))
+    sampler = ActionSampler(policy, None)
+    with th.no_grad():
+        distribution = policy.get_distribution(th.zeros(4, 3))
+    actions, log_q = draw_first_actions(sampler, distribution, 4, "uniform", 6, np.random.default_rng(0))
+    assert actions.shape == (6, 4) and set(np.unique(actions)) <= {0, 1, 2}
+    np.testing.assert_allclose(log_q, -math.log(3.0))
+    actions, _ = draw_first_actions(sampler, distribution, 4, "all", 3, np.random.default_rng(0))
+    np.testing.assert_array_equal(actions, [[0] * 4, [1] * 4, [2] * 4])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Q_hat of branch rollouts (section 5.2): discounted return, bootstrapped at the horizon or a time limit
+
+
+class CounterEnv(gym.Env):
+    """Deterministic: each step moves one cell; reward ``action + 1``; terminates on reaching cell 3."""
+
+    observation_space = spaces.Box(0, 100, (1,), dtype=np.float32)
+    action_space = spaces.Discrete(2)
+
+    def __init__(self) -> None:
+        self.position = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.position = 0
+        return np.zeros(1, dtype=np.float32), {}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        self.position += 1
+        return np.array([self.position], dtype=np.float32), float(action + 1), self.position >= 3, False, {}
+
+    def vine_get_state(self) -> int:
+        return self.position
+
+    def vine_set_state(self, state: int) -> None:
+        self.position = state
+
+
+class ZeroPolicy:
+    """Stands in for the policy: action 0 after the first; the critic says ``V(s) = 10 * cell``."""
+
+    def act(self, obs: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        return np.zeros(len(obs), dtype=np.int64)
+
+    def values(self, obs: np.ndarray) -> np.ndarray:
+        return 10.0 * obs[:, 0].astype(np.float64)
+
+    def env_actions(self, actions: np.ndarray) -> np.ndarray:
+        return actions
+
+
+def _q_hat(env: gym.Env, horizon: int, bootstrap: bool, elapsed: int = 0) -> tuple[float, int, bool]:
+    env.reset(seed=0)
+    if isinstance(env, gym.wrappers.TimeLimit):
+        env._elapsed_steps = elapsed
+    pool = InProcessBranchEnvs(clone_recipe(env), [0])
+    plan = BranchPlan(
+        states=np.array([0]),
+        first_actions=np.array([1]),
+        noise=np.zeros((1, horizon, 1)),
+        noise_rows=np.array([0]),
+        horizon=horizon,
+        gamma=0.5,
+        bootstrap=bootstrap,
+    )
+    pipeline = ObservationPipeline(DummyVecEnv([lambda: env]))
+    policy: Any = ZeroPolicy()
+    out = run_branches(pool, pipeline, policy, [capture_env(env, include_rng=True)], [()], plan)
+    return float(out.q_values[0]), int(out.lengths[0]), bool(out.bootstrapped[0])
+
+
+def test_q_hat_stops_at_termination_without_bootstrap() -> None:
+    assert _q_hat(CounterEnv(), horizon=5, bootstrap=True) == (2 + 0.5 * 1 + 0.25 * 1, 3, False)
+
+
+def test_q_hat_bootstraps_at_the_horizon() -> None:
+    assert _q_hat(CounterEnv(), horizon=2, bootstrap=True) == (2 + 0.5 * 1 + 0.25 * 10 * 2, 2, True)
+    assert _q_hat(CounterEnv(), horizon=2, bootstrap=False) == (2 + 0.5 * 1, 2, False)
+
+
+def test_q_hat_bootstraps_at_a_time_limit() -> None:
+    env = gym.wrappers.TimeLimit(CounterEnv(), max_episode_steps=10)
+    assert _q_hat(env, horizon=5, bootstrap=True, elapsed=9) == (2 + 0.5 * 10 * 1, 1, True)
+
+
+def test_branch_copies_are_independent_of_the_trunk() -> None:
+    env = CounterEnv()
+    env.reset()
+    copy = build_env(clone_recipe(env), seed=0)
+    copy.step(1)
+    assert env.position == 0 and copy.position == 1
