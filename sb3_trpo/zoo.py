@@ -1,0 +1,276 @@
+"""rl-baselines3-zoo integration: ``python -m sb3_trpo.zoo <command> [options]`` (console script ``sb3-trpo-zoo``).
+
+The zoo has no plugin mechanism: its ``train``/``enjoy`` parsers take the algorithm names from the ``ALGOS`` table
+when they are built, and hyperparameter search looks the algorithm up in ``HYPERPARAMS_SAMPLER``. :func:`register`
+fills those public tables at runtime (no installed file is edited):
+
+* ``trpo``: :class:`sb3_trpo.TRPO` in place of ``sb3_contrib.TRPO``; hyperparameters from ``zoo_configs/trpo.yml``.
+* ``trpo_vine``: the same class; ``zoo_configs/trpo_vine.yml`` selects the vine sampler (``sampler: vine``) with
+  the paper's settings, and runs are logged under ``<log folder>/trpo_vine/`` beside the single-path ones.
+
+:func:`main` then runs the zoo's own scripts, with two defaults changed: ``--algo`` is ``trpo`` when not given, and
+``train`` reads ``zoo_configs/<algo>.yml`` unless ``-conf``/``--conf-file`` is passed. The plot commands accept
+``--figures-dir DIR`` to write their figures as PNG files (they otherwise only call ``plt.show()``).
+
+Atari critic: with ``CnnPolicy`` the zoo configs set ``share_features_extractor: false``. TRPO's policy step moves
+only the parameters the action distribution depends on (found by autograd reachability) and the critic fit drops
+those parameters' gradients; with a shared CNN the critic would therefore never train its features. With separate
+extractors the critic's CNN is trained by the value loss and the trust region covers the actor's CNN only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import optuna
+from rl_zoo3 import hyperparams_opt
+from rl_zoo3.utils import ALGOS
+from stable_baselines3.common.atari_wrappers import AtariWrapper
+
+from sb3_trpo.trpo import TRPO
+
+PROG = "sb3-trpo-zoo"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "zoo_configs"
+ALGO_NAMES = ("trpo", "trpo_vine")
+DEFAULT_ALGO = "trpo"
+RUN_COMMANDS = ("train", "enjoy")
+PLOT_COMMANDS = ("plot_train", "plot_from_file", "all_plots")
+
+USAGE = f"""usage: {PROG} COMMAND [options]   (or: python -m sb3_trpo.zoo COMMAND [options])
+
+rl-baselines3-zoo with sb3-trpo registered as `trpo` (single path) and `trpo_vine` (vine sampler).
+
+commands (options are the zoo's own; `{PROG} COMMAND -h` lists them):
+  train           train an agent; --algo defaults to trpo, hyperparameters default to
+                  {CONFIG_DIR}/<algo>.yml (pass -conf FILE to use another file)
+  enjoy           run a trained agent (--algo defaults to trpo; pass -f LOGS to read your log folder)
+  plot_train      training curves from the Monitor files
+  all_plots       evaluation curves and a results table from evaluations.npz
+  plot_from_file  plots from the file written by `all_plots -o`
+
+plot commands also accept --figures-dir DIR: write every figure they draw to DIR as PNG.
+"""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Registration
+
+
+def register() -> None:
+    """Put ``trpo`` and ``trpo_vine`` in the zoo's algorithm, search-space and trial-converter tables (idempotent)."""
+    for name in ALGO_NAMES:
+        ALGOS[name] = TRPO
+        hyperparams_opt.HYPERPARAMS_SAMPLER[name] = sample_trpo_params
+        hyperparams_opt.HYPERPARAMS_CONVERTER[name] = convert_trpo_params
+
+
+def sample_trpo_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
+    """The zoo's TRPO search space, keeping the critic's own features extractor.
+
+    The sampled ``policy_kwargs`` replace the configured ones as a whole, so the separate-extractor choice of the
+    configs (see the module docstring) is restated here. For ``MlpPolicy`` it changes nothing: the flatten
+    extractor has no parameters.
+    """
+    return _with_separate_critic_features(hyperparams_opt.sample_trpo_params(trial, n_actions, n_envs, additional_args))
+
+
+def convert_trpo_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
+    """Hyperparameters of a stored Optuna trial (``--trial-id``), with the critic's own features extractor."""
+    return _with_separate_critic_features(hyperparams_opt.convert_onpolicy_params(sampled_params))
+
+
+def _with_separate_critic_features(hyperparams: dict[str, Any]) -> dict[str, Any]:
+    policy_kwargs = {**hyperparams.get("policy_kwargs", {}), "share_features_extractor": False}
+    return {**hyperparams, "policy_kwargs": policy_kwargs}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Atari
+
+
+class FourFrameAtariWrapper(AtariWrapper):
+    """SB3's ``AtariWrapper`` (4-frame max-pooled skip, no-op reset, life loss, 84x84 grey, reward clipping) that
+    refuses an ALE env which already skips frames itself.
+
+    ``ALE/*-v5`` skips 4 frames by default, so the plain wrapper gives 16 emulator frames per agent step. The zoo
+    configs create Atari envs with ``frameskip=1``; this check catches a ``--env-kwargs`` override that drops it
+    (the zoo replaces the configured ``env_kwargs`` as a whole).
+
+    :param env: The ALE environment, created with ``frameskip=1``
+    :param noop_max: Maximum number of no-ops at reset
+    :param frame_skip: Emulator frames per agent step (the action is repeated, the last two frames max-pooled)
+    :param screen_size: Side of the resized square observation
+    :param terminal_on_life_loss: Whether losing a life ends the (training) episode
+    :param clip_reward: Whether rewards are clipped to their sign
+    :param action_repeat_probability: Sticky-action probability added by the wrapper (ALE v5 has its own)
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        noop_max: int = 30,
+        frame_skip: int = 4,
+        screen_size: int = 84,
+        terminal_on_life_loss: bool = True,
+        clip_reward: bool = True,
+        action_repeat_probability: float = 0.0,
+    ) -> None:
+        ale_skip = ale_frameskip(env)
+        if ale_skip is not None and ale_skip != 1:
+            raise ValueError(
+                f"{env.unwrapped.spec.id if env.unwrapped.spec else env} skips frameskip={ale_skip!r} frames per step "
+                f"itself, and this wrapper skips {frame_skip} more; create it with frameskip=1 "
+                "(add frameskip:1 to --env-kwargs)"
+            )
+        super().__init__(env, noop_max, frame_skip, screen_size, terminal_on_life_loss, clip_reward, action_repeat_probability)
+
+
+def ale_frameskip(env: gym.Env) -> Any:
+    """The ``frameskip`` an env was made with (``gym.make`` records it in the spec), or ``None`` if unknown."""
+    spec = env.unwrapped.spec
+    if spec is None:
+        return None
+    return spec.kwargs.get("frameskip")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``sb3-trpo-zoo`` and ``python -m sb3_trpo.zoo``: ``COMMAND [options]``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        if not args:
+            raise SystemExit(2)
+        return
+    command, options = args[0], args[1:]
+    if command not in (*RUN_COMMANDS, *PLOT_COMMANDS):
+        raise SystemExit(f"{PROG}: unknown command {command!r}\n\n{USAGE}")
+    register()
+    if command in PLOT_COMMANDS:
+        run_plot(command, options)
+        return
+    options = with_default_algo(options)
+    if command == "train":
+        options = with_default_config(options)
+    with _argv(command, options):
+        _zoo_script(command)()
+
+
+def with_default_algo(options: list[str]) -> list[str]:
+    """``options`` with ``--algo trpo`` added when no algorithm is named (the zoo's own default is PPO)."""
+    if _known_options(options).algo is not None:
+        return options
+    return ["--algo", DEFAULT_ALGO, *options]
+
+
+def with_default_config(options: list[str]) -> list[str]:
+    """``options`` with ``--conf-file zoo_configs/<algo>.yml`` added unless a config file is given.
+
+    Algorithms for which sb3-trpo ships no file keep the zoo's own hyperparameter files.
+    """
+    known = _known_options(options)
+    if known.conf_file is not None:
+        return options
+    path = config_path(known.algo or DEFAULT_ALGO)
+    return options if path is None else [*options, "--conf-file", str(path)]
+
+
+def config_path(algo: str) -> Path | None:
+    """sb3-trpo's hyperparameter file for ``algo``; ``None`` for the zoo's other algorithms."""
+    if algo not in ALGO_NAMES:
+        return None
+    path = CONFIG_DIR / f"{algo}.yml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: the zoo configs ship with the sb3-trpo source tree (zoo_configs/); "
+            "install from a checkout (pip install -e '.[zoo]') or pass -conf FILE"
+        )
+    return path
+
+
+def _known_options(options: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--algo")
+    parser.add_argument("-conf", "--conf-file")
+    known, _ = parser.parse_known_args(options)
+    return known
+
+
+def run_plot(command: str, options: list[str]) -> list[Path]:
+    """Run one of the zoo's plot scripts; with ``--figures-dir DIR``, save its figures there and return their paths."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--figures-dir", type=Path)
+    known, rest = parser.parse_known_args(options)
+    from matplotlib import pyplot as plt
+
+    if known.figures_dir is not None:
+        plt.switch_backend("Agg")  # plt.show() becomes a no-op and the figures stay open to be saved
+    with _argv(command, rest):
+        _zoo_script(command)()
+    if known.figures_dir is None:
+        return []
+    return save_open_figures(known.figures_dir, command)
+
+
+def save_open_figures(folder: Path, prefix: str) -> list[Path]:
+    """Write every open matplotlib figure to ``folder/<prefix>_<label>.png``, close it, and return the paths."""
+    from matplotlib import pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for number in plt.get_fignums():
+        figure = plt.figure(number)
+        label = re.sub(r"[^A-Za-z0-9._-]+", "_", str(figure.get_label())).strip("_") or str(number)
+        path = folder / f"{prefix}_{label}.png"
+        figure.savefig(path)
+        plt.close(figure)
+        paths.append(path)
+        print(f"Saved {path}")
+    return paths
+
+
+def _zoo_script(command: str) -> Callable[[], None]:
+    """The zoo's function for ``command`` (they parse ``sys.argv``); plot modules are imported only when needed."""
+    if command == "train":
+        from rl_zoo3.train import train
+
+        return train
+    if command == "enjoy":
+        from rl_zoo3.enjoy import enjoy
+
+        return enjoy
+    try:
+        from rl_zoo3.plots import all_plots, plot_from_file, plot_train
+    except ImportError as error:
+        raise ImportError(f"the zoo's plot scripts need {error.name}: pip install 'sb3-trpo[zoo]'") from error
+    scripts: dict[str, Callable[[], None]] = {
+        "plot_train": plot_train,
+        "plot_from_file": plot_from_file,
+        "all_plots": all_plots,
+    }
+    return scripts[command]
+
+
+@contextlib.contextmanager
+def _argv(command: str, options: Sequence[str]) -> Iterator[None]:
+    """Present ``options`` to a zoo script as its command line."""
+    saved = sys.argv
+    sys.argv = [f"{PROG} {command}", *options]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+if __name__ == "__main__":
+    main()

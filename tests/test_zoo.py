@@ -1,0 +1,241 @@
+"""rl-zoo integration: every config entry runs through the CLI; defaults, enjoy, plots and Optuna search work."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import ale_py
+import gymnasium as gym
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import torch as th
+import yaml
+from huggingface_sb3 import EnvironmentName
+
+from sb3_trpo import TRPO
+from sb3_trpo.zoo import CONFIG_DIR, convert_trpo_params, main, sample_trpo_params, with_default_algo, with_default_config
+
+MUJOCO_V5 = [
+    f"{task}-v5"
+    for task in (
+        "Hopper",
+        "HalfCheetah",
+        "Walker2d",
+        "Ant",
+        "Humanoid",
+        "Swimmer",
+        "InvertedPendulum",
+        "InvertedDoublePendulum",
+        "Reacher",
+    )
+]
+CLASSIC = [
+    "CartPole-v1",
+    "Pendulum-v1",
+    "Acrobot-v1",
+    "MountainCar-v0",
+    "MountainCarContinuous-v0",
+    "LunarLander-v3",
+    "LunarLanderContinuous-v3",
+]
+PAPER_GAMES = ["BeamRider", "Breakout", "Enduro", "Pong", "Qbert", "Seaquest", "SpaceInvaders"]
+ATARI_IDS = [f"ALE/{game}-v5" for game in PAPER_GAMES] + [f"{game}NoFrameskip-v4" for game in PAPER_GAMES]
+# Env ids that exercise the fallback keys (ids without an entry of their own).
+FALLBACK_ENV = {"default": "Pusher-v5", "atari": "ALE/Freeway-v5"}
+ROLLOUT_STEPS = 256  # steps per update in the smoke runs (n_steps * n_envs)
+
+gym.register_envs(ale_py)
+
+
+def load_config(algo: str) -> dict[str, dict[str, Any]]:
+    with open(CONFIG_DIR / f"{algo}.yml") as file:
+        return yaml.safe_load(file)
+
+
+def vine_missing() -> bool:
+    try:
+        from sb3_trpo.vine import VineSampler  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
+def zoo(*args: str | Path) -> None:
+    """Run the CLI in this process (a zoo run changes torch's thread count: restore it)."""
+    threads = th.get_num_threads()
+    try:
+        main([str(arg) for arg in args])
+    finally:
+        th.set_num_threads(threads)
+
+
+def config_entries() -> list[Any]:
+    """``(algo, key)`` for every entry of both files.
+
+    The paper's seven games are copies of their file's ``atari`` entry (asserted in
+    ``test_game_entries_are_the_atari_entry``; ``atari`` itself runs here on ALE/Freeway-v5), so running each of the
+    14 ids only adds minutes: they carry the ``slow`` marker. The single-path Pong entries of both id families run
+    in full (one 2048-step update) in ``test_zoo_atari.py``.
+    """
+    params = []
+    for algo in ("trpo", "trpo_vine"):
+        for key in load_config(algo):
+            marks = []
+            if algo == "trpo_vine" and vine_missing():
+                marks.append(pytest.mark.skip(reason="sb3_trpo.vine (the vine sampler) is not available"))
+            if key in ATARI_IDS:
+                marks.append(pytest.mark.slow)
+            params.append(pytest.param(algo, key, marks=marks, id=f"{algo}:{key}"))
+    return params
+
+
+def smoke_overrides(entry: dict[str, Any]) -> dict[str, Any]:
+    """Hyperparameters that shrink an entry's updates to ``n_steps * n_envs`` of about 128 steps (64 for images)."""
+    n_envs = entry.get("n_envs", 1)
+    rollout = 64 if entry.get("policy") == "CnnPolicy" else 128
+    n_steps = max(8, rollout // n_envs)
+    overrides: dict[str, Any] = {"n_steps": n_steps, "batch_size": n_steps * n_envs}
+    if "vine_kwargs" in entry:
+        overrides["vine_kwargs"] = {**entry["vine_kwargs"], "n_states": 4, "horizon": 5}
+    return overrides
+
+
+def saved_run(log_folder: Path, algo: str, env_id: str) -> Path:
+    name = EnvironmentName(env_id)
+    return log_folder / algo / f"{name}_1" / name
+
+
+def test_configs_cover_the_issue_ids() -> None:
+    trpo = load_config("trpo")
+    required = {"default", "atari", *MUJOCO_V5, *CLASSIC, *ATARI_IDS}
+    assert required <= set(trpo), sorted(required - set(trpo))
+    vine = load_config("trpo_vine")
+    assert {"atari", *MUJOCO_V5, *ATARI_IDS} <= set(vine), sorted({"atari", *MUJOCO_V5, *ATARI_IDS} - set(vine))
+    assert all(entry["sampler"] == "vine" and "vine_kwargs" in entry for entry in vine.values())
+    for config in (trpo, vine):
+        unknown = [key for key in config if key not in FALLBACK_ENV and key not in gym.envs.registry]
+        assert not unknown, f"entries for ids gymnasium does not register: {unknown}"
+
+
+@pytest.mark.parametrize("algo", ["trpo", "trpo_vine"])
+def test_game_entries_are_the_atari_entry(algo: str) -> None:
+    config = load_config(algo)
+    assert all(config[env_id] == config["atari"] for env_id in ATARI_IDS)
+
+
+@pytest.mark.parametrize(("algo", "key"), config_entries())
+def test_config_entry_trains_through_the_cli(algo: str, key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    entry = load_config(algo)[key]
+    env_id = FALLBACK_ENV.get(key, key)
+    overrides = smoke_overrides(entry)
+    n_timesteps = 2 * overrides["n_steps"] * entry.get("n_envs", 1)
+    hyperparams = [f"{name}:{value!r}" for name, value in overrides.items()]
+    zoo(
+        "train", "--algo", algo, "--env", env_id, "-n", n_timesteps, "-f", tmp_path, "--seed", "0",
+        "--eval-freq", "-1", "--num-threads", "1", "--verbose", "0", "--hyperparams", *hyperparams,
+    )  # fmt: skip
+
+    run = saved_run(tmp_path, algo, env_id)
+    with open(run / "config.yml") as file:
+        saved = yaml.load(file, Loader=yaml.UnsafeLoader)
+    assert {name: saved[name] for name in entry if name not in overrides} == {
+        name: value for name, value in entry.items() if name not in overrides
+    }
+    model = TRPO.load(run.parent / f"{run.name}.zip", device="cpu")
+    # The vine sampler counts its branch steps too.
+    assert model.num_timesteps == n_timesteps if model.sampler == "single_path" else model.num_timesteps > n_timesteps
+    assert model.sampler == entry.get("sampler", "single_path")
+
+
+def test_default_algo_is_trpo_and_default_config_is_ours() -> None:
+    assert with_default_algo(["--env", "Hopper-v5"]) == ["--algo", "trpo", "--env", "Hopper-v5"]
+    assert with_default_algo(["--algo=ppo"]) == ["--algo=ppo"]
+    assert with_default_config(["--algo", "trpo"]) == ["--algo", "trpo", "--conf-file", str(CONFIG_DIR / "trpo.yml")]
+    assert with_default_config(["--algo", "trpo_vine"])[-1] == str(CONFIG_DIR / "trpo_vine.yml")
+    assert with_default_config(["--algo", "trpo", "-conf", "mine.yml"]) == ["--algo", "trpo", "-conf", "mine.yml"]
+    assert with_default_config(["--algo", "ppo"]) == ["--algo", "ppo"]  # the zoo's own file for its own algorithms
+
+
+def test_unknown_command_is_refused() -> None:
+    with pytest.raises(SystemExit, match="unknown command 'tarin'"):
+        main(["tarin", "--env", "CartPole-v1"])
+
+
+def test_hopper_v5_train_enjoy_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    logs = tmp_path / "logs"
+    budget = ["-n", "2048", "-f", str(logs), "--eval-freq", "1024", "--eval-episodes", "2", "--num-threads", "1"]
+    result = subprocess.run(
+        [sys.executable, "-m", "sb3_trpo.zoo", "train", "--algo", "trpo", "--env", "Hopper-v5", *budget, "--seed", "0"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Loading hyperparameters from: {CONFIG_DIR / 'trpo.yml'}" in result.stdout
+    run = saved_run(logs, "trpo", "Hopper-v5")
+    with open(run / "config.yml") as file:
+        saved = yaml.load(file, Loader=yaml.UnsafeLoader)
+    assert saved == load_config("trpo")["Hopper-v5"]
+    assert (run / "vecnormalize.pkl").is_file()
+    assert len(np.load(run.parent / "evaluations.npz")["timesteps"]) == 2
+    # A second run (in-process) so that plot_from_file has the two runs it needs for its score table.
+    zoo("train", "--env", "Hopper-v5", *budget, "--seed", "1")
+    assert (logs / "trpo" / "Hopper-v5_2" / "Hopper-v5.zip").is_file()
+    capsys.readouterr()
+
+    zoo("enjoy", "--algo", "trpo", "--env", "Hopper-v5", "-f", logs, "-n", "300", "--no-render", "--exp-id", "1")
+    assert "Episode Reward:" in capsys.readouterr().out
+
+    figures = tmp_path / "figures"
+    zoo("plot_train", "-a", "trpo", "-e", "Hopper-v5", "-f", logs, "-w", "1", "--figures-dir", figures)
+    results = tmp_path / "results"
+    zoo("all_plots", "-a", "trpo", "-e", "Hopper-v5", "-f", logs, "--no-display", "-o", results, "--figures-dir", figures)
+    zoo("plot_from_file", "-i", f"{results}.pkl", "--figures-dir", figures)
+    written = sorted(path.name for path in figures.glob("*.png"))
+    assert written == [
+        "all_plots_Results_Hopper-v5.png",
+        "plot_from_file_Results_Hopper-v5.png",
+        "plot_from_file_Sensitivity_plot.png",
+        "plot_train_Training_Episodic_Reward.png",
+    ]
+    assert all(path.stat().st_size > 10_000 for path in figures.glob("*.png"))
+
+
+def test_optimize_runs_an_optuna_trial(tmp_path: Path) -> None:
+    zoo(
+        "train", "--env", "CartPole-v1", "-optimize", "--n-trials", "1", "-n", "1024", "--n-evaluations", "1",
+        "--eval-episodes", "2", "--sampler", "random", "--pruner", "none", "--no-optim-plots", "--seed", "0",
+        "--num-threads", "1", "-f", tmp_path,
+    )  # fmt: skip
+    reports = list((tmp_path / "trpo").glob("report_CartPole-v1_1-trials-1024-random-none_*.csv"))
+    assert len(reports) == 1
+    trials = pd.read_csv(reports[0])
+    assert list(trials["state"]) == ["COMPLETE"]
+    assert np.isfinite(trials["value"][0])
+
+
+def test_search_space_keeps_the_critic_features_separate() -> None:
+    trial_params = {
+        "batch_size_pow": 6,
+        "n_steps_pow": 10,
+        "one_minus_gamma": 0.01,
+        "one_minus_gae_lambda": 0.05,
+        "learning_rate": 1e-3,
+        "n_critic_updates": 10,
+        "cg_max_steps": 15,
+        "target_kl": 0.01,
+        "net_arch": "small",
+        "activation_fn": "tanh",
+    }
+    sampled = sample_trpo_params(optuna.trial.FixedTrial(trial_params), 0, 1, {})
+    assert sampled["policy_kwargs"]["share_features_extractor"] is False
+    assert sampled["policy_kwargs"]["net_arch"] == {"pi": [64, 64], "vf": [64, 64]}
+    assert (sampled["n_steps"], sampled["batch_size"], sampled["gamma"]) == (1024, 64, pytest.approx(0.99))
+    assert convert_trpo_params(trial_params) == sampled
