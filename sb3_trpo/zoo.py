@@ -8,8 +8,9 @@ fills those public tables at runtime (no installed file is edited):
 * ``trpo_vine``: the same class; ``zoo_configs/trpo_vine.yml`` selects the vine sampler (``sampler: vine``) with
   the paper's settings, and runs are logged under ``<log folder>/trpo_vine/`` beside the single-path ones.
 
-:func:`main` then runs the zoo's own scripts, with two defaults changed: ``--algo`` is ``trpo`` when not given, and
-``train`` reads ``zoo_configs/<algo>.yml`` unless ``-conf``/``--conf-file`` is passed. The plot commands accept
+:func:`main` then runs the zoo's own scripts, with these changes: ``--algo`` is ``trpo`` when not given; ``train``
+reads ``zoo_configs/<algo>.yml`` unless ``-conf``/``--conf-file`` is passed, and passes the config entry's
+``env_kwargs`` to the evaluation env too (the zoo gives it only ``--env-kwargs``). The plot commands accept
 ``--figures-dir DIR`` to write their figures as PNG files (they otherwise only call ``plt.show()``).
 
 Atari critic: with ``CnnPolicy`` the zoo configs set ``share_features_extractor: false``. TRPO's policy step moves
@@ -30,8 +31,10 @@ from typing import Any
 
 import gymnasium as gym
 import optuna
+import yaml
 from rl_zoo3 import hyperparams_opt
-from rl_zoo3.utils import ALGOS
+from rl_zoo3.exp_manager import ExperimentManager
+from rl_zoo3.utils import ALGOS, StoreDict
 from stable_baselines3.common.atari_wrappers import AtariWrapper
 
 from sb3_trpo.trpo import TRPO
@@ -49,7 +52,8 @@ rl-baselines3-zoo with sb3-trpo registered as `trpo` (single path) and `trpo_vin
 
 commands (options are the zoo's own; `{PROG} COMMAND -h` lists them):
   train           train an agent; --algo defaults to trpo, hyperparameters default to
-                  {CONFIG_DIR}/<algo>.yml (pass -conf FILE to use another file)
+                  {CONFIG_DIR}/<algo>.yml (pass -conf FILE to use another file);
+                  the config's env_kwargs also reach the evaluation env
   enjoy           run a trained agent (--algo defaults to trpo; pass -f LOGS to read your log folder)
   plot_train      training curves from the Monitor files
   all_plots       evaluation curves and a results table from evaluations.npz
@@ -161,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     options = with_default_algo(options)
     if command == "train":
-        options = with_default_config(options)
+        options = with_eval_env_kwargs(with_default_config(options))
     with _argv(command, options):
         _zoo_script(command)()
 
@@ -198,10 +202,45 @@ def config_path(algo: str) -> Path | None:
     return path
 
 
+def with_eval_env_kwargs(options: list[str]) -> list[str]:
+    """``options`` with ``--eval-env-kwargs`` set to the env kwargs of training when only the config file sets them.
+
+    rl-zoo (2.9.2) makes its evaluation envs with the command line's ``--env-kwargs`` only, not with the
+    ``env_kwargs`` of the config entry (nor of ``--hyperparams``): an Atari evaluation env would keep ALE's own
+    frame skip, which :class:`FourFrameAtariWrapper` refuses.
+    """
+    known = _known_options(options)
+    if known.env_kwargs is not None or known.eval_env_kwargs is not None or known.conf_file is None:
+        return options
+    if not known.conf_file.endswith((".yml", ".yaml")):
+        return options  # a Python config: left to the zoo
+    hyperparams = known.hyperparams or {}
+    env_kwargs = hyperparams.get("env_kwargs", config_entry(Path(known.conf_file), known.env).get("env_kwargs"))
+    if not env_kwargs:
+        return options
+    return [*options, "--eval-env-kwargs", *(f"{key}:{value!r}" for key, value in env_kwargs.items())]
+
+
+def config_entry(path: Path, env_id: str) -> dict[str, Any]:
+    """The entry the zoo reads for ``env_id`` from a YAML file: its own, else ``atari`` for ALE ids, else ``default``."""
+    with open(path) as file:
+        config = yaml.safe_load(file)
+    if env_id in config:
+        return config[env_id]
+    if env_id in gym.envs.registry and ExperimentManager.is_atari(env_id) and "atari" in config:
+        return config["atari"]
+    return config.get("default", {})
+
+
 def _known_options(options: Sequence[str]) -> argparse.Namespace:
+    """The options this module reads, parsed as the zoo's own parsers read them (same names and actions)."""
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--algo")
+    parser.add_argument("--env", default="CartPole-v1")
     parser.add_argument("-conf", "--conf-file")
+    parser.add_argument("--env-kwargs", nargs="+", action=StoreDict)
+    parser.add_argument("--eval-env-kwargs", nargs="+", action=StoreDict)
+    parser.add_argument("-params", "--hyperparams", nargs="+", action=StoreDict)
     known, _ = parser.parse_known_args(options)
     return known
 

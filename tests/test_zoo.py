@@ -18,7 +18,15 @@ import yaml
 from huggingface_sb3 import EnvironmentName
 
 from sb3_trpo import TRPO
-from sb3_trpo.zoo import CONFIG_DIR, convert_trpo_params, main, sample_trpo_params, with_default_algo, with_default_config
+from sb3_trpo.zoo import (
+    CONFIG_DIR,
+    convert_trpo_params,
+    main,
+    sample_trpo_params,
+    with_default_algo,
+    with_default_config,
+    with_eval_env_kwargs,
+)
 
 MUJOCO_V5 = [
     f"{task}-v5"
@@ -160,6 +168,22 @@ def test_default_algo_is_trpo_and_default_config_is_ours() -> None:
     assert with_default_config(["--algo", "trpo_vine"])[-1] == str(CONFIG_DIR / "trpo_vine.yml")
     assert with_default_config(["--algo", "trpo", "-conf", "mine.yml"]) == ["--algo", "trpo", "-conf", "mine.yml"]
     assert with_default_config(["--algo", "ppo"]) == ["--algo", "ppo"]  # the zoo's own file for its own algorithms
+
+
+def test_config_env_kwargs_reach_the_evaluation_env() -> None:
+    def train_options(*options: str) -> list[str]:
+        return with_eval_env_kwargs(with_default_config(["--algo", "trpo", *options]))
+
+    conf = ["--conf-file", str(CONFIG_DIR / "trpo.yml")]
+    pong = ["--algo", "trpo", "--env", "ALE/Pong-v5"]
+    assert train_options("--env", "ALE/Pong-v5") == [*pong, *conf, "--eval-env-kwargs", "frameskip:1"]
+    assert train_options("--env", "ALE/Freeway-v5")[-2:] == ["--eval-env-kwargs", "frameskip:1"]  # via `atari`
+    assert train_options("--env", "Hopper-v5") == ["--algo", "trpo", "--env", "Hopper-v5", *conf]  # no env_kwargs
+    # The zoo already gives --env-kwargs to both envs; --hyperparams env_kwargs replace the config's for training.
+    given = ["--env", "ALE/Pong-v5", "--env-kwargs", "frameskip:1", "mode:0"]
+    assert train_options(*given) == ["--algo", "trpo", *given, *conf]
+    custom = train_options("--env", "ALE/Pong-v5", "--hyperparams", "env_kwargs:{'frameskip': 1, 'mode': 0}")
+    assert custom[-3:] == ["--eval-env-kwargs", "frameskip:1", "mode:0"]
 
 
 def test_unknown_command_is_refused() -> None:

@@ -91,9 +91,10 @@ def test_pong_trains_with_four_frames_per_agent_step(
     monkeypatch.chdir(tmp_path)
     record = tmp_path / "frames.json"
     probe = [{f"{FrameProbe.__module__}.FrameProbe": {"path": str(record), "stop_at": None if update else 2048}}]
+    # --eval-freq beyond the budget: the evaluation env is made (and checked by the wrapper) but never run.
     zoo(
-        "train", "--algo", "trpo", "--env", env_id, "-n", "2048",
-        "-f", tmp_path, "--eval-freq", "-1", "--num-threads", "1", "--seed", "0", "--hyperparams", f"callback:{probe!r}",
+        "train", "--algo", "trpo", "--env", env_id, "-n", "2048", "-f", tmp_path, "--eval-freq", "100000",
+        "--num-threads", "1", "--seed", "0", "--hyperparams", f"callback:{probe!r}",
     )  # fmt: skip
 
     counts = {int(frames): steps for frames, steps in json.loads(record.read_text()).items()}
