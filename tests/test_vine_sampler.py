@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from gymnasium import spaces
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, ProgressBarCallback
 from stable_baselines3.common.env_util import make_atari_env, make_vec_env
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.monitor import load_results
@@ -93,7 +93,9 @@ def test_monitor_callbacks_and_episodes_count_trunk_steps_only(tmp_path: Path) -
 def test_budget_and_logs_count_branch_steps(tmp_path: Path) -> None:
     model = _model(_pendulum())
     model.set_logger(configure(str(tmp_path), ["csv"]))
-    model.learn(3000)
+    progress_bar = ProgressBarCallback()
+    model.learn(3000, callback=progress_bar)
+    assert progress_bar.pbar.n == model.num_timesteps  # the bar counts branch steps too
     log = pd.read_csv(tmp_path / "progress.csv")
     total, trunk, branch = log["time/total_timesteps"], log["vine/trunk_steps"], log["vine/branch_steps"]
     np.testing.assert_array_equal(total, trunk + branch)

@@ -24,7 +24,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EventCallback, ProgressBarCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
@@ -181,6 +181,7 @@ class VineSampler:
         branch_steps = int(estimates.lengths.sum())
         self.branch_steps += branch_steps
         self.algo.num_timesteps += branch_steps
+        _advance_progress_bars(callback, branch_steps)
         self._log(estimates)
         return True
 
@@ -274,6 +275,17 @@ class VineSampler:
         logger.record("vine/q_within_state_std", float(q.std(axis=1).mean()))
         logger.record("vine/branch_length", float(estimates.lengths.mean()))
         logger.record("vine/bootstrapped_fraction", float(estimates.bootstrapped.mean()))
+
+
+def _advance_progress_bars(callback: BaseCallback | None, n_steps: int) -> None:
+    """Move ``progress_bar=True``'s bar over the branch steps (it counts ``num_timesteps``); no callback is called."""
+    if isinstance(callback, ProgressBarCallback) and hasattr(callback, "pbar"):
+        callback.pbar.update(n_steps)
+    elif isinstance(callback, CallbackList):
+        for child in callback.callbacks:
+            _advance_progress_bars(child, n_steps)
+    elif isinstance(callback, EventCallback):
+        _advance_progress_bars(callback.callback, n_steps)
 
 
 def _dry_run(recipe: bytes, snapshot: EnvSnapshot, include_rng: bool) -> None:

@@ -204,12 +204,16 @@ def attribute_kind(name: str, value: object) -> str:
 
 
 def _copy_plain(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.copy()
+    """A copy of plain data that shares nothing mutable with ``value`` (immutable parts are reused)."""
     if isinstance(value, _SCALAR_TYPES):
         return value
-    if isinstance(value, tuple) and all(isinstance(item, _SCALAR_TYPES) for item in value):
-        return value  # immutable
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if type(value) is dict:
+        return {k: _copy_plain(v) for k, v in value.items()}
+    if type(value) is tuple:
+        items = tuple(_copy_plain(item) for item in value)
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
     return copy.deepcopy(value)
 
 
@@ -229,7 +233,7 @@ def _set_rng_state(layer: Any, name: str, saved: tuple[str, Any]) -> None:
         if not (isinstance(current, np.random.Generator) and type(current.bit_generator).__name__ == bit_name):
             current = np.random.Generator(getattr(np.random, bit_name)())
             layer.__dict__[name] = current
-        current.bit_generator.state = copy.deepcopy(bit_state)
+        current.bit_generator.state = bit_state  # the setter copies the values
     elif kind == "random_state":
         if not isinstance(current, np.random.RandomState):
             current = layer.__dict__[name] = np.random.RandomState()
