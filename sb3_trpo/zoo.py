@@ -7,6 +7,10 @@ fills those public tables at runtime (no installed file is edited):
 * ``trpo``: :class:`sb3_trpo.TRPO` in place of ``sb3_contrib.TRPO``; hyperparameters from ``zoo_configs/trpo.yml``.
 * ``trpo_vine``: the same class; ``zoo_configs/trpo_vine.yml`` selects the vine sampler (``sampler: vine``) with
   the paper's settings, and runs are logged under ``<log folder>/trpo_vine/`` beside the single-path ones.
+* ``trpo_contrib``: ``sb3_contrib.TRPO`` (the zoo's own ``trpo``, which ours replaces) with the same file
+  ``zoo_configs/trpo.yml``, so that a comparison runs both with the same hyperparameters; logged under
+  ``<log folder>/trpo_contrib/``. Entries that set arguments only sb3-trpo has (e.g. Atari's ``fisher_sub_sampling``)
+  are refused by its constructor.
 
 :func:`main` then runs the zoo's own scripts, with these changes: ``--algo`` is ``trpo`` when not given; ``train``
 reads ``zoo_configs/<algo>.yml`` unless ``-conf``/``--conf-file`` is passed, and passes the config entry's
@@ -35,6 +39,7 @@ import yaml
 from rl_zoo3 import hyperparams_opt
 from rl_zoo3.exp_manager import ExperimentManager
 from rl_zoo3.utils import ALGOS, StoreDict
+from sb3_contrib import TRPO as ContribTRPO
 from stable_baselines3.common.atari_wrappers import AtariWrapper
 
 from sb3_trpo.trpo import TRPO
@@ -42,17 +47,20 @@ from sb3_trpo.trpo import TRPO
 PROG = "sb3-trpo-zoo"
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "zoo_configs"
 ALGO_NAMES = ("trpo", "trpo_vine")
+CONTRIB_ALGO = "trpo_contrib"
+CONFIG_FILES = {"trpo": "trpo.yml", "trpo_vine": "trpo_vine.yml", CONTRIB_ALGO: "trpo.yml"}
 DEFAULT_ALGO = "trpo"
 RUN_COMMANDS = ("train", "enjoy")
 PLOT_COMMANDS = ("plot_train", "plot_from_file", "all_plots")
 
 USAGE = f"""usage: {PROG} COMMAND [options]   (or: python -m sb3_trpo.zoo COMMAND [options])
 
-rl-baselines3-zoo with sb3-trpo registered as `trpo` (single path) and `trpo_vine` (vine sampler).
+rl-baselines3-zoo with sb3-trpo registered as `trpo` (single path) and `trpo_vine` (vine sampler),
+and sb3-contrib's TRPO as `trpo_contrib` (with the hyperparameters of `trpo`).
 
 commands (options are the zoo's own; `{PROG} COMMAND -h` lists them):
   train           train an agent; --algo defaults to trpo, hyperparameters default to
-                  {CONFIG_DIR}/<algo>.yml (pass -conf FILE to use another file);
+                  {CONFIG_DIR}/<algo>.yml (trpo.yml for trpo_contrib; pass -conf FILE to use another file);
                   the config's env_kwargs also reach the evaluation env
   enjoy           run a trained agent (--algo defaults to trpo; pass -f LOGS to read your log folder)
   plot_train      training curves from the Monitor files
@@ -68,11 +76,15 @@ plot commands also accept --figures-dir DIR: write every figure they draw to DIR
 
 
 def register() -> None:
-    """Put ``trpo`` and ``trpo_vine`` in the zoo's algorithm, search-space and trial-converter tables (idempotent)."""
+    """Put ``trpo``, ``trpo_vine`` and ``trpo_contrib`` in the zoo's algorithm, search-space and trial-converter tables
+    (idempotent)."""
     for name in ALGO_NAMES:
         ALGOS[name] = TRPO
         hyperparams_opt.HYPERPARAMS_SAMPLER[name] = sample_trpo_params
         hyperparams_opt.HYPERPARAMS_CONVERTER[name] = convert_trpo_params
+    ALGOS[CONTRIB_ALGO] = ContribTRPO
+    hyperparams_opt.HYPERPARAMS_SAMPLER[CONTRIB_ALGO] = hyperparams_opt.sample_trpo_params
+    hyperparams_opt.HYPERPARAMS_CONVERTER[CONTRIB_ALGO] = hyperparams_opt.convert_onpolicy_params
 
 
 def sample_trpo_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
@@ -178,7 +190,8 @@ def with_default_algo(options: list[str]) -> list[str]:
 
 
 def with_default_config(options: list[str]) -> list[str]:
-    """``options`` with ``--conf-file zoo_configs/<algo>.yml`` added unless a config file is given.
+    """``options`` with ``--conf-file zoo_configs/<algo>.yml`` (``trpo.yml`` for ``trpo_contrib``) added unless a
+    config file is given.
 
     Algorithms for which sb3-trpo ships no file keep the zoo's own hyperparameter files.
     """
@@ -191,9 +204,9 @@ def with_default_config(options: list[str]) -> list[str]:
 
 def config_path(algo: str) -> Path | None:
     """sb3-trpo's hyperparameter file for ``algo``; ``None`` for the zoo's other algorithms."""
-    if algo not in ALGO_NAMES:
+    if algo not in CONFIG_FILES:
         return None
-    path = CONFIG_DIR / f"{algo}.yml"
+    path = CONFIG_DIR / CONFIG_FILES[algo]
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found: the zoo configs ship with the sb3-trpo source tree (zoo_configs/); "

@@ -1,0 +1,320 @@
+"""Training runs for the benchmarks, each one ``python -m sb3_trpo.zoo train`` process (rl-baselines3-zoo).
+
+The zoo does the work: it builds the training envs from ``zoo_configs/trpo.yml`` (VecNormalize, Monitor), evaluates
+the deterministic policy every ``eval_freq`` steps on a separate env whose VecNormalize statistics are copied from
+training and frozen (SB3's ``EvalCallback``), and saves ``evaluations.npz``. ``--algo trpo`` is sb3_trpo.TRPO,
+``--algo trpo_contrib`` sb3_contrib.TRPO with the same file. Each process runs with ``--num-threads 1`` (torch) and
+one BLAS/OpenMP thread.
+
+Added here, through the zoo's ``callback`` hyperparameter: :class:`RunClock`, which times training without its
+evaluations and writes the model's logger records (``train/step_size`` and all) to ``progress.csv``.
+
+A run lives in ``<runs dir>/<label>/<env id>/n<budget>-seed<seed>/``; it is finished when ``run.csv`` (its learning
+curve) exists and ``spec.json`` matches the requested run, and finished runs are not run again (resumable).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import CSVOutputFormat
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+DEFAULT_RUNS_DIR = RESULTS_DIR / "tmp" / "runs"  # git-ignored: zoo logs, models, per-run CSVs
+PROGRESS_CSV = "progress.csv"
+TIMING_JSON = "timing.json"
+RUN_CSV = "run.csv"
+SPEC_JSON = "spec.json"
+ZOO_LOG = "zoo.log"
+SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: an algorithm with zoo hyperparameters (plus overrides) on one env and seed.
+
+    :param label: Name of the configuration in tables and plots, and the run folder's top level
+    :param algo: The zoo algorithm: ``trpo`` (sb3_trpo.TRPO) or ``trpo_contrib`` (sb3_contrib.TRPO)
+    :param env_id: Gymnasium env id
+    :param seed: Seed of the run (the zoo seeds the algorithm, the training and the evaluation envs with it)
+    :param budget: Env steps of training, as ``num_timesteps`` counts them (the vine sampler's branch steps included)
+    :param eval_freq: The zoo's ``--eval-freq``: an evaluation every ``eval_freq`` trunk env steps (all envs together)
+    :param eval_episodes: Episodes per evaluation
+    :param hyperparams: Overrides of the config entry, ``(name, Python expression)`` pairs for ``--hyperparams``
+    """
+
+    label: str
+    algo: str
+    env_id: str
+    seed: int
+    budget: int
+    eval_freq: int
+    eval_episodes: int
+    hyperparams: tuple[tuple[str, str], ...] = ()
+
+    def folder(self, runs_dir: Path) -> Path:
+        """Where the run keeps its zoo logs, ``run.csv``, ``timing.json`` and ``progress.csv``."""
+        return runs_dir / self.label / self.env_id / f"n{self.budget}-seed{self.seed}"
+
+    def as_json(self) -> dict[str, Any]:
+        """The spec as stored in ``spec.json``."""
+        return {**asdict(self), "hyperparams": dict(self.hyperparams)}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A finished run: its evaluation curve and timings.
+
+    ``curve`` has one row per evaluation: ``timesteps``, ``return_mean``, ``return_std`` (over the episodes) and
+    ``length_mean``. ``timing`` holds ``wall_seconds`` (the whole process: start-up, training, evaluations, saving),
+    ``train_seconds`` (training only), ``eval_seconds`` and ``num_timesteps``.
+    """
+
+    spec: RunSpec
+    folder: Path
+    curve: pd.DataFrame
+    timing: dict[str, float]
+    cached: bool = field(default=False, compare=False)
+
+    @property
+    def steps_per_second(self) -> float:
+        """Training throughput: env steps per second of training, evaluations excluded."""
+        return self.timing["num_timesteps"] / self.timing["train_seconds"]
+
+    def progress(self) -> pd.DataFrame:
+        """The model's logger records, one row per iteration (``train/...``, ``rollout/...``, ``time/...``)."""
+        return pd.read_csv(self.folder / PROGRESS_CSV)
+
+
+class RunFailedError(RuntimeError):
+    """A zoo training process exited with an error."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Inside the zoo process
+
+
+class RunClock(BaseCallback):
+    """Times training without its evaluations and adds a CSV output (``progress.csv``) to the model's logger.
+
+    Given to the zoo through its ``callback`` hyperparameter, which places it before the zoo's ``EvalCallback`` in
+    the callback list. That ``EvalCallback`` evaluates on the calls where ``n_calls`` is a multiple of
+    ``max(eval_freq // n_envs, 1)`` (the zoo's conversion of ``--eval-freq``); this callback starts an evaluation's
+    clock on those calls and stops it at the next call or at the end of the rollout. ``timing.json`` is written when
+    training ends.
+
+    :param folder: Where to write ``progress.csv`` and ``timing.json``
+    :param eval_freq: The zoo's ``--eval-freq`` (``<= 0``: no evaluations)
+    """
+
+    def __init__(self, folder: str, eval_freq: int) -> None:
+        super().__init__()
+        self.folder = Path(folder)
+        self.eval_freq = eval_freq
+        self.eval_seconds = 0.0
+        self.n_evaluations = 0
+        self._calls_per_eval = 0
+        self._start = 0.0
+        self._eval_start: float | None = None
+        self._finished = False
+
+    def _init_callback(self) -> None:
+        n_envs = self.training_env.num_envs
+        self._calls_per_eval = max(self.eval_freq // n_envs, 1) if self.eval_freq > 0 else 0
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.logger.output_formats.append(CSVOutputFormat(str(self.folder / PROGRESS_CSV)))
+
+    def _on_training_start(self) -> None:
+        self._start = time.perf_counter()
+
+    def _on_step(self) -> bool:
+        self._stop_eval_clock()
+        if self._calls_per_eval and self.n_calls % self._calls_per_eval == 0:
+            self._eval_start = time.perf_counter()
+            self.n_evaluations += 1
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self._stop_eval_clock()
+
+    def _on_training_end(self) -> None:
+        if self._finished:  # the zoo calls on_training_end of its first callback once more
+            return
+        self._finished = True
+        self._stop_eval_clock()
+        total = time.perf_counter() - self._start
+        num_timesteps = self.model.num_timesteps  # self.num_timesteps is the last step's: without the last branches
+        self.logger.dump(num_timesteps)  # the last iteration's train/ records (learn() stops before dumping them)
+        timing = {
+            "train_seconds": total - self.eval_seconds,
+            "eval_seconds": self.eval_seconds,
+            "num_timesteps": float(num_timesteps),
+            "n_evaluations": float(self.n_evaluations),
+        }
+        (self.folder / TIMING_JSON).write_text(json.dumps(timing, indent=1))
+
+    def _stop_eval_clock(self) -> None:
+        if self._eval_start is not None:
+            self.eval_seconds += time.perf_counter() - self._eval_start
+            self._eval_start = None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Launching runs
+
+
+def zoo_command(spec: RunSpec, folder: Path) -> list[str]:
+    """The ``python -m sb3_trpo.zoo train`` command line of ``spec``, logging under ``folder``."""
+    clock = {f"{RunClock.__module__}.{RunClock.__name__}": {"folder": str(folder), "eval_freq": spec.eval_freq}}
+    hyperparams = [f"{name}:{expression}" for name, expression in spec.hyperparams]
+    return [
+        sys.executable, "-m", "sb3_trpo.zoo", "train", "--algo", spec.algo, "--env", spec.env_id,
+        "-n", str(spec.budget), "--seed", str(spec.seed), "-f", str(folder / "zoo"),
+        "--eval-freq", str(spec.eval_freq), "--eval-episodes", str(spec.eval_episodes), "--n-eval-envs", "1",
+        "--num-threads", "1", "--verbose", "0",
+        "--hyperparams", *hyperparams, f"callback:{[clock]!r}",
+    ]  # fmt: skip
+
+
+def zoo_environment() -> dict[str, str]:
+    """The environment of a zoo process: this checkout importable (for :class:`RunClock`), one BLAS/OpenMP thread."""
+    env = {**os.environ, **SINGLE_THREAD}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    return env
+
+
+def run_one(spec: RunSpec, runs_dir: Path) -> RunResult:
+    """Train ``spec`` in a zoo process unless a finished run of the same spec exists; return its result."""
+    folder = spec.folder(runs_dir)
+    if is_finished(spec, folder):
+        return load_result(spec, folder, cached=True)
+    if folder.exists():
+        shutil.rmtree(folder)  # an interrupted or different run
+    folder.mkdir(parents=True)
+    (folder / SPEC_JSON).write_text(json.dumps(spec.as_json(), indent=1))
+    start = time.perf_counter()
+    with open(folder / ZOO_LOG, "w") as log:
+        process = subprocess.run(zoo_command(spec, folder), stdout=log, stderr=subprocess.STDOUT, env=zoo_environment())
+    wall_seconds = time.perf_counter() - start
+    if process.returncode != 0:
+        tail = (folder / ZOO_LOG).read_text()[-2000:]
+        raise RunFailedError(f"{spec.label} {spec.env_id} seed {spec.seed} failed ({folder / ZOO_LOG}):\n{tail}")
+    timing = {**json.loads((folder / TIMING_JSON).read_text()), "wall_seconds": wall_seconds}
+    (folder / TIMING_JSON).write_text(json.dumps(timing, indent=1))
+    curve = read_evaluations(folder)
+    curve.to_csv(folder / RUN_CSV, index=False)  # written last: marks the run finished
+    return RunResult(spec, folder, curve, timing)
+
+
+def is_finished(spec: RunSpec, folder: Path) -> bool:
+    """Whether ``folder`` holds a finished run of exactly ``spec``."""
+    if not (folder / RUN_CSV).is_file() or not (folder / SPEC_JSON).is_file():
+        return False
+    return json.loads((folder / SPEC_JSON).read_text()) == spec.as_json()
+
+
+def load_result(spec: RunSpec, folder: Path, cached: bool = False) -> RunResult:
+    """The result of a finished run."""
+    timing = json.loads((folder / TIMING_JSON).read_text())
+    return RunResult(spec, folder, pd.read_csv(folder / RUN_CSV), timing, cached)
+
+
+def read_evaluations(folder: Path) -> pd.DataFrame:
+    """The evaluation curve from the zoo's ``evaluations.npz`` (one row per evaluation)."""
+    paths = sorted((folder / "zoo").glob("*/*/evaluations.npz"))
+    if len(paths) != 1:
+        raise RunFailedError(f"expected one evaluations.npz under {folder / 'zoo'}, found {len(paths)}")
+    data = np.load(paths[0])
+    results, lengths = data["results"], data["ep_lengths"]
+    return pd.DataFrame(
+        {
+            "timesteps": data["timesteps"].astype(int),
+            "return_mean": results.mean(axis=1),
+            "return_std": results.std(axis=1),
+            "length_mean": lengths.mean(axis=1),
+        }
+    )
+
+
+def run_all(
+    specs: Sequence[RunSpec],
+    runs_dir: Path,
+    jobs: int,
+    follow_up: Callable[[RunResult], Iterable[RunSpec]] | None = None,
+) -> list[RunResult]:
+    """Run ``specs`` in ``jobs`` parallel zoo processes (finished ones are loaded, not run); print each as it ends.
+
+    ``follow_up(result)`` may return more specs to run once ``result`` is in (the ablation's fixed-step runs wait
+    for the step sizes of the TRPO runs). Raises :class:`RunFailedError` after all runs ended if any failed.
+    """
+    results: list[RunResult] = []
+    failures: list[str] = []
+    total = len(specs)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        pending: dict[Future[RunResult], RunSpec] = {pool.submit(run_one, spec, runs_dir): spec for spec in specs}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                spec = pending.pop(future)
+                try:
+                    result = future.result()
+                except Exception as error:  # one broken run must not stop the others
+                    failures.append(f"{spec.label} {spec.env_id} seed {spec.seed}: {error}")
+                    print(f"FAILED {failures[-1]}", flush=True)
+                    continue
+                results.append(result)
+                print(f"[{len(results)}/{total}] {describe(result)}", flush=True)
+                for extra in follow_up(result) if follow_up else ():
+                    pending[pool.submit(run_one, extra, runs_dir)] = extra
+                    total += 1
+    if failures:
+        raise RunFailedError(f"{len(failures)} run(s) failed:\n" + "\n".join(failures))
+    return results
+
+
+def describe(result: RunResult) -> str:
+    """One line about a finished run."""
+    spec, last = result.spec, result.curve.iloc[-1]
+    origin = "cached" if result.cached else f"{result.timing['wall_seconds']:.0f} s wall"
+    return (
+        f"{spec.label} {spec.env_id} seed {spec.seed}: last evaluation {last['return_mean']:.1f} at "
+        f"{int(last['timesteps'])} steps, {result.steps_per_second:.0f} env-steps/s ({origin})"
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The record
+
+
+def machine_description() -> str:
+    """Cores, CPU model and whether this is a virtual machine, e.g. ``2-core AMD EPYC VM, CPU only``."""
+    model, virtual = platform.processor() or platform.machine(), False
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        lines = cpuinfo.read_text().splitlines()
+        names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+        model = names[0] if names else model
+        virtual = any(line.startswith("flags") and " hypervisor" in line for line in lines)
+    return f"{os.cpu_count()}-core {model}{' VM' if virtual else ''}, CPU only, torch 1 thread per run"
+
+
+def command_line(module: str, argv: Sequence[str]) -> str:
+    """The command that reproduces this invocation."""
+    import shlex
+
+    return " ".join(["python", "-m", module, *(shlex.quote(arg) for arg in argv)])

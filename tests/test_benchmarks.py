@@ -1,0 +1,107 @@
+"""The learning-curve and ablation benchmarks end to end on a tiny budget (one task, one seed, one iteration per run)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from sb3_contrib import TRPO as ContribTRPO
+
+from sb3_trpo import TRPO
+from sb3_trpo.zoo import CONFIG_DIR, register, with_default_config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TASK = "Hopper-v5"
+BUDGET = 2048  # one iteration of the zoo's MuJoCo entry (2 envs x 1024 steps)
+TINY = ["--tasks", TASK, "--seeds", "0", "--budget", str(BUDGET), "--eval-freq", "1024", "--eval-episodes", "1"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run_module(module: str, *args: str | Path) -> str:
+    """``python -m <module> args`` from the repository root; returns its output."""
+    result = subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def run_folder(runs: Path, label: str, seed: int = 0) -> Path:
+    return runs / label / TASK / f"n{BUDGET}-seed{seed}"
+
+
+def zoo_config(folder: Path) -> dict:
+    (path,) = folder.glob("zoo/*/*/*/config.yml")
+    with open(path) as file:
+        return dict(yaml.load(file, Loader=yaml.UnsafeLoader))
+
+
+def assert_small_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data.startswith(PNG_MAGIC), path
+    assert 5_000 < len(data) < 150_000, (path, len(data))
+
+
+def test_trpo_contrib_is_sb3_contrib_with_our_config() -> None:
+    from rl_zoo3.utils import ALGOS
+
+    register()
+    assert ALGOS["trpo_contrib"] is ContribTRPO
+    assert ALGOS["trpo"] is TRPO
+    assert with_default_config(["--algo", "trpo_contrib"])[-1] == str(CONFIG_DIR / "trpo.yml")
+
+
+def test_learning_and_ablation_scripts(tmp_path: Path) -> None:
+    runs, learning_out, ablation_out = tmp_path / "runs", tmp_path / "learning", tmp_path / "ablations"
+
+    out = run_module("benchmarks.learning", *TINY, "--jobs", "2", "--runs-dir", runs, "--out", learning_out)
+    assert "command: python -m benchmarks.learning --tasks Hopper-v5" in out
+    # Same hyperparameters (the zoo's saved config) for both implementations, up to the run's own folder.
+    configs = [zoo_config(run_folder(runs, label)) for label in ("sb3_trpo", "sb3_contrib")]
+    for config in configs:
+        del config["callback"]
+    assert configs[0] == configs[1]
+    assert configs[0]["n_envs"] == 2 and configs[0]["normalize"] is True
+    # One CSV per run, the combined tables, one figure per task.
+    for label in ("sb3_trpo", "sb3_contrib"):
+        curve = pd.read_csv(run_folder(runs, label) / "run.csv")
+        assert list(curve["timesteps"]) == [1024, 2048]
+        assert curve["return_mean"].notna().all()
+    curves = pd.read_csv(learning_out / "curves.csv")
+    assert set(curves["label"]) == {"sb3_trpo", "sb3_contrib"} and len(curves) == 4
+    summary = pd.read_csv(learning_out / "summary.csv")
+    assert set(summary["label"]) == {"sb3_trpo", "sb3_contrib"}
+    assert (summary["steps_per_second"] > 0).all() and (summary["wall_minutes"] > summary["train_minutes"]).all()
+    markdown = (learning_out / "summary.md").read_text()
+    assert "| Hopper-v5 | sb3_trpo |" in markdown and "| Hopper-v5 | sb3_contrib |" in markdown
+    assert "![Hopper-v5](Hopper-v5.png)" in markdown
+    assert_small_png(learning_out / "Hopper-v5.png")
+
+    vine = ["--vine-kwargs", "n_states=4", "horizon=4"]
+    out = run_module("benchmarks.ablations", *TINY, *vine, "--jobs", "2", "--runs-dir", runs, "--out", ablation_out)
+    assert "sb3_trpo Hopper-v5 seed 0" in out and "(cached)" in out  # the learning run is reused, not run again
+    assert "command: python -m benchmarks.ablations" in out
+    # The fixed step size is the TRPO run's median accepted step, and the NPG run used it.
+    trpo_steps = pd.read_csv(run_folder(runs, "sb3_trpo") / "progress.csv")["train/step_size"].dropna()
+    step_sizes = pd.read_csv(ablation_out / "step_sizes.csv").set_index("env")
+    assert step_sizes.loc[TASK, "median"] == pytest.approx(trpo_steps[trpo_steps > 0].median(), rel=1e-5)
+    spec = json.loads((run_folder(runs, "npg_fixed") / "spec.json").read_text())
+    assert float(spec["hyperparams"]["fixed_step_size"]) == step_sizes.loc[TASK, "fixed_step_size"] > 0
+    # Branch steps count in the vine run's budget.
+    vine_progress = pd.read_csv(run_folder(runs, "vine") / "progress.csv")
+    timing = json.loads((run_folder(runs, "vine") / "timing.json").read_text())
+    branch_steps = vine_progress["vine/branch_steps"].max()
+    assert 0 < branch_steps <= 4 * 4 * 4
+    assert timing["num_timesteps"] == BUDGET + branch_steps
+    summary = pd.read_csv(ablation_out / "summary.csv")
+    labels = ["sb3_trpo", "vine", "max_kl", "empirical_fisher", "npg_fixed"]
+    assert sorted(summary["label"]) == sorted(labels)
+    report = (ablation_out / "report.md").read_text()
+    assert all(f"| {label} |" in report for label in labels)
+    assert "![Hopper-v5](Hopper-v5.png)" in report and "fixed_step_size used" in report
+    assert_small_png(ablation_out / "Hopper-v5.png")
