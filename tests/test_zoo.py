@@ -191,7 +191,10 @@ def test_unknown_command_is_refused() -> None:
         main(["tarin", "--env", "CartPole-v1"])
 
 
-def test_hopper_v5_train_enjoy_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_hopper_v5_train_enjoy_and_plots(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # MuJoCo may write MUJOCO_LOG.TXT into the working directory
     logs = tmp_path / "logs"
     budget = ["-n", "2048", "-f", str(logs), "--eval-freq", "1024", "--eval-episodes", "2", "--num-threads", "1"]
     result = subprocess.run(
@@ -232,7 +235,8 @@ def test_hopper_v5_train_enjoy_and_plots(tmp_path: Path, capsys: pytest.CaptureF
     assert all(path.stat().st_size > 10_000 for path in figures.glob("*.png"))
 
 
-def test_optimize_runs_an_optuna_trial(tmp_path: Path) -> None:
+def test_optimize_runs_an_optuna_trial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     zoo(
         "train", "--env", "CartPole-v1", "-optimize", "--n-trials", "1", "-n", "1024", "--n-evaluations", "1",
         "--eval-episodes", "2", "--sampler", "random", "--pruner", "none", "--no-optim-plots", "--seed", "0",
