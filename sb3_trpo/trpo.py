@@ -268,6 +268,16 @@ class TRPO(OnPolicyAlgorithm):
     def _setup_model(self) -> None:
         super()._setup_model()
         self._actor_params = actor_parameters(self.policy)
+        if (
+            getattr(self.policy, "share_features_extractor", False)
+            and sum(p.numel() for p in self.policy.features_extractor.parameters()) > 0
+        ):
+            warnings.warn(
+                "The policy shares a features extractor with parameters between actor and critic: it belongs to the trust "
+                "region, so the critic fit does not train it (as in sb3-contrib). Pass "
+                "policy_kwargs=dict(share_features_extractor=False) to give the critic its own.",
+                stacklevel=2,
+            )
         self._rng = np.random.default_rng(self.seed)
         self._mirror = ActorCriticMirror.build(self.policy) if self.mlp_fast_path else None
         self._vine = None

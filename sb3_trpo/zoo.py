@@ -45,7 +45,7 @@ from stable_baselines3.common.atari_wrappers import AtariWrapper
 from sb3_trpo.trpo import TRPO
 
 PROG = "sb3-trpo-zoo"
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "zoo_configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "zoo_configs"  # package data; also linked as zoo_configs/ at the root
 ALGO_NAMES = ("trpo", "trpo_vine")
 CONTRIB_ALGO = "trpo_contrib"
 CONFIG_FILES = {"trpo": "trpo.yml", "trpo_vine": "trpo_vine.yml", CONTRIB_ALGO: "trpo.yml"}
@@ -209,8 +209,8 @@ def config_path(algo: str) -> Path | None:
     path = CONFIG_DIR / CONFIG_FILES[algo]
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path} not found: the zoo configs ship with the sb3-trpo source tree (zoo_configs/); "
-            "install from a checkout (pip install -e '.[zoo]') or pass -conf FILE"
+            f"{path} not found: the zoo configs ship inside the sb3_trpo package (sb3_trpo/zoo_configs/), "
+            "so this installation is incomplete; reinstall sb3-trpo or pass -conf FILE"
         )
     return path
 

@@ -22,6 +22,7 @@ from stable_baselines3.common.logger import KVWriter, Logger
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecNormalize
 
 from sb3_trpo import TRPO
+from sb3_trpo.__main__ import ZOO_HYPERPARAMS
 from sb3_trpo.trust_region import flat_parameters
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -147,6 +148,7 @@ def _make_env(spec: dict, n_envs: int = 2, seed: int = 0):
 
 
 @pytest.mark.parametrize("name", list(SMOKE))
+@pytest.mark.filterwarnings("ignore:The policy shares a features extractor")
 def test_smoke(name, tmp_path):
     spec = dict(SMOKE[name])
     env = _make_env(spec)
@@ -289,20 +291,21 @@ def test_loads_an_sb3_contrib_zip_and_predicts_the_same_actions(env_id, tmp_path
 
 
 def test_cartpole_learns_to_475_within_100k_steps():
-    """rl-zoo's CartPole-v1 TRPO hyperparameters (hyperparams/trpo.yml), 100k steps, fixed seed."""
-    env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
-    model = TRPO(
-        "MlpPolicy",
-        env,
-        n_steps=512,
-        batch_size=512,
-        cg_damping=1e-3,
-        gae_lambda=0.98,
-        gamma=0.99,
-        learning_rate=1e-3,
-        n_critic_updates=20,
-        seed=0,
-    )
+    """rl-zoo's CartPole-v1 TRPO hyperparameters (rl_zoo3/hyperparams/trpo.yml), 100k steps, fixed seed."""
+    hyperparams = dict(ZOO_HYPERPARAMS["CartPole-v1"])
+    env = make_vec_env("CartPole-v1", n_envs=hyperparams.pop("n_envs"), seed=0)
+    model = TRPO("MlpPolicy", env, seed=0, **hyperparams)
     model.learn(100_000)
     mean_reward, _ = evaluate_policy(model, gym.make("CartPole-v1"), n_eval_episodes=20, deterministic=True)
     assert mean_reward >= 475
+
+
+def test_warns_when_the_critic_cannot_train_a_shared_extractor():
+    env = FakeImageEnv(screen_height=36, screen_width=36, n_channels=1)
+    with pytest.warns(UserWarning, match="share_features_extractor=False"):
+        TRPO("CnnPolicy", env, n_steps=64)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TRPO("CnnPolicy", env, n_steps=64, batch_size=64, policy_kwargs=dict(share_features_extractor=False))
