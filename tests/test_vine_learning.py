@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 from stable_baselines3.common.callbacks import EvalCallback, StopTrainingOnRewardThreshold
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.monitor import Monitor
 
 from sb3_trpo import TRPO
 
@@ -19,7 +17,8 @@ from sb3_trpo import TRPO
 def _reaches(env_id: str, threshold: float, budget: int, eval_every: int, n_envs: int, **kwargs: Any) -> TRPO:
     model = TRPO("MlpPolicy", make_vec_env(env_id, n_envs=n_envs, seed=0), seed=0, sampler="vine", **kwargs)
     stop = StopTrainingOnRewardThreshold(reward_threshold=threshold)
-    evaluation = EvalCallback(Monitor(gym.make(env_id)), callback_on_new_best=stop, eval_freq=eval_every, verbose=0)
+    eval_env = make_vec_env(env_id, n_envs=1, seed=1000)  # seeded: the evaluation episodes are reproducible too
+    evaluation = EvalCallback(eval_env, callback_on_new_best=stop, eval_freq=eval_every, verbose=0)
     model.learn(budget, callback=evaluation)
     assert evaluation.best_mean_reward >= threshold, f"best {evaluation.best_mean_reward} after {model.num_timesteps} steps"
     print(f"{env_id}: best {evaluation.best_mean_reward:.1f} at {model.num_timesteps} trunk + branch steps")

@@ -91,6 +91,8 @@ class VineSampler:
         worker_timeout: float | None = 600.0,
         start_method: str | None = None,
     ) -> None:
+        arguments = locals()
+        self.check_kwargs({name: arguments[name] for name in self.kwarg_names()})
         self.algo = algo
         self.n_states = n_states
         self.horizon = horizon
@@ -118,13 +120,18 @@ class VineSampler:
     # -- arguments -----------------------------------------------------------------------------------------------
 
     @classmethod
+    def kwarg_names(cls) -> list[str]:
+        """The ``vine_kwargs`` keys: the constructor's arguments after ``algo``."""
+        return [name for name in inspect.signature(cls.__init__).parameters if name not in ("self", "algo")]
+
+    @classmethod
     def check_kwargs(cls, kwargs: dict[str, Any], fisher: str = "analytic") -> None:
         """Validate ``vine_kwargs`` (names, types, ranges) before anything is built.
 
         ``fisher`` is accepted with every option: the empirical Fisher uses the trunk actions, drawn from pi_old.
         """
         del fisher
-        allowed = [name for name in inspect.signature(cls.__init__).parameters if name not in ("self", "algo")]
+        allowed = cls.kwarg_names()
         for name in kwargs:
             if name not in allowed:
                 raise ValueError(f"unknown vine_kwargs key {name!r}; allowed: {allowed}")
