@@ -234,6 +234,44 @@ def test_atari_frame_stack_cnn_learns_one_iteration() -> None:
     assert model._vine.surrogate_batch().observations.shape == (4, 4, 84, 84)  # transposed frame stacks
 
 
+class DictObsEnv(gym.Env):
+    """Dict observations, MultiDiscrete actions, opt-in snapshots: the torch path of the sampler."""
+
+    observation_space = spaces.Dict({"a": spaces.Box(-1, 1, (2,), dtype=np.float32), "b": spaces.Box(-1, 1, (3,))})
+    action_space = spaces.MultiDiscrete([3, 2])
+
+    def __init__(self) -> None:
+        self.t = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        super().reset(seed=seed)
+        self.t = 0
+        return {"a": np.zeros(2, np.float32), "b": np.zeros(3, np.float32)}, {}
+
+    def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
+        self.t += 1
+        obs = {"a": np.full(2, self.t / 10, np.float32), "b": np.full(3, action[0] - 1, np.float32)}
+        return obs, float(action[0] == 2) + float(action[1]), self.t >= 10, False, {}
+
+    def vine_get_state(self) -> int:
+        return self.t
+
+    def vine_set_state(self, state: int) -> None:
+        self.t = state
+
+
+@pytest.mark.parametrize("action_sampling", ["policy", "uniform"])
+def test_dict_observations_and_multidiscrete_actions(action_sampling: str) -> None:
+    env = VecNormalize(DummyVecEnv([DictObsEnv, DictObsEnv]))
+    model = TRPO("MultiInputPolicy", env, n_steps=32, batch_size=64, seed=0, sampler="vine",
+                 vine_kwargs=dict(n_states=8, horizon=4, action_sampling=action_sampling))  # fmt: skip
+    model.learn(64)
+    batch = model._vine.surrogate_batch()
+    assert set(batch.observations) == {"a", "b"} and batch.actions.shape == (4, 8, 2)
+    assert 0 < model._vine.branch_steps <= 8 * 4 * 4  # N*K*H, fewer where an episode ends inside a branch
+    assert model.num_timesteps == 64 + model._vine.branch_steps
+
+
 def test_save_and_load(tmp_path: Path) -> None:
     model = _model(_pendulum(), horizon=5)
     model.learn(256)

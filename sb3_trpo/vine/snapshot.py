@@ -78,10 +78,9 @@ _STRUCTURE_TYPES: tuple[type, ...] = (
     types.BuiltinFunctionType,
     types.MethodType,
     functools.partial,
-    enum.Enum,
 )
 _RNG_TYPES: tuple[type, ...] = (np.random.Generator, np.random.RandomState, random.Random)
-_SCALAR_TYPES: tuple[type, ...] = (type(None), bool, int, float, complex, str, bytes, np.generic)
+_SCALAR_TYPES: tuple[type, ...] = (type(None), bool, int, float, complex, str, bytes, np.generic, enum.Enum)
 _CONTAINER_TYPES: tuple[type, ...] = (tuple, list, dict, set, frozenset, collections.deque)
 # MjData fields computed from the state by mj_step that an env's step() may read before simulating.
 MUJOCO_DERIVED_FIELDS = (
@@ -244,21 +243,28 @@ def _set_rng_state(layer: Any, name: str, saved: tuple[str, Any]) -> None:
         current.setstate(state)
 
 
+def _unsupported(env: gym.Env | None, layer: Any, name: str, value: object) -> UnsupportedEnvError:
+    where = f"env {env_name(env)!r}" if env is not None else "this env"
+    return UnsupportedEnvError(
+        f"The vine sampler cannot snapshot {where}: attribute {name!r} of layer {_class_name(layer)} holds a "
+        f"{_class_name(value)}, which is neither plain data (numbers, strings, arrays, containers of these), a random "
+        f"generator nor structure (spaces, specs, functions). Define {OPT_IN_METHODS[0]}() and {OPT_IN_METHODS[1]}(state) "
+        "on that layer to save and restore its state."
+    )
+
+
 def check_attributes(env: gym.Env, layer: Any, exclude: frozenset[str] = frozenset()) -> None:
     """Raise :class:`UnsupportedEnvError` if an attribute of ``layer`` is neither structure, RNG nor plain data."""
     for name, value in vars(layer).items():
-        if name in exclude or attribute_kind(name, value) != "unsupported":
-            continue
-        raise UnsupportedEnvError(
-            f"The vine sampler cannot snapshot env {env_name(env)!r}: attribute {name!r} of layer "
-            f"{_class_name(layer)} holds a {_class_name(value)}, which is neither plain data (numbers, strings, "
-            "arrays, containers of these), a random generator nor structure (spaces, specs, functions). "
-            f"Define {OPT_IN_METHODS[0]}() and {OPT_IN_METHODS[1]}(state) on that layer to save and restore its state."
-        )
+        if name not in exclude and attribute_kind(name, value) == "unsupported":
+            raise _unsupported(env, layer, name, value)
 
 
 def capture_attributes(layer: Any, include_rng: bool, exclude: frozenset[str] = frozenset()) -> _AttributeState:
-    """Copies of a layer's plain-data attributes, and its random generators' states when ``include_rng``."""
+    """Copies of a layer's plain-data attributes, and its random generators' states when ``include_rng``.
+
+    An attribute that became unsupported after the construction-time check raises rather than being skipped.
+    """
     plain: dict[str, Any] = {}
     rngs: dict[str, Any] | None = {} if include_rng else None
     for name, value in vars(layer).items():
@@ -267,8 +273,11 @@ def capture_attributes(layer: Any, include_rng: bool, exclude: frozenset[str] = 
         kind = attribute_kind(name, value)
         if kind == "plain":
             plain[name] = _copy_plain(value)
-        elif kind == "rng" and rngs is not None:
-            rngs[name] = _rng_state(value)
+        elif kind == "rng":
+            if rngs is not None:
+                rngs[name] = _rng_state(value)
+        elif kind == "unsupported":
+            raise _unsupported(None, layer, name, value)
     return _AttributeState(plain, rngs, frozenset(vars(layer)))
 
 
