@@ -94,3 +94,18 @@ def test_adam_settings_only_for_plain_adam():
     assert AdamSettings.of(policy.optimizer) is not None
     assert AdamSettings.of(th.optim.SGD(policy.parameters(), lr=0.1)) is None
     assert AdamSettings.of(th.optim.Adam(policy.parameters(), weight_decay=1e-4)) is None
+
+
+@pytest.mark.parametrize("space_name", list(ACTION_SPACES))
+def test_fused_actor_critic_inference_equals_separate_networks(space_name):
+    policy = tiny_policy(ACTION_SPACES[space_name], seed=5, net_arch=dict(pi=[16, 8], vf=[12, 4]))
+    mirror = ActorCriticMirror.build(policy)
+    assert mirror._fused is not None
+    obs = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    fused = mirror.act(obs, np.random.default_rng(1))
+    mirror._fused = None
+    separate = mirror.act(obs, np.random.default_rng(1))
+    for a, b in zip(fused, separate, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    different_depth = tiny_policy(ACTION_SPACES[space_name], net_arch=dict(pi=[8, 8], vf=[8]))
+    assert ActorCriticMirror.build(different_depth)._fused is None

@@ -309,3 +309,26 @@ def test_warns_when_the_critic_cannot_train_a_shared_extractor():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         TRPO("CnnPolicy", env, n_steps=64, batch_size=64, policy_kwargs=dict(share_features_extractor=False))
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_store_transition_fills_the_buffer_like_rollout_buffer_add(env_id):
+    from stable_baselines3.common.buffers import RolloutBuffer
+
+    from sb3_trpo.trpo import store_transition
+
+    env = make_vec_env(env_id, n_envs=2, seed=0)
+    buffers = [RolloutBuffer(3, env.observation_space, env.action_space, n_envs=2) for _ in range(2)]
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        obs = np.stack([env.observation_space.sample() for _ in range(2)])
+        actions = np.stack([env.action_space.sample() for _ in range(2)])
+        if env_id == "CartPole-v1":
+            actions = actions.reshape(-1, 1)
+        rewards, starts = rng.standard_normal(2).astype(np.float32), rng.random(2) < 0.5
+        values, log_probs = rng.standard_normal(2).astype(np.float32), rng.standard_normal(2).astype(np.float32)
+        buffers[0].add(obs, actions, rewards, starts, th.from_numpy(values), th.from_numpy(log_probs))
+        store_transition(buffers[1], obs, actions, rewards, starts, values, log_probs)
+    for name in ("observations", "actions", "rewards", "episode_starts", "values", "log_probs"):
+        np.testing.assert_array_equal(getattr(buffers[0], name), getattr(buffers[1], name), err_msg=name)
+    assert buffers[0].pos == buffers[1].pos == 3 and buffers[0].full and buffers[1].full
