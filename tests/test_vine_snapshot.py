@@ -201,3 +201,25 @@ def test_opt_in_env_replays() -> None:
     restore_env(copy, snapshot)
     _assert_identical(_play(copy, [1, 0, 0, 0]), reference)
     TRPO("MlpPolicy", DummyVecEnv([OptInEnv]), n_steps=16, sampler="vine", vine_kwargs=dict(n_states=4))
+
+
+def test_snapshot_restores_into_a_subclass_of_a_recorded_wrapper() -> None:
+    """rl-zoo swaps gymnasium's TimeLimit for its PatchedTimeLimit subclass in the processes that import it."""
+    import gymnasium as gym
+    from gymnasium.wrappers import TimeLimit as OriginalTimeLimit
+
+    from sb3_trpo.vine import capture_env, restore_env
+
+    class SubclassedTimeLimit(OriginalTimeLimit):
+        pass
+
+    trunk = OriginalTimeLimit(gym.make("Pendulum-v1").unwrapped, max_episode_steps=200)
+    trunk.reset(seed=0)
+    for _ in range(7):
+        trunk.step(trunk.action_space.sample())
+    snapshot = capture_env(trunk, include_rng=True)
+    branch = SubclassedTimeLimit(gym.make("Pendulum-v1").unwrapped, max_episode_steps=200)
+    branch.reset(seed=1)
+    restore_env(branch, snapshot)
+    assert branch._elapsed_steps == 7
+    assert (branch.unwrapped.state == trunk.unwrapped.state).all()

@@ -450,11 +450,22 @@ def capture_env(env: gym.Env, include_rng: bool) -> EnvSnapshot:
 def restore_env(env: gym.Env, snapshot: EnvSnapshot) -> None:
     """Put ``env`` (a copy built by :func:`build_env`) in the state of ``snapshot``."""
     layers = snapshot_layers(env)
-    names = tuple(_class_name(layer) for layer in layers)
-    if names != snapshot.layer_types:
+    if len(layers) != len(snapshot.layer_types) or not all(
+        _is_a(layer, name) for layer, name in zip(layers, snapshot.layer_types, strict=True)
+    ):
+        names = tuple(_class_name(layer) for layer in layers)
         raise ValueError(f"snapshot of layers {snapshot.layer_types} cannot be restored into an env with layers {names}")
     for layer, state in zip(layers, snapshot.states, strict=True):
         adapter_for(env, layer).restore(layer, state)
+
+
+def _is_a(layer: Any, class_name: str) -> bool:
+    """Whether ``layer`` is of the recorded class or a subclass of it.
+
+    Importing rl-zoo replaces gymnasium's ``TimeLimit`` by its ``PatchedTimeLimit`` subclass in that process only, so a
+    snapshot taken in a ``SubprocVecEnv`` worker records ``TimeLimit`` while the main process rebuilds the subclass.
+    """
+    return any(f"{cls.__module__}.{cls.__qualname__}" == class_name for cls in type(layer).__mro__)
 
 
 # ----------------------------------------------------------------------------------------------------------------
