@@ -41,6 +41,7 @@ from benchmarks.zoo_runs import (
     RESULTS_DIR,
     RunResult,
     RunSpec,
+    code_versions,
     command_line,
     machine_description,
     run_all,
@@ -127,6 +128,7 @@ def write_outputs(args: argparse.Namespace, argv: Sequence[str], results: Sequen
         "",
         f"- command: `{command_line('benchmarks.learning', argv)}`",
         f"- date: {datetime.date.today().isoformat()}; machine: {machine_description()}, {args.jobs} runs in parallel",
+        f"- code: {code_versions(results)}",
         f"- budget: {args.budget} env steps per run; seeds: {' '.join(map(str, args.seeds))}; hyperparameters: each "
         "task's entry of zoo_configs/trpo.yml for both implementations",
         f"- evaluation: every {args.eval_freq} env steps, {args.eval_episodes} episodes of the deterministic policy on a "

@@ -41,6 +41,7 @@ TIMING_JSON = "timing.json"
 RUN_CSV = "run.csv"
 SPEC_JSON = "spec.json"
 ZOO_LOG = "zoo.log"
+CODE_TXT = "code.txt"
 SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -82,13 +83,15 @@ class RunResult:
 
     ``curve`` has one row per evaluation: ``timesteps``, ``return_mean``, ``return_std`` (over the episodes) and
     ``length_mean``. ``timing`` holds ``wall_seconds`` (the whole process: start-up, training, evaluations, saving),
-    ``train_seconds`` (training only), ``eval_seconds`` and ``num_timesteps``.
+    ``train_seconds`` (training only), ``eval_seconds`` and ``num_timesteps``. ``code`` is the sb3-trpo version the
+    run was made with (see :func:`code_version`).
     """
 
     spec: RunSpec
     folder: Path
     curve: pd.DataFrame
     timing: dict[str, float]
+    code: str
     cached: bool = field(default=False, compare=False)
 
     @property
@@ -207,6 +210,7 @@ def run_one(spec: RunSpec, runs_dir: Path) -> RunResult:
         shutil.rmtree(folder)  # an interrupted or different run
     folder.mkdir(parents=True)
     (folder / SPEC_JSON).write_text(json.dumps(spec.as_json(), indent=1))
+    (folder / CODE_TXT).write_text(code_version())
     start = time.perf_counter()
     with open(folder / ZOO_LOG, "w") as log:
         process = subprocess.run(zoo_command(spec, folder), stdout=log, stderr=subprocess.STDOUT, env=zoo_environment())
@@ -218,7 +222,7 @@ def run_one(spec: RunSpec, runs_dir: Path) -> RunResult:
     (folder / TIMING_JSON).write_text(json.dumps(timing, indent=1))
     curve = read_evaluations(folder)
     curve.to_csv(folder / RUN_CSV, index=False)  # written last: marks the run finished
-    return RunResult(spec, folder, curve, timing)
+    return load_result(spec, folder)
 
 
 def is_finished(spec: RunSpec, folder: Path) -> bool:
@@ -231,7 +235,8 @@ def is_finished(spec: RunSpec, folder: Path) -> bool:
 def load_result(spec: RunSpec, folder: Path, cached: bool = False) -> RunResult:
     """The result of a finished run."""
     timing = json.loads((folder / TIMING_JSON).read_text())
-    return RunResult(spec, folder, pd.read_csv(folder / RUN_CSV), timing, cached)
+    code = (folder / CODE_TXT).read_text() if (folder / CODE_TXT).is_file() else "unknown"
+    return RunResult(spec, folder, pd.read_csv(folder / RUN_CSV), timing, code, cached)
 
 
 def read_evaluations(folder: Path) -> pd.DataFrame:
@@ -318,3 +323,19 @@ def command_line(module: str, argv: Sequence[str]) -> str:
     import shlex
 
     return " ".join(["python", "-m", module, *(shlex.quote(arg) for arg in argv)])
+
+
+def code_version() -> str:
+    """The checkout's commit, and whether the package (``sb3_trpo/``) has uncommitted changes."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "sb3_trpo")
+    return f"sb3-trpo commit {commit}" + (" with uncommitted changes in sb3_trpo/" if dirty else "")
+
+
+def code_versions(results: Sequence[RunResult]) -> str:
+    """The code versions the runs were made with (usually one)."""
+    return "; ".join(sorted({result.code for result in results}))
