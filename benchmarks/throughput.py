@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import sys
 import time
@@ -102,6 +103,17 @@ def env_only_rate(env_id: str, seed: int, n_steps: int) -> float:
     return n_steps * N_ENVS / elapsed
 
 
+def cpu_description() -> str:
+    """CPU model and core count, e.g. ``AMD EPYC, 2 cores (x86_64)``."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {os.cpu_count()} cores ({platform.machine()})"
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="Hopper-v5")
@@ -116,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     th.set_num_threads(1)  # small MLPs: one thread is fastest, and both implementations get the same
     command = "python benchmarks/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"command: {command.strip()}")
-    print(f"date: {datetime.date.today().isoformat()}  machine: {platform.machine()} {platform.processor() or ''}".strip())
+    print(f"date: {datetime.date.today().isoformat()}  machine: {cpu_description()}")
     print(f"python {platform.python_version()}, torch {th.__version__} (1 thread), sb3-contrib {sb3_contrib.__version__}")
     implementations = {"sb3_contrib.TRPO": sb3_contrib.TRPO, "sb3_trpo.TRPO": sb3_trpo.TRPO}
     timings = {name: Timing() for name in implementations}
