@@ -21,23 +21,14 @@ import platform
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-ZOO_MUJOCO = dict(  # rl-zoo trpo.yml, MuJoCo entries
-    n_steps=1024,
-    batch_size=128,
-    gamma=0.99,
-    gae_lambda=0.95,
-    cg_max_steps=25,
-    cg_damping=0.1,
-    n_critic_updates=20,
-    learning_rate=1e-3,
-)
-N_ENVS = 2
+from sb3_trpo.zoo import split_entry
 
 
 @dataclass
@@ -52,14 +43,23 @@ class Timing:
     returns: list[float] = field(default_factory=list)
 
 
+def zoo_setup(env_id: str) -> tuple[dict[str, Any], int, bool]:
+    """Our zoo config's entry for ``env_id`` (rl-zoo's MuJoCo TRPO values): algorithm kwargs, n_envs, VecNormalize."""
+    algo_kwargs, zoo = split_entry(env_id)
+    return algo_kwargs, int(zoo.get("n_envs", 1)), bool(zoo.get("normalize", False))
+
+
 def make_env(env_id: str, seed: int) -> VecEnv:
-    return VecNormalize(make_vec_env(env_id, n_envs=N_ENVS, seed=seed))
+    algo_kwargs, n_envs, normalize = zoo_setup(env_id)
+    env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+    return VecNormalize(env, gamma=algo_kwargs.get("gamma", 0.99)) if normalize else env
 
 
 def timed_run(algo_cls: type, env_id: str, seed: int, iterations: int, timing: Timing) -> None:
     """One warm-up iteration (not timed), then ``iterations`` timed iterations of collect + train."""
-    model = algo_cls("MlpPolicy", make_env(env_id, seed), seed=seed, **ZOO_MUJOCO)
-    rollout = ZOO_MUJOCO["n_steps"] * N_ENVS
+    algo_kwargs, n_envs, _ = zoo_setup(env_id)
+    model = algo_cls("MlpPolicy", make_env(env_id, seed), seed=seed, **algo_kwargs)
+    rollout = model.n_steps * n_envs
     model.learn(rollout)  # warm-up: first collect + train (allocations, lazy imports)
     train, collect = model.train, model.collect_rollouts
     spent = {"train": 0.0, "collect": 0.0}
@@ -94,13 +94,13 @@ def env_only_rate(env_id: str, seed: int, n_steps: int) -> float:
     env.reset()
     rng = np.random.default_rng(seed)
     low, high = env.action_space.low, env.action_space.high
-    actions = rng.uniform(low, high, size=(n_steps, N_ENVS, len(low))).astype(np.float32)
+    actions = rng.uniform(low, high, size=(n_steps, env.num_envs, len(low))).astype(np.float32)
     start = time.perf_counter()
     for a in actions:
         env.step(a)
     elapsed = time.perf_counter() - start
     env.close()
-    return n_steps * N_ENVS / elapsed
+    return n_steps * env.num_envs / elapsed
 
 
 def cpu_description() -> str:
@@ -130,13 +130,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"command: {command.strip()}")
     print(f"date: {datetime.date.today().isoformat()}  machine: {cpu_description()}")
     print(f"python {platform.python_version()}, torch {th.__version__} (1 thread), sb3-contrib {sb3_contrib.__version__}")
+    algo_kwargs, n_envs, normalize = zoo_setup(args.env)
+    rollout_steps = algo_kwargs["n_steps"] * n_envs
+    print(f"hyperparameters (sb3_trpo/zoo_configs/trpo.yml): n_envs={n_envs}, VecNormalize={normalize}, {algo_kwargs}")
     implementations = {"sb3_contrib.TRPO": sb3_contrib.TRPO, "sb3_trpo.TRPO": sb3_trpo.TRPO}
     timings = {name: Timing() for name in implementations}
     ceiling_runs = []
     for repeat in range(args.repeats):
         for name, cls in implementations.items():
             timed_run(cls, args.env, seed=repeat, iterations=args.iterations, timing=timings[name])
-        ceiling_runs.append(env_only_rate(args.env, seed=repeat, n_steps=args.iterations * ZOO_MUJOCO["n_steps"]))
+        ceiling_runs.append(env_only_rate(args.env, seed=repeat, n_steps=args.iterations * rollout_steps // n_envs))
         print(f"  repeat {repeat + 1}/{args.repeats} done")
 
     theirs, ours = timings["sb3_contrib.TRPO"], timings["sb3_trpo.TRPO"]
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "train_ratio": (theirs.train / theirs.iterations) / (ours.train / ours.iterations),
         "ceiling_steps_per_s": float(np.median(ceiling_runs)),
     }
-    print(f"\n{args.env}, {args.repeats} x {args.iterations} iterations of {ZOO_MUJOCO['n_steps'] * N_ENVS} steps each")
+    print(f"\n{args.env}, {args.repeats} x {args.iterations} iterations of {rollout_steps} steps each")
     for name, t in timings.items():
         print(
             f"  {name:17s} {t.steps / t.total:8.0f} env-steps/s   train() {1000 * t.train / t.iterations:7.1f} ms/iter"

@@ -1,6 +1,6 @@
 """Vine TRPO on Hopper-v5, against single path at the same number of env steps (trunk + branch steps counted).
 
-Both samplers use the rl-zoo MuJoCo TRPO hyperparameters (n_envs 2, VecNormalize, n_steps 1024, batch 128,
+Both samplers use our zoo config's entry (rl-zoo's MuJoCo TRPO values: n_envs 2, VecNormalize, n_steps 1024, batch 128,
 cg_max_steps 25, cg_damping 0.1, n_critic_updates 20, lr 1e-3) with ``torch.set_num_threads(1)``; the vine sampler
 adds its ``vine_kwargs`` (rollout set N, K actions per state from pi_old, horizon H, common random numbers,
 critic bootstrap). Every ``--eval-every`` env steps the deterministic policy is evaluated on ``--eval-episodes``
@@ -31,18 +31,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalization
 
 from sb3_trpo import TRPO
-
-ZOO_MUJOCO = dict(  # rl-zoo trpo.yml, MuJoCo entries
-    n_steps=1024,
-    batch_size=128,
-    gamma=0.99,
-    gae_lambda=0.95,
-    cg_max_steps=25,
-    cg_damping=0.1,
-    n_critic_updates=20,
-    learning_rate=1e-3,
-)
-N_ENVS = 2
+from sb3_trpo.zoo import split_entry
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -62,10 +51,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def train_and_evaluate(args: argparse.Namespace, sampler: str, seed: int) -> list[tuple[int, float, float]]:
     """``(env steps, mean evaluation return, wall-clock seconds)`` after each ``--eval-every`` chunk of training."""
-    env = VecNormalize(make_vec_env(args.env, n_envs=N_ENVS, seed=seed), gamma=ZOO_MUJOCO["gamma"])
+    algo_kwargs, zoo = split_entry(args.env)  # our zoo config: rl-zoo's MuJoCo TRPO values
+    env = VecNormalize(make_vec_env(args.env, n_envs=zoo["n_envs"], seed=seed), gamma=algo_kwargs["gamma"])
     eval_env = VecNormalize(make_vec_env(args.env, n_envs=1, seed=seed + 1000), training=False, norm_reward=False)
     vine_kwargs = dict(n_states=args.n_states, n_actions=args.n_actions, horizon=args.horizon) if sampler == "vine" else None
-    model = TRPO("MlpPolicy", env, seed=seed, sampler=sampler, vine_kwargs=vine_kwargs, **ZOO_MUJOCO)  # type: ignore[arg-type]
+    model = TRPO("MlpPolicy", env, seed=seed, sampler=sampler, vine_kwargs=vine_kwargs, **algo_kwargs)
     curve, start = [], time.perf_counter()
     while model.num_timesteps < args.budget:
         model.learn(min(args.eval_every, args.budget - model.num_timesteps), reset_num_timesteps=False)

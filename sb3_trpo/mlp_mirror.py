@@ -87,6 +87,8 @@ class NumpyMlp:
             self.weights.append(self.flat[offset : offset + n_w].reshape(lin.weight.shape))
             self.biases.append(self.flat[offset + n_w : offset + n_w + n_b])
             offset += n_w + n_b
+        # (weight^T, bias, activation) views into `flat`: they follow every in-place update
+        self._layers = [(w.T, b, act) for w, b, act in zip(self.weights, self.biases, self.activations, strict=True)]
         self.refresh()
 
     @classmethod
@@ -126,15 +128,7 @@ class NumpyMlp:
                 offset += n
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        h = x
-        for w, b, act in zip(self.weights, self.biases, self.activations, strict=True):
-            h = h @ w.T
-            h += b
-            if act == "tanh":
-                np.tanh(h, out=h)
-            elif act == "relu":
-                np.maximum(h, 0.0, out=h)
-        return h
+        return _forward_layers(x, self._layers)
 
     def forward_cached(self, x: np.ndarray) -> tuple[np.ndarray, _Cache]:
         """Forward pass that also keeps what ``jvp``/``vjp`` need."""

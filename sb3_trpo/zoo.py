@@ -245,6 +245,30 @@ def config_entry(path: Path, env_id: str) -> dict[str, Any]:
     return config.get("default", {})
 
 
+# Keys of a config entry that the zoo itself consumes (envs, budget, policy name, callbacks), not the algorithm
+ZOO_ENTRY_KEYS = frozenset(
+    {"n_timesteps", "n_envs", "policy", "normalize", "env_wrapper", "frame_stack", "callback", "env_kwargs", "vec_env_wrapper"}
+)
+
+
+def split_entry(env_id: str, algo: str = DEFAULT_ALGO) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``env_id``'s entry of ``algo``'s config as ``(TRPO keyword arguments, the zoo's own settings)``.
+
+    For scripts that build the model without the zoo but with the same hyperparameters (benchmarks). Entries whose
+    algorithm arguments are Python expressions (``policy_kwargs: "dict(...)"``) are left to the zoo: ``ValueError``.
+    """
+    path = config_path(algo)
+    if path is None:
+        raise ValueError(f"no sb3-trpo config for algo {algo!r}; known: {sorted(CONFIG_FILES)}")
+    entry = config_entry(path, env_id)
+    algo_kwargs = {k: v for k, v in entry.items() if k not in ZOO_ENTRY_KEYS}
+    if any(
+        isinstance(v, str) and k not in ("sampler", "kl_constraint", "fisher", "step_rule") for k, v in algo_kwargs.items()
+    ):
+        raise ValueError(f"{env_id}'s entry has Python-expression values; run it through the zoo: {algo_kwargs}")
+    return algo_kwargs, {k: v for k, v in entry.items() if k in ZOO_ENTRY_KEYS}
+
+
 def _known_options(options: Sequence[str]) -> argparse.Namespace:
     """The options this module reads, parsed as the zoo's own parsers read them (same names and actions)."""
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
