@@ -267,3 +267,15 @@ def test_search_space_keeps_the_critic_features_separate() -> None:
     assert sampled["policy_kwargs"]["net_arch"] == {"pi": [64, 64], "vf": [64, 64]}
     assert (sampled["n_steps"], sampled["batch_size"], sampled["gamma"]) == (1024, 64, pytest.approx(0.99))
     assert convert_trpo_params(trial_params) == sampled
+
+
+def test_split_entry_gives_trpo_kwargs_and_zoo_settings() -> None:
+    from sb3_trpo import TRPO
+    from sb3_trpo.zoo import split_entry
+
+    algo_kwargs, zoo = split_entry("Hopper-v5")
+    assert zoo["n_envs"] == 2 and zoo["normalize"] is True
+    assert algo_kwargs["n_steps"] == 1024 and algo_kwargs["cg_max_steps"] == 25 and "n_envs" not in algo_kwargs
+    TRPO("MlpPolicy", "Pendulum-v1", **algo_kwargs)  # every key is a TRPO argument
+    with pytest.raises(ValueError, match="no sb3-trpo config for algo"):
+        split_entry("Hopper-v5", algo="ppo")
