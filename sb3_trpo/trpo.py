@@ -377,10 +377,12 @@ class TRPO(OnPolicyAlgorithm):
     def _policy_step(self, batch: SurrogateBatch) -> PolicyStepInfo:
         """Natural gradient direction by CG, scaled to the trust region, then line search (or a fixed step)."""
         params = self._actor_params
+        family = family_of(getattr(self.policy, "action_dist", None))  # type: ignore[arg-type]
+        # Without a closed form, KL(old || new) needs the old distribution: SB3 policies reuse one distribution
+        # object, so copy it (no grad) before the differentiable forward below overwrites it
+        old_distribution = self._old_distribution_copy(batch.observations) if family is None else None
         distribution = self.policy.get_distribution(batch.observations)
-        family = family_of(distribution)
         old_dist_params = detach_params(family.parameters(distribution)) if family is not None else None
-        old_distribution = None if family is not None else self._old_distribution_copy(batch.observations)
         log_probs = batch.log_probs(distribution)
         old_log_probs = log_probs.detach()
         objective_tensor = batch.objective(log_probs, old_log_probs)
@@ -442,9 +444,9 @@ class TRPO(OnPolicyAlgorithm):
         if family is None or old_dist_params is None:
             # No closed form for this distribution: the Hessian of the mean KL by double backprop.
             obs = _index_obs(batch.observations, subset)
-            new = self.policy.get_distribution(obs)
             old = self._old_distribution_copy(obs)
-            return kl_hessian_fisher(kl_divergence(old, new).mean(), self._actor_params, self.cg_damping)
+            new = copy.copy(self.policy.get_distribution(obs))
+            return kl_hessian_fisher(per_state_kl(old, new).mean(), self._actor_params, self.cg_damping)
         if subset is None:
             dist_params = family.parameters(distribution)
             old_params = old_dist_params
@@ -490,7 +492,7 @@ class TRPO(OnPolicyAlgorithm):
                 kl = family.kl(old_dist_params, family.parameters(distribution))
             else:
                 assert old_distribution is not None
-                kl = kl_divergence(old_distribution, distribution)
+                kl = per_state_kl(old_distribution, distribution)
         return float(objective), float(kl.mean()), float(kl.max())
 
     def _fit_critic(self, rollout: RolloutBufferSamples) -> list[float]:
@@ -602,6 +604,12 @@ def actor_parameters(policy: BasePolicy) -> list[nn.Parameter]:
     trainable = [p for p in policy.parameters() if p.requires_grad]
     grads = th.autograd.grad([o.sum() for o in outputs], trainable, allow_unused=True)
     return [p for p, g in zip(trainable, grads, strict=True) if g is not None]
+
+
+def per_state_kl(old: Distribution, new: Distribution) -> th.Tensor:
+    """``KL(old || new)`` per state with SB3's generic ``kl_divergence`` (which keeps Gaussian dimensions apart)."""
+    kl = kl_divergence(old, new)
+    return kl.reshape(kl.shape[0], -1).sum(dim=1)
 
 
 def _index_obs(observations: PyTorchObs, index: slice | np.ndarray | None) -> PyTorchObs:

@@ -202,6 +202,19 @@ def test_every_accepted_step_is_inside_the_trust_region(env_id, kl_constraint, f
         assert mean_kl > 0.0
 
 
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_distributions_without_closed_form_use_the_kl_hessian_and_keep_the_trust_region(env_id, monkeypatch):
+    import sb3_trpo.trpo
+
+    monkeypatch.setattr(sb3_trpo.trpo, "family_of", lambda distribution: None)
+    model = RecordingTRPO("MlpPolicy", env_id, n_steps=256, target_kl=0.02, kl_constraint="max", seed=2)
+    model.measured = []
+    model.learn(256 * 5)
+    accepted = [m for m in model.measured if m[0]]
+    assert len(accepted) >= 3
+    assert all(0.0 < max_kl <= 0.02 * (1 + 1e-5) for _, _, max_kl in accepted)
+
+
 class RejectingTRPO(TRPO):
     """Every line-search trial reports a worse surrogate, so every step must be rolled back."""
 
