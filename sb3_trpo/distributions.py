@@ -51,6 +51,12 @@ class OutputFamily(Protocol):
         """Per-state ``grad_phi log p(a_n; phi_n)`` of the actions the policy took."""
         ...
 
+    def kl_terms(self, params: Params) -> int:
+        """How many independent per-component KLs make up a state's KL: action dimensions of a diagonal Gaussian,
+        bits of a Bernoulli, 1 for (multi-)categoricals, whose KL torch already sums per state. sb3-contrib averages
+        over these components; ``TRPO(kl_normalization="action_dims")`` reproduces that."""
+        ...
+
 
 def _sum_per_state(x: th.Tensor) -> th.Tensor:
     return x.reshape(x.shape[0], -1).sum(dim=1)
@@ -99,6 +105,9 @@ class GaussianFamily:
         z = (x - mean) / std
         return z / std, (z * z - 1.0) / std
 
+    def kl_terms(self, params: Params) -> int:
+        return int(params[0].shape[1])
+
 
 class CategoricalFamily:
     """Categorical over logits: ``M = diag(p) - p p^T`` (the logits' shift invariance is its null space)."""
@@ -121,6 +130,9 @@ class CategoricalFamily:
         one_hot = th.nn.functional.one_hot(actions.reshape(-1).long(), logits.shape[-1]).to(logits.dtype)
         return (one_hot - th.softmax(logits, dim=-1),)
 
+    def kl_terms(self, params: Params) -> int:
+        return 1
+
 
 class MultiCategoricalFamily:
     """Independent categoricals (``MultiDiscrete``): block-diagonal ``M``, one categorical block per component."""
@@ -141,6 +153,9 @@ class MultiCategoricalFamily:
     def score(self, params: Params, actions: th.Tensor) -> Params:
         actions = actions.reshape(params[0].shape[0], len(self.action_dims))
         return tuple(self._categorical.score((p,), actions[:, i])[0] for i, p in enumerate(params))
+
+    def kl_terms(self, params: Params) -> int:
+        return 1
 
 
 class BernoulliFamily:
@@ -163,6 +178,9 @@ class BernoulliFamily:
     def score(self, params: Params, actions: th.Tensor) -> Params:
         logits = params[0]
         return (actions.reshape(logits.shape).to(logits.dtype) - th.sigmoid(logits),)
+
+    def kl_terms(self, params: Params) -> int:
+        return int(params[0].shape[1])
 
 
 def family_of(distribution: Distribution) -> OutputFamily | None:

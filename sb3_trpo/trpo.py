@@ -59,6 +59,7 @@ SelfTRPO = TypeVar("SelfTRPO", bound="TRPO")
 
 SAMPLERS = ("single_path", "vine")
 KL_CONSTRAINTS = ("mean", "max")
+KL_NORMALIZATIONS = ("action_dims", "none")
 FISHER_ESTIMATORS = ("analytic", "empirical")
 STEP_RULES = ("line_search", "fixed")
 
@@ -119,6 +120,10 @@ class TRPO(OnPolicyAlgorithm):
     :param vine_kwargs: Options of the vine sampler (only with ``sampler="vine"``), see ``sb3_trpo.vine.VineSampler``
     :param kl_constraint: ``"mean"`` (eq. 12, the paper's practical choice) or ``"max"`` (eq. 11, the max-KL
         ablation: a step is accepted only when the largest per-state KL is within ``target_kl``)
+    :param kl_normalization: Units of ``target_kl``: ``"action_dims"`` divides each state's KL by the number of
+        independent components of a diagonal Gaussian or Bernoulli policy (sb3-contrib's convention, so its tuned
+        ``target_kl`` values carry over; categorical policies are not divided), ``"none"`` bounds the KL of the whole
+        action distribution as in eq. 12 of the paper. The logged KLs are in the same units
     :param fisher: ``"analytic"`` (``J^T M J`` with the closed-form Fisher ``M`` of the action distribution,
         section 6) or ``"empirical"`` (covariance of per-sample score vectors, the paper's comparison)
     :param step_rule: ``"line_search"`` (TRPO) or ``"fixed"`` (natural policy gradient with the fixed step size
@@ -169,6 +174,7 @@ class TRPO(OnPolicyAlgorithm):
         sampler: str = "single_path",
         vine_kwargs: dict[str, Any] | None = None,
         kl_constraint: str = "mean",
+        kl_normalization: str = "action_dims",
         fisher: str = "analytic",
         step_rule: str = "line_search",
         fixed_step_size: float = 0.1,
@@ -177,6 +183,7 @@ class TRPO(OnPolicyAlgorithm):
     ):
         _check_choice("sampler", sampler, SAMPLERS)
         _check_choice("kl_constraint", kl_constraint, KL_CONSTRAINTS)
+        _check_choice("kl_normalization", kl_normalization, KL_NORMALIZATIONS)
         _check_choice("fisher", fisher, FISHER_ESTIMATORS)
         _check_choice("step_rule", step_rule, STEP_RULES)
         _check_int("n_steps", n_steps, minimum=1)
@@ -241,6 +248,7 @@ class TRPO(OnPolicyAlgorithm):
         self.sampler = sampler
         self.vine_kwargs = dict(vine_kwargs or {})
         self.kl_constraint = kl_constraint
+        self.kl_normalization = kl_normalization
         self.fisher = fisher
         self.step_rule = step_rule
         self.fixed_step_size = fixed_step_size
@@ -383,18 +391,25 @@ class TRPO(OnPolicyAlgorithm):
         old_distribution = self._old_distribution_copy(batch.observations) if family is None else None
         distribution = self.policy.get_distribution(batch.observations)
         old_dist_params = detach_params(family.parameters(distribution)) if family is not None else None
+        # sb3-contrib's units (KL averaged over c components, Fisher divided by c) with radius delta and damping lambda
+        # are exactly per-state KL with radius c * delta and damping c * lambda: work in the latter, report the former
+        kl_scale = self._kl_scale(family, old_dist_params, old_distribution)
+        target_kl = self.target_kl * kl_scale
         log_probs = batch.log_probs(distribution)
         old_log_probs = log_probs.detach()
         objective_tensor = batch.objective(log_probs, old_log_probs)
         objective = float(objective_tensor.detach())
         gradient = flat_grad(objective_tensor, params, retain_graph=True)
-        fisher_op = self._fisher_operator(batch, distribution, family, old_dist_params)
+        fisher_op = self._fisher_operator(batch, distribution, family, old_dist_params, self.cg_damping * kl_scale)
         cg = conjugate_gradient(fisher_op.product, gradient, self.cg_max_steps)
         del distribution, log_probs, objective_tensor  # free the graph before the line search
 
         def evaluate(direction: th.Tensor, theta_old: th.Tensor, fraction: float) -> tuple[float, float, float]:
             set_flat_parameters(params, theta_old + fraction * direction)
-            return self._evaluate_step(batch, old_log_probs, family, old_dist_params, old_distribution)
+            new_objective, mean_kl, max_kl = self._evaluate_step(
+                batch, old_log_probs, family, old_dist_params, old_distribution
+            )
+            return new_objective, mean_kl / kl_scale, max_kl / kl_scale
 
         theta_old = flat_parameters(params)
         if self.step_rule == "fixed":
@@ -404,7 +419,7 @@ class TRPO(OnPolicyAlgorithm):
             )
 
         reduction = self.kl_constraint if fisher_op.state_quadratic is not None else "mean"
-        step_size = trust_region_step_size(quadratic_kl(fisher_op, cg.solution, reduction), self.target_kl)
+        step_size = trust_region_step_size(quadratic_kl(fisher_op, cg.solution, reduction), target_kl)
         kls: dict[str, float] = {}
 
         def trial(fraction: float) -> tuple[float, float]:
@@ -432,21 +447,32 @@ class TRPO(OnPolicyAlgorithm):
             step_size * result.fraction,
         )
 
+    def _kl_scale(self, family: OutputFamily | None, old_dist_params: Params | None, old: Distribution | None) -> float:
+        """The number c of components a state's KL is divided by under ``kl_normalization`` (1 for ``"none"``)."""
+        if self.kl_normalization == "none":
+            return 1.0
+        if family is not None and old_dist_params is not None:
+            return float(family.kl_terms(old_dist_params))
+        assert old is not None
+        with th.no_grad():
+            return float(kl_divergence(old, old)[0].numel())  # sb3-contrib averages SB3's kl_divergence elements
+
     def _fisher_operator(
         self,
         batch: SurrogateBatch,
         distribution: Distribution,
         family: OutputFamily | None,
         old_dist_params: Params | None,
+        damping: float,
     ) -> FisherOperator:
-        """The damped Fisher product chosen by ``fisher`` on the (optionally sub-sampled) states of ``batch``."""
+        """The Fisher product chosen by ``fisher``, plus ``damping``, on the (optionally sub-sampled) batch states."""
         subset = self._fisher_subset(batch)
         if family is None or old_dist_params is None:
             # No closed form for this distribution: the Hessian of the mean KL by double backprop.
             obs = _index_obs(batch.observations, subset)
             old = self._old_distribution_copy(obs)
             new = copy.copy(self.policy.get_distribution(obs))
-            return kl_hessian_fisher(per_state_kl(old, new).mean(), self._actor_params, self.cg_damping)
+            return kl_hessian_fisher(per_state_kl(old, new).mean(), self._actor_params, damping)
         if subset is None:
             dist_params = family.parameters(distribution)
             old_params = old_dist_params
@@ -456,8 +482,8 @@ class TRPO(OnPolicyAlgorithm):
         jacobian = self._jacobian(_index_obs(batch.observations, subset), dist_params)
         if self.fisher == "empirical":
             actions = batch.fisher_actions if subset is None else batch.fisher_actions[subset]
-            return empirical_fisher(jacobian, family.score(old_params, actions), self.cg_damping)
-        return analytic_fisher(jacobian, family, old_params, self.cg_damping)
+            return empirical_fisher(jacobian, family.score(old_params, actions), damping)
+        return analytic_fisher(jacobian, family, old_params, damping)
 
     def _jacobian(self, observations: PyTorchObs, dist_params: Params) -> Jacobian:
         if self._mirror is not None and not self.use_sde and isinstance(observations, th.Tensor):

@@ -188,18 +188,69 @@ class RecordingTRPO(TRPO):
         return info
 
 
-@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+@pytest.mark.parametrize(
+    "env_id, kl_normalization",
+    [("CartPole-v1", "action_dims"), ("Pendulum-v1", "action_dims"), ("Hopper-v5", "action_dims"), ("Hopper-v5", "none")],
+)
 @pytest.mark.parametrize("kl_constraint", ["mean", "max"])
 @pytest.mark.parametrize("fisher", ["analytic", "empirical"])
-def test_every_accepted_step_is_inside_the_trust_region(env_id, kl_constraint, fisher):
-    model = RecordingTRPO("MlpPolicy", env_id, n_steps=256, target_kl=0.02, kl_constraint=kl_constraint, fisher=fisher, seed=1)
+def test_every_accepted_step_is_inside_the_trust_region(env_id, kl_normalization, kl_constraint, fisher):
+    model = RecordingTRPO(
+        "MlpPolicy",
+        env_id,
+        n_steps=256,
+        target_kl=0.02,
+        kl_constraint=kl_constraint,
+        kl_normalization=kl_normalization,
+        fisher=fisher,
+        seed=1,
+    )
     model.measured = []
     model.learn(256 * 8)
     accepted = [m for m in model.measured if m[0]]
     assert len(accepted) >= 4
+    # the per-state KL, divided by the action dimensions of a Gaussian policy under sb3-contrib's normalization
+    units = model.action_space.shape[0] if kl_normalization == "action_dims" and env_id != "CartPole-v1" else 1
     for _, mean_kl, max_kl in accepted:
-        assert (max_kl if kl_constraint == "max" else mean_kl) <= 0.02 * (1 + 1e-5)
+        assert (max_kl if kl_constraint == "max" else mean_kl) / units <= 0.02 * (1 + 1e-5)
         assert mean_kl > 0.0
+
+
+@pytest.mark.parametrize(
+    "env_id, kwargs",
+    [("Hopper-v5", {}), ("HalfCheetah-v5", dict(target_kl=0.04)), ("CartPole-v1", {}), ("MountainCarContinuous-v0", {})],
+)
+def test_default_policy_step_is_sb3_contrib_step(env_id, kwargs):
+    """Same weights, same rollout: our actor update is sb3_contrib.TRPO's (whose CG starts from tiny noise)."""
+    env = make_vec_env(env_id, n_envs=1, seed=0)
+    theirs = sb3_contrib.TRPO("MlpPolicy", env, n_steps=512, seed=0, **kwargs)
+    captured = {}
+    contrib_train = theirs.train
+
+    def train_after_snapshot():
+        captured["weights"] = copy.deepcopy(theirs.policy.state_dict())
+        captured["buffer"] = copy.deepcopy(theirs.rollout_buffer)
+        contrib_train()
+
+    theirs.train = train_after_snapshot
+    theirs.learn(512)
+    ours = TRPO("MlpPolicy", env, n_steps=512, seed=0, **kwargs)
+    ours.policy.load_state_dict(captured["weights"])
+    ours.rollout_buffer = captured["buffer"]
+    ours.set_logger(Logger(folder=None, output_formats=[]))
+    ours.train()
+    names = [n for n, p in ours.policy.named_parameters() if any(p is q for q in ours._actor_params)]
+    weights = (captured["weights"], ours.policy.state_dict(), theirs.policy.state_dict())
+    before, ours_after, theirs_after = (th.cat([w[n].flatten() for n in names]) for w in weights)
+    our_step, their_step = ours_after - before, theirs_after - before
+    assert their_step.norm() > 0
+    cosine = float(our_step @ their_step / (our_step.norm() * their_step.norm()))
+    assert cosine > 1 - 1e-5  # the same natural-gradient direction
+    # the same length, or one backtracking step apart: at the KL boundary the line searches may decide differently,
+    # because sb3-contrib measures KL(new || old) and we measure KL(old || new)
+    ratio = float(our_step.norm() / their_step.norm())
+    shrink = ours.line_search_shrinking_factor
+    assert min(abs(ratio - r) for r in (1.0, shrink, 1 / shrink)) < 1e-3
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
