@@ -10,11 +10,13 @@ Added here, through the zoo's ``callback`` hyperparameter: :class:`RunClock`, wh
 evaluations and writes the model's logger records (``train/step_size`` and all) to ``progress.csv``.
 
 A run lives in ``<runs dir>/<label>/<env id>/n<budget>-seed<seed>/``; it is finished when ``run.csv`` (its learning
-curve) exists and ``spec.json`` matches the requested run, and finished runs are not run again (resumable).
+curve) exists, ``spec.json`` matches the requested run and ``code.json`` the code it would run now (see
+:func:`code_fingerprint`); finished runs are not run again (resumable), others are run from scratch.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -41,7 +43,8 @@ TIMING_JSON = "timing.json"
 RUN_CSV = "run.csv"
 SPEC_JSON = "spec.json"
 ZOO_LOG = "zoo.log"
-CODE_TXT = "code.txt"
+CODE_JSON = "code.json"
+CONTRIB_ALGO = "trpo_contrib"
 SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -83,8 +86,8 @@ class RunResult:
 
     ``curve`` has one row per evaluation: ``timesteps``, ``return_mean``, ``return_std`` (over the episodes) and
     ``length_mean``. ``timing`` holds ``wall_seconds`` (the whole process: start-up, training, evaluations, saving),
-    ``train_seconds`` (training only), ``eval_seconds`` and ``num_timesteps``. ``code`` is the sb3-trpo version the
-    run was made with (see :func:`code_version`).
+    ``train_seconds`` (training only), ``eval_seconds`` and ``num_timesteps``. ``code`` says which code the run was
+    made with (see :func:`code_record`).
     """
 
     spec: RunSpec
@@ -210,7 +213,7 @@ def run_one(spec: RunSpec, runs_dir: Path) -> RunResult:
         shutil.rmtree(folder)  # an interrupted or different run
     folder.mkdir(parents=True)
     (folder / SPEC_JSON).write_text(json.dumps(spec.as_json(), indent=1))
-    (folder / CODE_TXT).write_text(code_version())
+    (folder / CODE_JSON).write_text(json.dumps(code_record(spec), indent=1))
     start = time.perf_counter()
     with open(folder / ZOO_LOG, "w") as log:
         process = subprocess.run(zoo_command(spec, folder), stdout=log, stderr=subprocess.STDOUT, env=zoo_environment())
@@ -226,17 +229,19 @@ def run_one(spec: RunSpec, runs_dir: Path) -> RunResult:
 
 
 def is_finished(spec: RunSpec, folder: Path) -> bool:
-    """Whether ``folder`` holds a finished run of exactly ``spec``."""
-    if not (folder / RUN_CSV).is_file() or not (folder / SPEC_JSON).is_file():
+    """Whether ``folder`` holds a finished run of exactly ``spec``, made with the code it would run now."""
+    if not all((folder / name).is_file() for name in (RUN_CSV, SPEC_JSON, CODE_JSON)):
         return False
-    return json.loads((folder / SPEC_JSON).read_text()) == spec.as_json()
+    same_code = json.loads((folder / CODE_JSON).read_text())["fingerprint"] == code_fingerprint(spec.algo)
+    return same_code and json.loads((folder / SPEC_JSON).read_text()) == spec.as_json()
 
 
 def load_result(spec: RunSpec, folder: Path, cached: bool = False) -> RunResult:
     """The result of a finished run."""
     timing = json.loads((folder / TIMING_JSON).read_text())
-    code = (folder / CODE_TXT).read_text() if (folder / CODE_TXT).is_file() else "unknown"
-    return RunResult(spec, folder, pd.read_csv(folder / RUN_CSV), timing, code, cached)
+    code = json.loads((folder / CODE_JSON).read_text())
+    description = f"{code['fingerprint']} (run at sb3-trpo commit {code['commit']})"
+    return RunResult(spec, folder, pd.read_csv(folder / RUN_CSV), timing, description, cached)
 
 
 def read_evaluations(folder: Path) -> pd.DataFrame:
@@ -325,17 +330,43 @@ def command_line(module: str, argv: Sequence[str]) -> str:
     return " ".join(["python", "-m", module, *(shlex.quote(arg) for arg in argv)])
 
 
-def code_version() -> str:
-    """The checkout's commit, and whether the package (``sb3_trpo/``) has uncommitted changes."""
+def code_fingerprint(algo: str) -> str:
+    """What a run's outcome depends on besides its spec, as a short string that changes when that code changes.
+
+    sb3-trpo's runs: a hash of every ``.py`` and ``.yml`` file of the ``sb3_trpo`` package (configs included), as
+    the zoo process would import them from this checkout. sb3-contrib's runs: its version and a hash of
+    ``trpo.yml``, the only file of this checkout they read.
+    """
+    package = REPO_ROOT / "sb3_trpo"
+    if algo == CONTRIB_ALGO:
+        import sb3_contrib
+
+        return f"sb3-contrib {sb3_contrib.__version__} with trpo.yml {file_digest([package / 'zoo_configs' / 'trpo.yml'])}"
+    files = [path for path in package.rglob("*") if path.suffix in (".py", ".yml") and "__pycache__" not in path.parts]
+    return f"sb3_trpo package {file_digest(files)}"
+
+
+def file_digest(paths: Iterable[Path]) -> str:
+    """SHA-1 (first 12 hex digits) of the files' paths relative to the checkout and their contents."""
+    digest = hashlib.sha1()
+    for path in sorted(paths):
+        digest.update(str(path.relative_to(REPO_ROOT)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def code_record(spec: RunSpec) -> dict[str, Any]:
+    """``code.json`` of a run: the fingerprint, the checkout's commit, whether the package had uncommitted changes."""
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--", "sb3_trpo")
-    return f"sb3-trpo commit {commit}" + (" with uncommitted changes in sb3_trpo/" if dirty else "")
+    if git("status", "--porcelain", "--", "sb3_trpo"):
+        commit += " with uncommitted changes in sb3_trpo/"
+    return {"fingerprint": code_fingerprint(spec.algo), "commit": commit}
 
 
 def code_versions(results: Sequence[RunResult]) -> str:
-    """The code versions the runs were made with (usually one)."""
+    """The code the runs were made with, one entry per distinct fingerprint."""
     return "; ".join(sorted({result.code for result in results}))

@@ -78,6 +78,7 @@ def test_learning_and_ablation_scripts(tmp_path: Path) -> None:
     assert set(summary["label"]) == {"sb3_trpo", "sb3_contrib"}
     assert (summary["steps_per_second"] > 0).all() and (summary["wall_minutes"] > summary["train_minutes"]).all()
     markdown = (learning_out / "summary.md").read_text()
+    assert "- code: sb3-contrib " in markdown and "; sb3_trpo package " in markdown
     assert "| Hopper-v5 | sb3_trpo |" in markdown and "| Hopper-v5 | sb3_contrib |" in markdown
     assert "![Hopper-v5](Hopper-v5.png)" in markdown
     assert_small_png(learning_out / "Hopper-v5.png")
@@ -85,6 +86,7 @@ def test_learning_and_ablation_scripts(tmp_path: Path) -> None:
     vine = ["--vine-kwargs", "n_states=4", "horizon=4"]
     out = run_module("benchmarks.ablations", *TINY, *vine, "--jobs", "2", "--runs-dir", runs, "--out", ablation_out)
     assert "sb3_trpo Hopper-v5 seed 0" in out and "(cached)" in out  # the learning run is reused, not run again
+    assert "sb3_contrib" not in out
     assert "command: python -m benchmarks.ablations" in out
     # The fixed step size is the TRPO run's median accepted step, and the NPG run used it.
     trpo_steps = pd.read_csv(run_folder(runs, "sb3_trpo") / "progress.csv")["train/step_size"].dropna()
