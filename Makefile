@@ -25,7 +25,7 @@ lint:
 	ruff format --check sb3_trpo tests benchmarks
 
 type:
-	mypy sb3_trpo
+	mypy sb3_trpo benchmarks
 
 format:
 	ruff format sb3_trpo tests benchmarks

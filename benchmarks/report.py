@@ -162,5 +162,7 @@ def format_return(mean: float, std: float) -> str:
 
 
 def format_p(p_value: float) -> str:
-    """A p-value with two decimals, ``n/a`` when there is none."""
-    return "n/a" if not np.isfinite(p_value) else f"{p_value:.2f}"
+    """A p-value with two decimals (``< 0.01`` below that), ``n/a`` when there is none."""
+    if not np.isfinite(p_value):
+        return "n/a"
+    return "< 0.01" if p_value < 0.01 else f"{p_value:.2f}"

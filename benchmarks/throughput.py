@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch as th
+from gymnasium import spaces
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
@@ -93,7 +94,10 @@ def env_only_rate(env_id: str, seed: int, n_steps: int) -> float:
     env = make_env(env_id, seed)
     env.reset()
     rng = np.random.default_rng(seed)
-    low, high = env.action_space.low, env.action_space.high
+    space = env.action_space
+    if not isinstance(space, spaces.Box):
+        raise TypeError(f"{env_id}: the throughput benchmark needs a Box action space, got {space}")
+    low, high = space.low, space.high
     actions = rng.uniform(low, high, size=(n_steps, env.num_envs, len(low))).astype(np.float32)
     start = time.perf_counter()
     for a in actions:

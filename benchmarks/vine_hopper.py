@@ -60,8 +60,9 @@ def train_and_evaluate(args: argparse.Namespace, sampler: str, seed: int) -> lis
     while model.num_timesteps < args.budget:
         model.learn(min(args.eval_every, args.budget - model.num_timesteps), reset_num_timesteps=False)
         sync_envs_normalization(env, eval_env)
-        mean_return, _ = evaluate_policy(model, eval_env, n_eval_episodes=args.eval_episodes, deterministic=True)
-        curve.append((model.num_timesteps, float(mean_return), time.perf_counter() - start))
+        returns, _ = evaluate_policy(model, eval_env, n_eval_episodes=args.eval_episodes, deterministic=True)
+        mean_return = float(np.mean(returns))
+        curve.append((model.num_timesteps, mean_return, time.perf_counter() - start))
         print(f"  {sampler:11s} seed {seed}: {model.num_timesteps:>8d} steps  return {mean_return:8.1f}", flush=True)
     return curve
 

@@ -87,7 +87,7 @@ class RunResult:
     ``curve`` has one row per evaluation: ``timesteps``, ``return_mean``, ``return_std`` (over the episodes) and
     ``length_mean``. ``timing`` holds ``wall_seconds`` (the whole process: start-up, training, evaluations, saving),
     ``train_seconds`` (training only), ``eval_seconds`` and ``num_timesteps``. ``code`` says which code the run was
-    made with (see :func:`code_record`).
+    made with (its fingerprint, see :func:`code_fingerprint`), ``commit`` the sb3-trpo checkout that ran it.
     """
 
     spec: RunSpec
@@ -95,6 +95,7 @@ class RunResult:
     curve: pd.DataFrame
     timing: dict[str, float]
     code: str
+    commit: str
     cached: bool = field(default=False, compare=False)
 
     @property
@@ -240,8 +241,8 @@ def load_result(spec: RunSpec, folder: Path, cached: bool = False) -> RunResult:
     """The result of a finished run."""
     timing = json.loads((folder / TIMING_JSON).read_text())
     code = json.loads((folder / CODE_JSON).read_text())
-    description = f"{code['fingerprint']} (run at sb3-trpo commit {code['commit']})"
-    return RunResult(spec, folder, pd.read_csv(folder / RUN_CSV), timing, description, cached)
+    curve = pd.read_csv(folder / RUN_CSV)
+    return RunResult(spec, folder, curve, timing, code["fingerprint"], code["commit"], cached)
 
 
 def read_evaluations(folder: Path) -> pd.DataFrame:
@@ -368,5 +369,11 @@ def code_record(spec: RunSpec) -> dict[str, Any]:
 
 
 def code_versions(results: Sequence[RunResult]) -> str:
-    """The code the runs were made with, one entry per distinct fingerprint."""
-    return "; ".join(sorted({result.code for result in results}))
+    """The code the runs were made with: each distinct fingerprint once, with the commits its runs were made at."""
+    commits: dict[str, set[str]] = {}
+    for result in results:
+        commits.setdefault(result.code, set()).add(result.commit)
+    return "; ".join(
+        f"{code} (run at sb3-trpo commit{'s' if len(found) > 1 else ''} {', '.join(sorted(found))})"
+        for code, found in sorted(commits.items())
+    )
