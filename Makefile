@@ -12,7 +12,7 @@ install:
 run: install
 	$(PYTHON) -m sb3_trpo
 
-# The default test run (slow learning runs deselected, see pyproject.toml).
+# The default test run (tests marked slow deselected, see pyproject.toml).
 test: install
 	$(PYTHON) -m pytest -q
 

@@ -13,9 +13,9 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-import torch as th
 import yaml
 from huggingface_sb3 import EnvironmentName
+from zoo_cli import zoo
 
 from sb3_trpo import TRPO
 from sb3_trpo.zoo import (
@@ -65,41 +65,14 @@ def load_config(algo: str) -> dict[str, dict[str, Any]]:
         return yaml.safe_load(file)
 
 
-def vine_missing() -> bool:
-    try:
-        from sb3_trpo.vine import VineSampler  # noqa: F401
-    except ImportError:
-        return True
-    return False
-
-
-def zoo(*args: str | Path) -> None:
-    """Run the CLI in this process (a zoo run changes torch's thread count: restore it)."""
-    threads = th.get_num_threads()
-    try:
-        main([str(arg) for arg in args])
-    finally:
-        th.set_num_threads(threads)
-
-
 def config_entries() -> list[Any]:
-    """``(algo, key)`` for every entry of both files.
+    """``(algo, key)`` for every entry of both files, all in the default test run.
 
-    The paper's seven games are copies of their file's ``atari`` entry (asserted in
-    ``test_game_entries_are_the_atari_entry``; ``atari`` itself runs here on ALE/Freeway-v5), so running each of the
-    14 ids only adds minutes: they carry the ``slow`` marker. The single-path Pong entries of both id families run
-    in full (one 2048-step update) in ``test_zoo_atari.py``.
+    ``atari`` runs on ALE/Freeway-v5 (no explicit entry); the paper's 14 game ids (copies of ``atari``, asserted in
+    ``test_game_entries_are_the_atari_entry``) run under their own ids, about 5 s each. The single-path Pong
+    entries of both id families also run a full 2048-step update in ``test_zoo_atari.py``.
     """
-    params = []
-    for algo in ("trpo", "trpo_vine"):
-        for key in load_config(algo):
-            marks = []
-            if algo == "trpo_vine" and vine_missing():
-                marks.append(pytest.mark.skip(reason="sb3_trpo.vine (the vine sampler) is not available"))
-            if key in ATARI_IDS:
-                marks.append(pytest.mark.slow)
-            params.append(pytest.param(algo, key, marks=marks, id=f"{algo}:{key}"))
-    return params
+    return [pytest.param(algo, key, id=f"{algo}:{key}") for algo in ("trpo", "trpo_vine") for key in load_config(algo)]
 
 
 def smoke_overrides(entry: dict[str, Any]) -> dict[str, Any]:

@@ -16,10 +16,11 @@ from huggingface_sb3 import EnvironmentName
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecFrameStack
+from zoo_cli import zoo
 
 from sb3_trpo import TRPO
 from sb3_trpo.trpo import actor_parameters
-from sb3_trpo.zoo import CONFIG_DIR, FourFrameAtariWrapper, main
+from sb3_trpo.zoo import CONFIG_DIR, FourFrameAtariWrapper
 
 gym.register_envs(ale_py)
 
@@ -55,15 +56,6 @@ class FrameProbe(BaseCallback):
 
     def _on_training_end(self) -> None:
         Path(self.path).write_text(json.dumps(self.counts))
-
-
-def zoo(*args: str | Path) -> None:
-    """Run the CLI in this process (a zoo run changes torch's thread count: restore it)."""
-    threads = th.get_num_threads()
-    try:
-        main([str(arg) for arg in args])
-    finally:
-        th.set_num_threads(threads)
 
 
 def atari_entry() -> dict[str, Any]:
