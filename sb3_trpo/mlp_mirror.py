@@ -54,7 +54,7 @@ def single_threaded_blas() -> Iterator[None]:
     """Run NumPy's BLAS on one thread inside the block.
 
     The mirror's matrices are small (a batch of a few thousand rows times 64-unit layers): a second BLAS thread
-    gains little on an idle core and costs ten times more when that core is busy (env workers, parallel runs).
+    gains little on an idle core and stalls when that core is busy (env workers, parallel runs).
     """
     with _blas_controller().select(user_api="blas").limit(limits=1):
         yield
