@@ -12,6 +12,8 @@ import pytest
 import yaml
 from sb3_contrib import TRPO as ContribTRPO
 
+from benchmarks.report import format_p
+from benchmarks.zoo_runs import RunResult, RunSpec, code_versions
 from sb3_trpo import TRPO
 from sb3_trpo.zoo import CONFIG_DIR, register, with_default_config
 
@@ -107,3 +109,19 @@ def test_learning_and_ablation_scripts(tmp_path: Path) -> None:
     assert all(f"| {label} |" in report for label in labels)
     assert "![Hopper-v5](Hopper-v5.png)" in report and "fixed_step_size used" in report
     assert_small_png(ablation_out / "Hopper-v5.png")
+
+
+def test_code_versions_lists_each_fingerprint_once_with_its_commits() -> None:
+    def result(code: str, commit: str) -> RunResult:
+        spec = RunSpec("sb3_trpo", "trpo", TASK, 0, BUDGET, 1024, 1)
+        return RunResult(spec, Path("."), pd.DataFrame(), {}, code, commit)
+
+    results = [result("pkg A", "c2"), result("pkg A", "c1"), result("pkg A", "c1"), result("pkg B", "c3")]
+    assert code_versions(results) == "pkg A (run at sb3-trpo commits c1, c2); pkg B (run at sb3-trpo commit c3)"
+
+
+@pytest.mark.parametrize(
+    ("p_value", "text"), [(0.361, "0.36"), (0.01, "0.01"), (0.0049, "< 0.01"), (0.0, "< 0.01"), (float("nan"), "n/a")]
+)
+def test_format_p(p_value: float, text: str) -> None:
+    assert format_p(p_value) == text
