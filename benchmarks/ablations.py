@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import datetime
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -35,9 +34,10 @@ import pandas as pd
 
 from benchmarks import learning
 from benchmarks.report import (
+    FINAL_RETURN_LINE,
     compare,
     curves_table,
-    format_p,
+    format_comparison,
     format_return,
     group,
     markdown_table,
@@ -48,17 +48,17 @@ from benchmarks.report import (
     summarize,
 )
 from benchmarks.zoo_runs import (
-    DEFAULT_RUNS_DIR,
     RESULTS_DIR,
     RunResult,
     RunSpec,
-    code_versions,
-    command_line,
-    machine_description,
+    add_run_arguments,
+    finish,
+    report_header,
     run_all,
 )
 from sb3_trpo.zoo import CONFIG_DIR, config_entry
 
+MODULE = "benchmarks.ablations"
 TASKS = ("Hopper-v5", "Walker2d-v5")
 BASELINE = learning.OURS  # the learning comparison's runs of sb3_trpo
 # The Hopper setting of benchmarks/vine_hopper.py (the vine issue's own benchmark): a trunk of 2048 steps is followed
@@ -89,18 +89,11 @@ COLORS = {BASELINE: "C0", "vine": "C1", "max_kl": "C2", "empirical_fisher": "C3"
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.ablations", description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), help="env ids (entries of zoo_configs/trpo.yml)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(learning.SEEDS))
-    parser.add_argument("--budget", type=int, default=learning.BUDGET, help="env steps per run (branch steps included)")
-    parser.add_argument("--eval-freq", type=int, default=learning.EVAL_FREQ, help="env steps between evaluations")
-    parser.add_argument("--eval-episodes", type=int, default=learning.EVAL_EPISODES, help="episodes per evaluation")
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.splitlines()[0])
+    add_run_arguments(parser, TASKS, "env steps per run (branch steps included)", RESULTS_DIR / "ablations")
     parser.add_argument(
         "--vine-kwargs", nargs="+", default=[], metavar="NAME=VALUE", help=f"change the vine options {VINE_KWARGS}"
     )
-    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one process each)")
-    parser.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="zoo logs and per-run CSVs")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "ablations", help="figures and tables")
     args = parser.parse_args(argv)
     args.vine = {**VINE_KWARGS, **parse_assignments(args.vine_kwargs)}
     return args
@@ -223,7 +216,7 @@ def task_table(results: Sequence[RunResult], env_id: str) -> pd.DataFrame:
             versus = ""
         else:
             comparison = compare(results, env_id, label, BASELINE)
-            versus = f"{comparison.verdict} (Δ {comparison.delta:+.1f}, p {format_p(comparison.p_value)})"
+            versus = format_comparison(comparison)
         note = f"{100 * branch_share(groups[(env_id, label)]):.0f}% of env steps in branches" if label == "vine" else ""
         rows.append(
             {
@@ -277,17 +270,14 @@ def write_outputs(
     lines = [
         "# Ablations of sb3_trpo.TRPO at equal env steps (paper section 8)",
         "",
-        f"- command: `{command_line('benchmarks.ablations', argv)}`",
-        f"- date: {datetime.date.today().isoformat()}; machine: {machine_description()}, {args.jobs} runs in parallel",
-        f"- code: {code_versions(results)}",
+        *report_header(MODULE, argv, args.jobs, results),
         f"- budget: {args.budget} env steps per run, vine branch steps included; seeds: {' '.join(map(str, args.seeds))}",
         "- every configuration: the task's entry of zoo_configs/trpo.yml (`--algo trpo`) with one change:",
         *[f"  - `{variant.label}`: {variant.change}" for variant in VARIANTS],
         f"- vine_kwargs: `{args.vine}`",
         f"- evaluation: about every {args.eval_freq} env steps, {args.eval_episodes} episodes of the deterministic policy "
         "on a separate env with frozen VecNormalize statistics (rl-zoo's EvalCallback)",
-        "- final return: mean evaluation return over the last 10% of the budget, then mean ± std over seeds (ddof=1); "
-        "verdict by Welch's t-test over seeds (p < 0.05), `equal` otherwise",
+        FINAL_RETURN_LINE,
         "",
         "## Fixed step size of the natural gradient runs",
         "",
@@ -313,11 +303,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"{len(specs) + len(args.tasks) * len(args.seeds)} runs, {args.jobs} at a time; logs under {args.runs_dir}")
     scheduler = FixedStepScheduler(args)
     results = run_all(specs, args.runs_dir, args.jobs, follow_up=scheduler)
-    markdown = write_outputs(args, argv, results, scheduler.step_sizes)
-    print()
-    print(markdown)
-    print(f"written to {args.out}")
-    print(f"command: {command_line('benchmarks.ablations', argv)}")
+    finish(MODULE, argv, write_outputs(args, argv, results, scheduler.step_sizes), args.out)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Prints the summary table and the command.
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,9 +23,10 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.report import (
+    FINAL_RETURN_LINE,
     compare,
     curves_table,
-    format_p,
+    format_comparison,
     format_return,
     group,
     markdown_table,
@@ -37,36 +37,25 @@ from benchmarks.report import (
     summarize,
 )
 from benchmarks.zoo_runs import (
-    DEFAULT_RUNS_DIR,
     RESULTS_DIR,
     RunResult,
     RunSpec,
-    code_versions,
-    command_line,
-    machine_description,
+    add_run_arguments,
+    finish,
+    report_header,
     run_all,
 )
 
+MODULE = "benchmarks.learning"
 TASKS = ("Hopper-v5", "HalfCheetah-v5", "Walker2d-v5", "Swimmer-v5", "Ant-v5")
-SEEDS = (0, 1, 2)
-BUDGET = 300_000
-EVAL_FREQ = 10_000
-EVAL_EPISODES = 5
 OURS, THEIRS = "sb3_trpo", "sb3_contrib"
 IMPLEMENTATIONS = {OURS: "trpo", THEIRS: "trpo_contrib"}  # label -> zoo algorithm
 COLORS = {OURS: "C0", THEIRS: "C1"}
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.learning", description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), help="env ids (entries of zoo_configs/trpo.yml)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
-    parser.add_argument("--budget", type=int, default=BUDGET, help="env steps per run")
-    parser.add_argument("--eval-freq", type=int, default=EVAL_FREQ, help="env steps between evaluations")
-    parser.add_argument("--eval-episodes", type=int, default=EVAL_EPISODES, help="episodes per evaluation")
-    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one process each)")
-    parser.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="zoo logs and per-run CSVs")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "learning", help="figures and tables")
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.splitlines()[0])
+    add_run_arguments(parser, TASKS, "env steps per run", RESULTS_DIR / "learning")
     return parser.parse_args(argv)
 
 
@@ -97,7 +86,7 @@ def summary_table(results: Sequence[RunResult]) -> pd.DataFrame:
                     "wall time / run (min)": f"{row['wall_minutes']:.1f}",
                     "train env-steps/s": f"{row['steps_per_second']:.0f}",
                     "ours vs contrib": (
-                        f"{comparison.verdict} (Δ {comparison.delta:+.1f}, p {format_p(comparison.p_value)}); "
+                        f"{format_comparison(comparison)}; "
                         f"{ours['steps_per_second'] / theirs['steps_per_second']:.2f}x env-steps/s"
                     )
                     if label == OURS
@@ -126,15 +115,12 @@ def write_outputs(args: argparse.Namespace, argv: Sequence[str], results: Sequen
     lines = [
         "# sb3_trpo.TRPO vs sb3_contrib.TRPO: learning curves",
         "",
-        f"- command: `{command_line('benchmarks.learning', argv)}`",
-        f"- date: {datetime.date.today().isoformat()}; machine: {machine_description()}, {args.jobs} runs in parallel",
-        f"- code: {code_versions(results)}",
+        *report_header(MODULE, argv, args.jobs, results),
         f"- budget: {args.budget} env steps per run; seeds: {' '.join(map(str, args.seeds))}; hyperparameters: each "
         "task's entry of zoo_configs/trpo.yml for both implementations",
         f"- evaluation: every {args.eval_freq} env steps, {args.eval_episodes} episodes of the deterministic policy on a "
         "separate env with frozen VecNormalize statistics (rl-zoo's EvalCallback)",
-        "- final return: mean evaluation return over the last 10% of the budget, then mean ± std over seeds (ddof=1); "
-        "verdict by Welch's t-test over seeds (p < 0.05), `equal` otherwise",
+        FINAL_RETURN_LINE,
         "- wall time: the whole zoo process (start-up, training, evaluations, saving); train env-steps/s: env steps "
         "divided by training time without evaluations",
         "",
@@ -153,11 +139,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     print(f"{len(args.tasks) * len(args.seeds) * 2} runs, {args.jobs} at a time; logs under {args.runs_dir}", flush=True)
     results = run_all(run_specs(args), args.runs_dir, args.jobs)
-    markdown = write_outputs(args, argv, results)
-    print()
-    print(markdown)
-    print(f"written to {args.out}")
-    print(f"command: {command_line('benchmarks.learning', argv)}")
+    finish(MODULE, argv, write_outputs(args, argv, results), args.out)
 
 
 if __name__ == "__main__":

@@ -161,6 +161,17 @@ def format_return(mean: float, std: float) -> str:
     return f"{mean:.1f} ± {std:.1f}" if np.isfinite(std) else f"{mean:.1f}"
 
 
+FINAL_RETURN_LINE = (
+    "- final return: mean evaluation return over the last 10% of the budget, then mean ± std over seeds (ddof=1); "
+    "verdict by Welch's t-test over seeds (p < 0.05), `equal` otherwise"
+)
+
+
+def format_comparison(comparison: Comparison) -> str:
+    """``equal (Δ -52.3, p 0.58)``: the verdict, the difference of the means and the p-value."""
+    return f"{comparison.verdict} (Δ {comparison.delta:+.1f}, p {format_p(comparison.p_value)})"
+
+
 def format_p(p_value: float) -> str:
     """A p-value with two decimals (``< 0.01`` below that), ``n/a`` when there is none."""
     if not np.isfinite(p_value):

@@ -16,6 +16,8 @@ curve) exists, ``spec.json`` matches the requested run and ``code.json`` the cod
 
 from __future__ import annotations
 
+import argparse
+import datetime
 import hashlib
 import json
 import os
@@ -35,16 +37,22 @@ import pandas as pd
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import CSVOutputFormat
 
+from sb3_trpo.zoo import CONTRIB_ALGO
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 DEFAULT_RUNS_DIR = RESULTS_DIR / "tmp" / "runs"  # git-ignored: zoo logs, models, per-run CSVs
+# The benchmarks' shared defaults: 3 seeds of 300K env steps, evaluated every 10K steps on 5 episodes.
+SEEDS = (0, 1, 2)
+BUDGET = 300_000
+EVAL_FREQ = 10_000
+EVAL_EPISODES = 5
 PROGRESS_CSV = "progress.csv"
 TIMING_JSON = "timing.json"
 RUN_CSV = "run.csv"
 SPEC_JSON = "spec.json"
 ZOO_LOG = "zoo.log"
 CODE_JSON = "code.json"
-CONTRIB_ALGO = "trpo_contrib"
 SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -377,3 +385,32 @@ def code_versions(results: Sequence[RunResult]) -> str:
         f"{code} (run at sb3-trpo commit{'s' if len(found) > 1 else ''} {', '.join(sorted(found))})"
         for code, found in sorted(commits.items())
     )
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, tasks: Sequence[str], budget_help: str, out: Path) -> None:
+    """The options every zoo-run benchmark takes: what to run, how to evaluate, where to write."""
+    parser.add_argument("--tasks", nargs="+", default=list(tasks), help="env ids (entries of zoo_configs/trpo.yml)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument("--budget", type=int, default=BUDGET, help=budget_help)
+    parser.add_argument("--eval-freq", type=int, default=EVAL_FREQ, help="env steps between evaluations")
+    parser.add_argument("--eval-episodes", type=int, default=EVAL_EPISODES, help="episodes per evaluation")
+    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one process each)")
+    parser.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="zoo logs and per-run CSVs")
+    parser.add_argument("--out", type=Path, default=out, help="figures and tables")
+
+
+def report_header(module: str, argv: Sequence[str], jobs: int, results: Sequence[RunResult]) -> list[str]:
+    """The first lines of a benchmark report: the command, date, machine and code of the runs."""
+    return [
+        f"- command: `{command_line(module, argv)}`",
+        f"- date: {datetime.date.today().isoformat()}; machine: {machine_description()}, {jobs} runs in parallel",
+        f"- code: {code_versions(results)}",
+    ]
+
+
+def finish(module: str, argv: Sequence[str], markdown: str, out: Path) -> None:
+    """Print a benchmark's report, where it was written and the command that made it."""
+    print()
+    print(markdown)
+    print(f"written to {out}")
+    print(f"command: {command_line(module, argv)}")

@@ -23,6 +23,7 @@ from sb3_trpo.zoo import (
     convert_trpo_params,
     main,
     sample_trpo_params,
+    split_entry,
     with_default_algo,
     with_default_config,
     with_eval_env_kwargs,
@@ -243,8 +244,6 @@ def test_search_space_keeps_the_critic_features_separate() -> None:
 
 
 def test_split_entry_gives_trpo_kwargs_and_zoo_settings() -> None:
-    from sb3_trpo import TRPO
-    from sb3_trpo.zoo import split_entry
 
     algo_kwargs, zoo = split_entry("Hopper-v5")
     assert zoo["n_envs"] == 2 and zoo["normalize"] is True
