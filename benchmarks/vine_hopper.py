@@ -116,11 +116,11 @@ def main(argv: list[str]) -> None:
     print(f"\n{args.env}, {args.budget} env steps per run (trunk + branch), seeds {args.seeds}")
     if "vine" in args.samplers:
         print(f"vine_kwargs: n_states={args.n_states} n_actions={args.n_actions} horizon={args.horizon} (other defaults)")
-    print(f"final evaluation return ({args.eval_episodes} deterministic episodes), mean +- std over seeds:")
+    print(f"final evaluation return ({args.eval_episodes} deterministic episodes), mean +- std over seeds (ddof=1):")
     for sampler in args.samplers:
         finals = [[r for name, sd, _, r, _ in rows if name == sampler and sd == seed][-1] for seed in args.seeds]
         minutes = np.mean([[t for name, sd, _, _, t in rows if name == sampler and sd == seed][-1] for seed in args.seeds])
-        print(f"  {sampler:11s} {np.mean(finals):8.1f} +- {np.std(finals):6.1f}   per seed {np.round(finals, 1).tolist()}"
+        print(f"  {sampler:11s} {np.mean(finals):8.1f} +- {np.std(finals, ddof=1):6.1f}   per seed {np.round(finals, 1).tolist()}"
               f"   {minutes / 60:.1f} min per run")  # fmt: skip
     print("command: python benchmarks/vine_hopper.py " + " ".join(argv))
 
