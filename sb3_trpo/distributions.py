@@ -16,7 +16,8 @@ closed form here, and callers then fall back to differentiating the KL twice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import torch as th
@@ -47,22 +48,31 @@ class OutputFamily(Protocol):
         """Per-state ``M(phi_n) u_n`` for a tangent ``u`` shaped like ``params``."""
         ...
 
+    def fisher_metric(self, params: Params) -> Callable[[Params], Params]:
+        """``u -> M(phi) u`` with ``M`` evaluated once at ``params`` (for repeated products, as in CG)."""
+        ...
+
     def score(self, params: Params, actions: th.Tensor) -> Params:
         """Per-state ``grad_phi log p(a_n; phi_n)`` of the actions the policy took."""
         ...
 
-    def kl_terms(self, params: Params) -> int:
-        """How many independent per-component KLs make up a state's KL: action dimensions of a diagonal Gaussian,
-        bits of a Bernoulli, 1 for (multi-)categoricals, whose KL torch already sums per state. sb3-contrib averages
-        over these components; ``TRPO(kl_normalization="action_dims")`` reproduces that."""
-        ...
 
-
-def _sum_per_state(x: th.Tensor) -> th.Tensor:
+def sum_per_state(x: th.Tensor) -> th.Tensor:
+    """Sum of each state's entries (all axes after the first)."""
     return x.reshape(x.shape[0], -1).sum(dim=1)
 
 
-class GaussianFamily:
+class _FisherProduct(ABC):
+    """``fisher_product`` from a family's ``fisher_metric``."""
+
+    @abstractmethod
+    def fisher_metric(self, params: Params) -> Callable[[Params], Params]: ...
+
+    def fisher_product(self, params: Params, tangent: Params) -> Params:
+        return self.fisher_metric(params)(tangent)
+
+
+class GaussianFamily(_FisherProduct):
     """Diagonal Gaussian in (mean, std): ``M = diag(1/std^2, 2/std^2)`` per action dimension.
 
     Covers SB3's ``DiagGaussianDistribution`` (state-independent log-std, broadcast per state) and gSDE's
@@ -85,13 +95,16 @@ class GaussianFamily:
         mean_new, std_new = new
         var_ratio = (std_old / std_new) ** 2
         mahalanobis = ((mean_old - mean_new) / std_new) ** 2
-        return _sum_per_state(0.5 * (var_ratio + mahalanobis - 1.0) - th.log(std_old / std_new))
+        return sum_per_state(0.5 * (var_ratio + mahalanobis - 1.0) - th.log(std_old / std_new))
 
-    def fisher_product(self, params: Params, tangent: Params) -> Params:
-        _, std = params
-        u_mean, u_std = tangent
-        inv_var = std.pow(-2)
-        return u_mean * inv_var, 2.0 * u_std * inv_var
+    def fisher_metric(self, params: Params) -> Callable[[Params], Params]:
+        inv_var = params[1].pow(-2)
+
+        def metric(tangent: Params) -> Params:
+            u_mean, u_std = tangent
+            return u_mean * inv_var, 2.0 * u_std * inv_var
+
+        return metric
 
     def pre_squash(self, actions: th.Tensor) -> th.Tensor:
         if not self.squashed:
@@ -105,11 +118,8 @@ class GaussianFamily:
         z = (x - mean) / std
         return z / std, (z * z - 1.0) / std
 
-    def kl_terms(self, params: Params) -> int:
-        return int(params[0].shape[1])
 
-
-class CategoricalFamily:
+class CategoricalFamily(_FisherProduct):
     """Categorical over logits: ``M = diag(p) - p p^T`` (the logits' shift invariance is its null space)."""
 
     def parameters(self, distribution: Distribution) -> Params:
@@ -120,21 +130,22 @@ class CategoricalFamily:
         log_p_new = th.log_softmax(new[0], dim=-1)
         return (log_p_old.exp() * (log_p_old - log_p_new)).sum(dim=-1)
 
-    def fisher_product(self, params: Params, tangent: Params) -> Params:
+    def fisher_metric(self, params: Params) -> Callable[[Params], Params]:
         p = th.softmax(params[0], dim=-1)
-        u = tangent[0]
-        return (p * (u - (p * u).sum(dim=-1, keepdim=True)),)
+
+        def metric(tangent: Params) -> Params:
+            u = tangent[0]
+            return (p * (u - (p * u).sum(dim=-1, keepdim=True)),)
+
+        return metric
 
     def score(self, params: Params, actions: th.Tensor) -> Params:
         logits = params[0]
         one_hot = th.nn.functional.one_hot(actions.reshape(-1).long(), logits.shape[-1]).to(logits.dtype)
         return (one_hot - th.softmax(logits, dim=-1),)
 
-    def kl_terms(self, params: Params) -> int:
-        return 1
 
-
-class MultiCategoricalFamily:
+class MultiCategoricalFamily(_FisherProduct):
     """Independent categoricals (``MultiDiscrete``): block-diagonal ``M``, one categorical block per component."""
 
     def __init__(self, action_dims: Sequence[int]) -> None:
@@ -147,18 +158,20 @@ class MultiCategoricalFamily:
     def kl(self, old: Params, new: Params) -> th.Tensor:
         return sum(self._categorical.kl((o,), (n,)) for o, n in zip(old, new, strict=True))  # type: ignore[return-value]
 
-    def fisher_product(self, params: Params, tangent: Params) -> Params:
-        return tuple(self._categorical.fisher_product((p,), (u,))[0] for p, u in zip(params, tangent, strict=True))
+    def fisher_metric(self, params: Params) -> Callable[[Params], Params]:
+        blocks = [self._categorical.fisher_metric((p,)) for p in params]
+
+        def metric(tangent: Params) -> Params:
+            return tuple(block((u,))[0] for block, u in zip(blocks, tangent, strict=True))
+
+        return metric
 
     def score(self, params: Params, actions: th.Tensor) -> Params:
         actions = actions.reshape(params[0].shape[0], len(self.action_dims))
         return tuple(self._categorical.score((p,), actions[:, i])[0] for i, p in enumerate(params))
 
-    def kl_terms(self, params: Params) -> int:
-        return 1
 
-
-class BernoulliFamily:
+class BernoulliFamily(_FisherProduct):
     """Independent Bernoullis over logits (``MultiBinary``): ``M = diag(p (1 - p))``."""
 
     def parameters(self, distribution: Distribution) -> Params:
@@ -169,18 +182,20 @@ class BernoulliFamily:
         z_old, z_new = old[0], new[0]
         p_old = th.sigmoid(z_old)
         per_bit = p_old * (logsig(z_old) - logsig(z_new)) + (1.0 - p_old) * (logsig(-z_old) - logsig(-z_new))
-        return _sum_per_state(per_bit)
+        return sum_per_state(per_bit)
 
-    def fisher_product(self, params: Params, tangent: Params) -> Params:
+    def fisher_metric(self, params: Params) -> Callable[[Params], Params]:
         p = th.sigmoid(params[0])
-        return (p * (1.0 - p) * tangent[0],)
+        weight = p * (1.0 - p)
+
+        def metric(tangent: Params) -> Params:
+            return (weight * tangent[0],)
+
+        return metric
 
     def score(self, params: Params, actions: th.Tensor) -> Params:
         logits = params[0]
         return (actions.reshape(logits.shape).to(logits.dtype) - th.sigmoid(logits),)
-
-    def kl_terms(self, params: Params) -> int:
-        return int(params[0].shape[1])
 
 
 def family_of(distribution: Distribution) -> OutputFamily | None:

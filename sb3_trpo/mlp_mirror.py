@@ -30,7 +30,6 @@ from stable_baselines3.common.distributions import (
     CategoricalDistribution,
     DiagGaussianDistribution,
     MultiCategoricalDistribution,
-    StateDependentNoiseDistribution,
 )
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.preprocessing import is_image_space
@@ -210,7 +209,7 @@ class ActorCriticMirror:
         """The mirror of ``policy``, or ``None`` when some part of it is not mirrored exactly."""
         if not _mirrorable_features(policy) or type(policy.mlp_extractor) is not MlpExtractor:
             return None
-        if isinstance(policy.action_dist, StateDependentNoiseDistribution) or type(policy.action_dist) not in (
+        if type(policy.action_dist) not in (
             DiagGaussianDistribution,
             CategoricalDistribution,
             MultiCategoricalDistribution,
@@ -227,14 +226,18 @@ class ActorCriticMirror:
 
     def refresh(self) -> None:
         """Copy the policy's current weights into the mirror (call after every policy or critic update)."""
-        self.actor.refresh()
+        self.refresh_actor()
         self.critic.refresh()
+        self._fused = _fuse(self.actor, self.critic)
+
+    def refresh_actor(self) -> None:
+        """Copy the actor's current weights (and log-std) only: what the distribution parameters depend on."""
+        self.actor.refresh()
         if self.kind == "gaussian":
             self.log_std = self.policy.log_std.detach().cpu().numpy().astype(np.float32).reshape(-1)
             self._std = np.exp(self.log_std)
             # Gaussian log-density of a = mean + std * noise: log_normalizer - |noise|^2 / 2
             self._log_normalizer = np.float32(-self.log_std.sum() - len(self.log_std) * _HALF_LOG_2PI)
-        self._fused = _fuse(self.actor, self.critic)
 
     def preprocess(self, obs: np.ndarray) -> np.ndarray:
         """SB3's preprocessing of a non-image ``Box`` observation followed by ``FlattenExtractor``."""
@@ -343,7 +346,7 @@ class MirrorJacobian:
     def __init__(self, mirror: ActorCriticMirror, observations: np.ndarray, params: Sequence[th.Tensor]) -> None:
         self.mirror = mirror
         self.n_states = len(observations)
-        mirror.refresh()
+        mirror.refresh_actor()
         self._out, self._cache = mirror.actor.forward_cached(mirror.preprocess(observations))
         mlp_params = mirror.actor.torch_parameters()
         extra = [mirror.policy.log_std] if mirror.kind == "gaussian" else []

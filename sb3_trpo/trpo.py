@@ -35,7 +35,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 from torch.nn import functional as F
 
-from sb3_trpo.distributions import OutputFamily, Params, detach_params, family_of
+from sb3_trpo.distributions import OutputFamily, Params, detach_params, family_of, sum_per_state
 from sb3_trpo.mlp_mirror import ActorCriticMirror, AdamSettings, MirrorJacobian, fit_critic, single_threaded_blas
 from sb3_trpo.surrogate import SinglePathBatch, SurrogateBatch
 from sb3_trpo.trust_region import (
@@ -315,7 +315,13 @@ class TRPO(OnPolicyAlgorithm):
         """
         if self._vine is not None:
             return self._vine.collect(env, callback, rollout_buffer, n_rollout_steps)
-        if self._mirror is None or self.use_sde:
+        return self._collect_single_path(env, callback, rollout_buffer, n_rollout_steps)
+
+    def _collect_single_path(
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
+    ) -> bool:
+        """The single-path loop (also the vine sampler's trunk): the NumPy mirror for plain MLPs, else SB3's own."""
+        if self._mirror is None:
             return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
         return self._collect_with_mirror(env, callback, rollout_buffer, n_rollout_steps)
 
@@ -394,7 +400,7 @@ class TRPO(OnPolicyAlgorithm):
         old_dist_params = detach_params(family.parameters(distribution)) if family is not None else None
         # sb3-contrib's units (KL averaged over c components, Fisher divided by c) with radius delta and damping lambda
         # are exactly per-state KL with radius c * delta and damping c * lambda: work in the latter, report the former
-        kl_scale = self._kl_scale(family, old_dist_params, old_distribution)
+        kl_scale = self._kl_scale(distribution)
         target_kl = self.target_kl * kl_scale
         log_probs = batch.log_probs(distribution)
         old_log_probs = log_probs.detach()
@@ -448,15 +454,16 @@ class TRPO(OnPolicyAlgorithm):
             step_size * result.fraction,
         )
 
-    def _kl_scale(self, family: OutputFamily | None, old_dist_params: Params | None, old: Distribution | None) -> float:
-        """The number c of components a state's KL is divided by under ``kl_normalization`` (1 for ``"none"``)."""
+    def _kl_scale(self, distribution: Distribution) -> float:
+        """The number c of components a state's KL is divided by under ``kl_normalization`` (1 for ``"none"``).
+
+        sb3-contrib averages the elements of SB3's ``kl_divergence``: one per action dimension of a diagonal Gaussian
+        (gSDE included) and per bit of a Bernoulli, one per state for (multi-)categoricals, whose KL SB3 sums.
+        """
         if self.kl_normalization == "none":
             return 1.0
-        if family is not None and old_dist_params is not None:
-            return float(family.kl_terms(old_dist_params))
-        assert old is not None
         with th.no_grad():
-            return float(kl_divergence(old, old)[0].numel())  # sb3-contrib averages SB3's kl_divergence elements
+            return float(kl_divergence(distribution, distribution)[0].numel())
 
     def _fisher_operator(
         self,
@@ -487,7 +494,8 @@ class TRPO(OnPolicyAlgorithm):
         return analytic_fisher(jacobian, family, old_params, damping)
 
     def _jacobian(self, observations: PyTorchObs, dist_params: Params) -> Jacobian:
-        if self._mirror is not None and not self.use_sde and isinstance(observations, th.Tensor):
+        if self._mirror is not None:
+            assert isinstance(observations, th.Tensor)  # the mirror exists only for flat Box observations
             return MirrorJacobian(self._mirror, observations.detach().cpu().numpy(), self._actor_params)
         return PolicyJacobian(dist_params, self._actor_params)
 
@@ -598,7 +606,7 @@ def store_transition(
     For SB3's own ``RolloutBuffer`` (vector observations) the arrays are written in place, as ``add`` does, without its
     torch round trips (a third of the per-step overhead of collection); any other buffer class gets ``add``.
     """
-    if type(buffer) is not RolloutBuffer or isinstance(buffer.observation_space, spaces.Discrete):
+    if type(buffer) is not RolloutBuffer:
         buffer.add(obs, actions, rewards, episode_starts, th.from_numpy(values), th.from_numpy(log_probs))
         return
     pos = buffer.pos
@@ -635,8 +643,7 @@ def actor_parameters(policy: BasePolicy) -> list[nn.Parameter]:
 
 def per_state_kl(old: Distribution, new: Distribution) -> th.Tensor:
     """``KL(old || new)`` per state with SB3's generic ``kl_divergence`` (which keeps Gaussian dimensions apart)."""
-    kl = kl_divergence(old, new)
-    return kl.reshape(kl.shape[0], -1).sum(dim=1)
+    return sum_per_state(kl_divergence(old, new))
 
 
 def _index_obs(observations: PyTorchObs, index: slice | np.ndarray | None) -> PyTorchObs:

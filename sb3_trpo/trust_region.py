@@ -137,14 +137,14 @@ class FisherOperator:
 def analytic_fisher(jacobian: Jacobian, family: OutputFamily, params: Params, damping: float) -> FisherOperator:
     """``F v = 1/N J^T M J v + damping v`` with ``M`` the family's closed-form Fisher at ``params`` (Appendix C)."""
     n = jacobian.n_states
+    metric = family.fisher_metric(params)  # M at params, evaluated once for all products
 
     def product(v: th.Tensor) -> th.Tensor:
-        m_jv = family.fisher_product(params, jacobian.jvp(v))
-        return jacobian.vjp(m_jv) / n + damping * v
+        return jacobian.vjp(metric(jacobian.jvp(v))) / n + damping * v
 
     def state_quadratic(x: th.Tensor) -> th.Tensor:
         jx = jacobian.jvp(x)
-        m_jx = family.fisher_product(params, jx)
+        m_jx = metric(jx)
         return sum(_per_state_dot(a, b) for a, b in zip(jx, m_jx, strict=True))  # type: ignore[return-value]
 
     return FisherOperator(product, damping, state_quadratic)

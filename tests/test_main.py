@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from sb3_trpo import TRPO, __version__
-from sb3_trpo.__main__ import main
+from sb3_trpo.__main__ import ZOO_HYPERPARAMS, main
+from sb3_trpo.zoo import split_entry
 
 
 def test_main_job_saves_model_and_learning_curve(tmp_path, capsys):
@@ -31,3 +32,10 @@ def test_makefile_has_the_readme_targets(target):
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert target in makefile
     assert "make run" in readme and "make test" in readme
+
+
+@pytest.mark.parametrize("env_id", sorted(ZOO_HYPERPARAMS))
+def test_main_job_hyperparameters_are_the_zoo_config_entry(env_id: str) -> None:
+    """The main job keeps its own copy (it must not need the zoo extra's pyyaml): it equals ``trpo.yml``'s entry."""
+    algo_kwargs, zoo = split_entry(env_id)
+    assert {"n_envs": zoo["n_envs"], **algo_kwargs} == ZOO_HYPERPARAMS[env_id]
