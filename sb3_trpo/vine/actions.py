@@ -24,6 +24,7 @@ from stable_baselines3.common.distributions import (
 )
 from stable_baselines3.common.policies import ActorCriticPolicy
 
+from sb3_trpo.distributions import family_of
 from sb3_trpo.mlp_mirror import ActorCriticMirror
 
 ACTION_SAMPLING = ("policy", "uniform", "all")
@@ -89,7 +90,7 @@ class ActionSampler:
         if self.mirror is not None and isinstance(obs, np.ndarray):
             out = self.mirror.actor.forward(self.mirror.preprocess(obs))
             if self.kind == "gaussian":
-                return [out, np.broadcast_to(np.exp(self.mirror.log_std), out.shape)]
+                return [out, np.broadcast_to(self.mirror._std, out.shape)]
             return [out]
         obs_tensor, _ = self.policy.obs_to_tensor(obs)
         with th.no_grad():
@@ -97,12 +98,12 @@ class ActionSampler:
 
     def distribution_parameters(self, distribution: Distribution) -> list[np.ndarray]:
         """The same parameters read from an SB3 distribution object."""
-        inner = distribution.distribution
-        if self.kind == "gaussian":
-            return [inner.mean.detach().cpu().numpy(), inner.stddev.detach().cpu().numpy()]  # type: ignore[union-attr]
+        family = family_of(distribution)
+        assert family is not None  # every kind ``distribution_kind`` admits has a closed-form family
+        params = family.parameters(distribution)
         if self.kind == "multicategorical":
-            return [th.cat([d.logits for d in inner], dim=1).detach().cpu().numpy()]  # type: ignore[union-attr]
-        return [inner.logits.detach().cpu().numpy()]  # type: ignore[union-attr]
+            params = (th.cat(params, dim=1),)
+        return [p.detach().cpu().numpy() for p in params]
 
     # -- sampling ------------------------------------------------------------------------------------------------
 
