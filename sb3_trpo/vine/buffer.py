@@ -38,12 +38,12 @@ class RolloutSet:
         """The observations the policy acted on at these states (as stored in the trunk's rollout buffer)."""
         obs = buffer.observations
         if isinstance(obs, dict):
-            return {key: value[self.steps, self.env_indices].copy() for key, value in obs.items()}
-        return obs[self.steps, self.env_indices].copy()
+            return {key: value[self.steps, self.env_indices] for key, value in obs.items()}
+        return obs[self.steps, self.env_indices]
 
     def trunk_actions(self, buffer: RolloutBuffer) -> np.ndarray:
         """The trunk's action at each state: a draw from pi_old there."""
-        return buffer.actions[self.steps, self.env_indices].copy()
+        return buffer.actions[self.steps, self.env_indices]
 
 
 @dataclass
