@@ -209,20 +209,21 @@ class VineSampler:
         by_step: dict[int, list[int]] = {}
         for t, e in zip(steps.tolist(), env_indices.tolist(), strict=True):
             by_step.setdefault(t, []).append(e)
-        snapshots: dict[tuple[int, int], EnvSnapshot] = {}
-        wrapper_states: dict[tuple[int, int], tuple[Any, ...]] = {}
+        # The tap calls before_step(t) once per step, t = 0, 1, ..., and each step's indices are in increasing env
+        # order: the captures come out in the rollout set's sorted (t, env) order.
+        snapshots: list[EnvSnapshot] = []
+        wrapper_states: list[tuple[Any, ...]] = []
 
         def before_step(t: int) -> None:
             indices = by_step.get(t)
             if indices:
-                for e, snapshot in zip(indices, self._trunk.capture(indices, self.common_random_numbers), strict=True):
-                    snapshots[(t, e)] = snapshot
-                    wrapper_states[(t, e)] = self._pipeline.capture(e)
+                snapshots.extend(self._trunk.capture(indices, self.common_random_numbers))
+                wrapper_states.extend(self._pipeline.capture(e) for e in indices)
 
         if not self._collect_trunk(SnapshotTap(env, before_step), callback, rollout_buffer, n_rollout_steps):
             return None
-        keys = list(zip(steps.tolist(), env_indices.tolist(), strict=True))
-        return RolloutSet(steps, env_indices, [snapshots[k] for k in keys], [wrapper_states[k] for k in keys])
+        assert len(snapshots) == len(steps)
+        return RolloutSet(steps, env_indices, snapshots, wrapper_states)
 
     def _collect_trunk(self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int) -> bool:
         """The single-path collection loop of the algorithm, unchanged (NumPy mirror for plain MLPs, else SB3's)."""
