@@ -132,7 +132,6 @@ class EnvSnapshot:
 
     layer_types: tuple[str, ...]
     states: tuple[Any, ...]
-    include_rng: bool
 
 
 @dataclass(frozen=True)
@@ -300,7 +299,6 @@ def restore_attributes(layer: Any, state: _AttributeState, exclude: frozenset[st
 class AttributeAdapter:
     """Plain-data attributes and random generators: wrappers, classic control and toy-text envs."""
 
-    family = "attributes"
     exclude: frozenset[str] = frozenset()
 
     def check(self, env: gym.Env, layer: Any) -> None:
@@ -316,7 +314,6 @@ class AttributeAdapter:
 class MujocoAdapter(AttributeAdapter):
     """``mj_getState(mjSTATE_INTEGRATION)``, the derived arrays ``step()`` may read first, and the env's attributes."""
 
-    family = "MuJoCo"
     exclude = frozenset({"model", "data", "mujoco_renderer"})
 
     def capture(self, layer: Any, include_rng: bool) -> Any:
@@ -342,7 +339,6 @@ class MujocoAdapter(AttributeAdapter):
 class AleAdapter(AttributeAdapter):
     """``ALEInterface.cloneState(include_rng)`` (emulator, sticky-action RNG) and the env's attributes."""
 
-    family = "ALE"
     exclude = frozenset({"ale", "_action_set"})
 
     def capture(self, layer: Any, include_rng: bool) -> Any:
@@ -356,8 +352,6 @@ class AleAdapter(AttributeAdapter):
 
 class OptInAdapter:
     """A layer's own ``vine_get_state()`` / ``vine_set_state(state)``; it saves whatever randomness it chooses."""
-
-    family = "opt-in"
 
     def check(self, env: gym.Env, layer: Any) -> None:
         for method in OPT_IN_METHODS:
@@ -444,7 +438,7 @@ def capture_env(env: gym.Env, include_rng: bool) -> EnvSnapshot:
     """Snapshot every layer of ``env`` (``Monitor`` excluded); random states only with ``include_rng``."""
     layers = snapshot_layers(env)
     states = tuple(adapter_for(env, layer).capture(layer, include_rng) for layer in layers)
-    return EnvSnapshot(tuple(_class_name(layer) for layer in layers), states, include_rng)
+    return EnvSnapshot(tuple(_class_name(layer) for layer in layers), states)
 
 
 def restore_env(env: gym.Env, snapshot: EnvSnapshot) -> None:

@@ -39,7 +39,15 @@ from stable_baselines3.common.vec_env import (
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 from stable_baselines3.common.vec_env.util import obs_space_info
 
-from sb3_trpo.vine.snapshot import EnvSnapshot, UnsupportedEnvError, capture_env, check_env, clone_recipe, snapshot_layers
+from sb3_trpo.vine.snapshot import (
+    EnvSnapshot,
+    UnsupportedEnvError,
+    _class_name,
+    capture_env,
+    check_env,
+    clone_recipe,
+    snapshot_layers,
+)
 
 REMOTE_METHOD = "_sb3_trpo_vine_call"
 _SKIPPED_WRAPPERS = (VecMonitor, VecCheckNan, VecVideoRecorder)
@@ -72,7 +80,7 @@ class _InstallRemoteMethod:
 
 def layer_names(env: gym.Env) -> tuple[str, ...]:
     """Class names of the layers a snapshot covers (outermost first)."""
-    return tuple(f"{type(layer).__module__}.{type(layer).__qualname__}" for layer in snapshot_layers(env))
+    return tuple(_class_name(layer) for layer in snapshot_layers(env))
 
 
 def base_vec_env(env: VecEnv) -> VecEnv:
@@ -219,7 +227,7 @@ def _stage_for(wrapper: VecEnvWrapper) -> _Stage | None:
         return _TransposeStage(wrapper)
     if isinstance(wrapper, VecExtractDictObs):
         return _ExtractStage(wrapper)
-    if isinstance(wrapper, (*_SKIPPED_WRAPPERS, SnapshotTap)):
+    if isinstance(wrapper, _SKIPPED_WRAPPERS):
         return None
     raise UnsupportedEnvError(
         f"The vine sampler does not know how VecEnv wrapper {type(wrapper).__name__} transforms observations and rewards; "
