@@ -35,6 +35,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 from torch.nn import functional as F
 
+from sb3_trpo.checks import check_choice, check_int, check_real
 from sb3_trpo.distributions import OutputFamily, Params, detach_params, family_of, sum_per_state
 from sb3_trpo.mlp_mirror import ActorCriticMirror, AdamSettings, MirrorJacobian, fit_critic, single_threaded_blas
 from sb3_trpo.surrogate import SinglePathBatch, SurrogateBatch
@@ -182,32 +183,32 @@ class TRPO(OnPolicyAlgorithm):
         fisher_sub_sampling: float = 1.0,
         mlp_fast_path: bool = True,
     ):
-        _check_choice("sampler", sampler, SAMPLERS)
-        _check_choice("kl_constraint", kl_constraint, KL_CONSTRAINTS)
-        _check_choice("kl_normalization", kl_normalization, KL_NORMALIZATIONS)
-        _check_choice("fisher", fisher, FISHER_ESTIMATORS)
-        _check_choice("step_rule", step_rule, STEP_RULES)
-        _check_int("n_steps", n_steps, minimum=1)
-        _check_int("batch_size", batch_size, minimum=1)
-        _check_int("cg_max_steps", cg_max_steps, minimum=1)
-        _check_int("line_search_max_iter", line_search_max_iter, minimum=1)
-        _check_int("n_critic_updates", n_critic_updates, minimum=0)
-        _check_int("sub_sampling_factor", sub_sampling_factor, minimum=1)
-        _check_real("target_kl", target_kl, low=0.0, low_open=True)
-        _check_real("cg_damping", cg_damping, low=0.0)
-        _check_real(
+        check_choice("sampler", sampler, SAMPLERS)
+        check_choice("kl_constraint", kl_constraint, KL_CONSTRAINTS)
+        check_choice("kl_normalization", kl_normalization, KL_NORMALIZATIONS)
+        check_choice("fisher", fisher, FISHER_ESTIMATORS)
+        check_choice("step_rule", step_rule, STEP_RULES)
+        check_int("n_steps", n_steps, minimum=1)
+        check_int("batch_size", batch_size, minimum=1)
+        check_int("cg_max_steps", cg_max_steps, minimum=1)
+        check_int("line_search_max_iter", line_search_max_iter, minimum=1)
+        check_int("n_critic_updates", n_critic_updates, minimum=0)
+        check_int("sub_sampling_factor", sub_sampling_factor, minimum=1)
+        check_real("target_kl", target_kl, low=0.0, low_open=True)
+        check_real("cg_damping", cg_damping, low=0.0)
+        check_real(
             "line_search_shrinking_factor", line_search_shrinking_factor, low=0.0, high=1.0, low_open=True, high_open=True
         )
-        _check_real("gamma", gamma, low=0.0, high=1.0)
-        _check_real("gae_lambda", gae_lambda, low=0.0, high=1.0)
-        _check_real("fixed_step_size", fixed_step_size, low=0.0, low_open=True)
-        _check_real("fisher_sub_sampling", fisher_sub_sampling, low=0.0, high=1.0, low_open=True)
+        check_real("gamma", gamma, low=0.0, high=1.0)
+        check_real("gae_lambda", gae_lambda, low=0.0, high=1.0)
+        check_real("fixed_step_size", fixed_step_size, low=0.0, low_open=True)
+        check_real("fisher_sub_sampling", fisher_sub_sampling, low=0.0, high=1.0, low_open=True)
         if vine_kwargs is not None and sampler != "vine":
             raise ValueError(f"vine_kwargs is only used with sampler='vine'; got sampler={sampler!r}")
         if sampler == "vine":
             from sb3_trpo.vine import VineSampler
 
-            VineSampler.check_kwargs(vine_kwargs or {}, fisher=fisher)
+            VineSampler.check_kwargs(vine_kwargs or {})
         if not isinstance(learning_rate, numbers.Real) and not callable(learning_rate):
             raise TypeError(f"learning_rate must be a float or a schedule (callable), got {learning_rate!r}")
 
@@ -652,40 +653,3 @@ def _index_obs(observations: PyTorchObs, index: slice | np.ndarray | None) -> Py
     if isinstance(observations, dict):
         return {key: value[index] for key, value in observations.items()}
     return observations[index]
-
-
-def _check_choice(name: str, value: object, allowed: Sequence[str]) -> None:
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a string, one of {list(allowed)}; got {value!r}")
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}; got {value!r}")
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-
-
-def _check_real(
-    name: str,
-    value: object,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> None:
-    lo = "" if low is None else ("(" if low_open else "[") + f"{low}"
-    hi = "" if high is None else f"{high}" + (")" if high_open else "]")
-    allowed = f"in {lo}, {hi}" if low is not None and high is not None else f"{'>' if low_open else '>='} {low}"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number {allowed}; got {value!r}")
-    x = float(value)
-    ok = math.isfinite(x)
-    if low is not None:
-        ok = ok and (x > low if low_open else x >= low)
-    if high is not None:
-        ok = ok and (x < high if high_open else x <= high)
-    if not ok:
-        raise ValueError(f"{name} must be {allowed}; got {value!r}")

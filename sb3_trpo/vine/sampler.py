@@ -25,10 +25,10 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EventCallback, ProgressBarCallback
-from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
+from sb3_trpo.checks import check_choice, check_int
 from sb3_trpo.vine.actions import ACTION_SAMPLING, ActionSampler, action_tensor, check_action_sampling, draw_first_actions
 from sb3_trpo.vine.branches import BranchEstimates, BranchPlan, run_branches
 from sb3_trpo.vine.buffer import RolloutSet, VineBatch
@@ -125,12 +125,8 @@ class VineSampler:
         return [name for name in inspect.signature(cls.__init__).parameters if name not in ("self", "algo")]
 
     @classmethod
-    def check_kwargs(cls, kwargs: dict[str, Any], fisher: str = "analytic") -> None:
-        """Validate ``vine_kwargs`` (names, types, ranges) before anything is built.
-
-        ``fisher`` is accepted with every option: the empirical Fisher uses the trunk actions, drawn from pi_old.
-        """
-        del fisher
+    def check_kwargs(cls, kwargs: dict[str, Any]) -> None:
+        """Validate ``vine_kwargs`` (names, types, ranges) before anything is built."""
         allowed = cls.kwarg_names()
         for name in kwargs:
             if name not in allowed:
@@ -220,17 +216,10 @@ class VineSampler:
                 snapshots.extend(self._trunk.capture(indices, self.common_random_numbers))
                 wrapper_states.extend(self._pipeline.capture(e) for e in indices)
 
-        if not self._collect_trunk(SnapshotTap(env, before_step), callback, rollout_buffer, n_rollout_steps):
+        if not self.algo._collect_single_path(SnapshotTap(env, before_step), callback, rollout_buffer, n_rollout_steps):
             return None
         assert len(snapshots) == len(steps)
         return RolloutSet(steps, env_indices, snapshots, wrapper_states)
-
-    def _collect_trunk(self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int) -> bool:
-        """The single-path collection loop of the algorithm, unchanged (NumPy mirror for plain MLPs, else SB3's)."""
-        algo = self.algo
-        if algo._mirror is not None:
-            return algo._collect_with_mirror(env, callback, rollout_buffer, n_rollout_steps)
-        return OnPolicyAlgorithm.collect_rollouts(algo, env, callback, rollout_buffer, n_rollout_steps)
 
     def _run_branches(self, rollout_set: RolloutSet, rollout_buffer: RolloutBuffer) -> BranchEstimates:
         policy = self.algo.policy
@@ -322,22 +311,15 @@ def _check_kwarg(name: str, value: object) -> None:
     if value is None and name in ("n_actions", "worker_timeout", "start_method"):
         return
     if name in ("n_states", "n_actions", "horizon", "n_workers", "n_branch_envs"):
-        _check_int(name, value, {"n_actions": 2, "n_workers": 0}.get(name, 1))
+        check_int(f"vine_kwargs {name}", value, {"n_actions": 2, "n_workers": 0}.get(name, 1))
     elif name in ("common_random_numbers", "bootstrap"):
         _check_bool(name, value)
     elif name == "worker_timeout":
         _check_positive(name, value)
     elif name == "action_sampling":
-        _check_choice(name, value, ACTION_SAMPLING)
+        check_choice(f"vine_kwargs {name}", value, ACTION_SAMPLING)
     else:
-        _check_choice(name, value, tuple(mp.get_all_start_methods()))
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"vine_kwargs {name} must be an integer >= {minimum}; got {value!r}")
-    if value < minimum:
-        raise ValueError(f"vine_kwargs {name} must be an integer >= {minimum}; got {value!r}")
+        check_choice(f"vine_kwargs {name}", value, mp.get_all_start_methods())
 
 
 def _check_bool(name: str, value: object) -> None:
@@ -350,10 +332,3 @@ def _check_positive(name: str, value: object) -> None:
         raise TypeError(f"vine_kwargs {name} must be a positive number of seconds or None; got {value!r}")
     if not (math.isfinite(float(value)) and float(value) > 0):
         raise ValueError(f"vine_kwargs {name} must be a positive number of seconds or None; got {value!r}")
-
-
-def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
-    if not isinstance(value, str):
-        raise TypeError(f"vine_kwargs {name} must be one of {list(allowed)}; got {value!r}")
-    if value not in allowed:
-        raise ValueError(f"vine_kwargs {name} must be one of {list(allowed)}; got {value!r}")
