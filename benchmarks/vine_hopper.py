@@ -120,7 +120,8 @@ def main(argv: list[str]) -> None:
     for sampler in args.samplers:
         finals = [[r for name, sd, _, r, _ in rows if name == sampler and sd == seed][-1] for seed in args.seeds]
         minutes = np.mean([[t for name, sd, _, _, t in rows if name == sampler and sd == seed][-1] for seed in args.seeds])
-        print(f"  {sampler:11s} {np.mean(finals):8.1f} +- {np.std(finals, ddof=1):6.1f}   per seed {np.round(finals, 1).tolist()}"
+        spread = np.std(finals, ddof=1)
+        print(f"  {sampler:11s} {np.mean(finals):8.1f} +- {spread:6.1f}   per seed {np.round(finals, 1).tolist()}"
               f"   {minutes / 60:.1f} min per run")  # fmt: skip
     print("command: python benchmarks/vine_hopper.py " + " ".join(argv))
 
