@@ -63,6 +63,14 @@ KL_CONSTRAINTS = ("mean", "max")
 KL_NORMALIZATIONS = ("action_dims", "none")
 FISHER_ESTIMATORS = ("analytic", "empirical")
 STEP_RULES = ("line_search", "fixed")
+# The string-valued constructor arguments and the values each accepts (sb3_trpo.zoo.split_entry reads it too)
+CHOICE_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "sampler": SAMPLERS,
+    "kl_constraint": KL_CONSTRAINTS,
+    "kl_normalization": KL_NORMALIZATIONS,
+    "fisher": FISHER_ESTIMATORS,
+    "step_rule": STEP_RULES,
+}
 
 
 @dataclass(frozen=True)
@@ -183,11 +191,11 @@ class TRPO(OnPolicyAlgorithm):
         fisher_sub_sampling: float = 1.0,
         mlp_fast_path: bool = True,
     ):
-        check_choice("sampler", sampler, SAMPLERS)
-        check_choice("kl_constraint", kl_constraint, KL_CONSTRAINTS)
-        check_choice("kl_normalization", kl_normalization, KL_NORMALIZATIONS)
-        check_choice("fisher", fisher, FISHER_ESTIMATORS)
-        check_choice("step_rule", step_rule, STEP_RULES)
+        choices = dict(
+            sampler=sampler, kl_constraint=kl_constraint, kl_normalization=kl_normalization, fisher=fisher, step_rule=step_rule
+        )
+        for name, allowed in CHOICE_ARGUMENTS.items():
+            check_choice(name, choices[name], allowed)
         check_int("n_steps", n_steps, minimum=1)
         check_int("batch_size", batch_size, minimum=1)
         check_int("cg_max_steps", cg_max_steps, minimum=1)
