@@ -1,4 +1,4 @@
-"""The paper's comparisons (seed notes section 8) with sb3_trpo.TRPO at equal env steps, vine branch steps counted.
+"""The paper's comparisons (Schulman et al. 2015, section 8) with sb3_trpo.TRPO at equal env steps, vine branch steps counted.
 
 Five configurations per task, each the task's entry of ``zoo_configs/trpo.yml`` (``--algo trpo``) with one change:
 

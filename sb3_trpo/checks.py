@@ -15,6 +15,12 @@ def check_choice(name: str, value: object, allowed: Sequence[str]) -> None:
         raise ValueError(f"{name} must be one of {list(allowed)}; got {value!r}")
 
 
+def check_bool(name: str, value: object) -> None:
+    """``name`` must be ``True`` or ``False`` (``TypeError`` otherwise: ``"no"`` or ``1`` is not a bool)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False; got {value!r}")
+
+
 def check_int(name: str, value: object, minimum: int) -> None:
     """``name`` must be an integer (not a bool) ``>= minimum``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

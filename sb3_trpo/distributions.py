@@ -2,8 +2,8 @@
 
 TRPO needs three things from the policy's action distribution ``pi(.|s) = p(. ; phi(s))`` at each state:
 
-* the exact per-state KL divergence ``KL(p(.; phi_old) || p(.; phi_new))`` (the trust-region constraint, eq. 12,
-  and its max-KL variant, eq. 11);
+* the exact per-state KL divergence ``KL(p(.; phi_old) || p(.; phi_new))`` (the trust-region constraint, eq. 12 of
+  Schulman et al. 2015, and its max-KL variant, eq. 11);
 * the Fisher information of the family in its own parameters ``M(phi) = E_a[grad_phi log p grad_phi log p^T]``,
   so that the Fisher of the policy in its network weights is ``J^T M J`` (section 6 and Appendix C: the
   "analytic" estimator that integrates over the action instead of using the sampled one);
@@ -11,15 +11,26 @@ TRPO needs three things from the policy's action distribution ``pi(.|s) = p(. ; 
 
 Each family below works on a tuple of tensors ``phi`` (its distribution parameters, first dimension = states).
 ``family_of`` maps an SB3 ``Distribution`` object to its family; it returns ``None`` for a distribution without a
-closed form here, and callers then fall back to differentiating the KL twice.
+closed form here, and callers then fall back to differentiating the KL twice. It is the one place where the kind of
+a distribution is decided: the NumPy mirror and the vine sampler ask it too.
+
+Each family also samples in NumPy from explicit noise, one row per state (the fast path's rollouts and the vine
+sampler's branches, where common random numbers need the noise to be explicit). The noise is what torch's own
+sampler draws, so that drawing it from torch's global generator (:meth:`OutputFamily.torch_noise`) reproduces
+``Distribution.sample()`` exactly:
+
+* diagonal Gaussian: ``a = mean + std * eps`` with ``eps ~ N(0, I)`` (``Normal.rsample``);
+* categorical: ``a = argmax_k p_k / q_k`` with ``q_k ~ Exp(1)`` (``torch.multinomial`` for one draw: the Gumbel-max
+  rule, since ``-log q`` is Gumbel distributed);
+* Bernoulli: ``a = [u < sigmoid(logits)]`` with ``u ~ U(0, 1)`` (``torch.bernoulli``).
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+import numpy as np
 import torch as th
 from stable_baselines3.common.distributions import (
     BernoulliDistribution,
@@ -31,6 +42,9 @@ from stable_baselines3.common.distributions import (
 )
 
 Params = tuple[th.Tensor, ...]
+NumpyParams = tuple[np.ndarray, ...]
+NOISE_KINDS = ("normal", "exponential", "uniform")
+_HALF_LOG_2PI = 0.5 * float(np.log(2.0 * np.pi))
 
 
 class OutputFamily(Protocol):
@@ -44,10 +58,6 @@ class OutputFamily(Protocol):
         """Per-state ``KL(p(.; old) || p(.; new))``, shape ``(n_states,)``."""
         ...
 
-    def fisher_product(self, params: Params, tangent: Params) -> Params:
-        """Per-state ``M(phi_n) u_n`` for a tangent ``u`` shaped like ``params``."""
-        ...
-
     def fisher_metric(self, params: Params) -> Callable[[Params], Params]:
         """``u -> M(phi) u`` with ``M`` evaluated once at ``params`` (for repeated products, as in CG)."""
         ...
@@ -56,23 +66,64 @@ class OutputFamily(Protocol):
         """Per-state ``grad_phi log p(a_n; phi_n)`` of the actions the policy took."""
         ...
 
+    noise: str
+    """What :meth:`sample_numpy` takes per number: ``"normal"`` N(0, 1), ``"exponential"`` Exp(1) or ``"uniform"``."""
+
+    def noise_width(self, params: NumpyParams) -> int:
+        """Noise numbers per state that :meth:`sample_numpy` takes for distributions with parameters ``params``."""
+        ...
+
+    def torch_noise(self, params: NumpyParams) -> np.ndarray:
+        """Noise for one sample per state, drawn from torch's global generator as ``Distribution.sample()`` draws it."""
+        ...
+
+    def sample_numpy(self, params: NumpyParams, noise: np.ndarray) -> np.ndarray:
+        """One action per state from ``noise`` (one row each): ``(n, action_dim)`` floats or integer indices."""
+        ...
+
+    def log_prob_numpy(self, params: NumpyParams, actions: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
+        """``log p(a_n; phi_n)`` per state, shape ``(n,)``, of actions in :meth:`sample_numpy`'s format (``noise``: what
+        they were sampled from, if known; it saves work for the Gaussian)."""
+        ...
+
 
 def sum_per_state(x: th.Tensor) -> th.Tensor:
     """Sum of each state's entries (all axes after the first)."""
     return x.reshape(x.shape[0], -1).sum(dim=1)
 
 
-class _FisherProduct(ABC):
-    """``fisher_product`` from a family's ``fisher_metric``."""
-
-    @abstractmethod
-    def fisher_metric(self, params: Params) -> Callable[[Params], Params]: ...
-
-    def fisher_product(self, params: Params, tangent: Params) -> Params:
-        return self.fisher_metric(params)(tangent)
+def numpy_params(params: Params) -> NumpyParams:
+    """Distribution parameters as float32 NumPy arrays (detached), for :meth:`OutputFamily.sample_numpy`."""
+    return tuple(p.detach().cpu().numpy().astype(np.float32, copy=False) for p in params)
 
 
-class GaussianFamily(_FisherProduct):
+def numpy_noise(kind: str, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Float32 noise of one of the families' kinds (``OutputFamily.noise``) from a NumPy generator."""
+    if kind == "normal":
+        return rng.standard_normal(shape, dtype=np.float32)
+    if kind == "exponential":
+        return rng.standard_exponential(shape, dtype=np.float32)
+    if kind == "uniform":
+        return rng.random(shape, dtype=np.float32)
+    raise ValueError(f"noise kind must be one of {list(NOISE_KINDS)}; got {kind!r}")
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    peak = logits.max(axis=1, keepdims=True)
+    shifted = logits - peak
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def _categorical_sample(logits: np.ndarray, exponential: np.ndarray) -> np.ndarray:
+    """``argmax_k p_k / q_k``: the draw of ``torch.multinomial(p, 1)`` from its ``Exp(1)`` variates ``q``."""
+    return np.argmax(np.exp(_log_softmax(logits)) / exponential, axis=1)
+
+
+def _log_sigmoid(x: np.ndarray) -> np.ndarray:
+    return -np.logaddexp(0.0, -x)
+
+
+class GaussianFamily:
     """Diagonal Gaussian in (mean, std): ``M = diag(1/std^2, 2/std^2)`` per action dimension.
 
     Covers SB3's ``DiagGaussianDistribution`` (state-independent log-std, broadcast per state) and gSDE's
@@ -118,8 +169,26 @@ class GaussianFamily(_FisherProduct):
         z = (x - mean) / std
         return z / std, (z * z - 1.0) / std
 
+    noise = "normal"
 
-class CategoricalFamily(_FisherProduct):
+    def noise_width(self, params: NumpyParams) -> int:
+        return int(params[0].shape[1])
+
+    def torch_noise(self, params: NumpyParams) -> np.ndarray:
+        return th.randn(params[0].shape).numpy()
+
+    def sample_numpy(self, params: NumpyParams, noise: np.ndarray) -> np.ndarray:
+        mean, std = params
+        return mean + noise * std
+
+    def log_prob_numpy(self, params: NumpyParams, actions: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
+        mean, std = params
+        z = (actions.reshape(mean.shape) - mean) / std if noise is None else noise
+        log_std_sum = np.log(std).sum(axis=-1)  # std: one row per state, or one row for all
+        return -0.5 * np.einsum("ij,ij->i", z, z) - log_std_sum - mean.shape[1] * _HALF_LOG_2PI
+
+
+class CategoricalFamily:
     """Categorical over logits: ``M = diag(p) - p p^T`` (the logits' shift invariance is its null space)."""
 
     def parameters(self, distribution: Distribution) -> Params:
@@ -144,8 +213,23 @@ class CategoricalFamily(_FisherProduct):
         one_hot = th.nn.functional.one_hot(actions.reshape(-1).long(), logits.shape[-1]).to(logits.dtype)
         return (one_hot - th.softmax(logits, dim=-1),)
 
+    noise = "exponential"
 
-class MultiCategoricalFamily(_FisherProduct):
+    def noise_width(self, params: NumpyParams) -> int:
+        return int(params[0].shape[1])
+
+    def torch_noise(self, params: NumpyParams) -> np.ndarray:
+        return th.empty(params[0].shape).exponential_().numpy()
+
+    def sample_numpy(self, params: NumpyParams, noise: np.ndarray) -> np.ndarray:
+        return _categorical_sample(params[0], noise)
+
+    def log_prob_numpy(self, params: NumpyParams, actions: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
+        log_p = _log_softmax(params[0])
+        return log_p[np.arange(len(log_p)), actions.reshape(-1).astype(np.int64)]
+
+
+class MultiCategoricalFamily:
     """Independent categoricals (``MultiDiscrete``): block-diagonal ``M``, one categorical block per component."""
 
     def __init__(self, action_dims: Sequence[int]) -> None:
@@ -170,8 +254,27 @@ class MultiCategoricalFamily(_FisherProduct):
         actions = actions.reshape(params[0].shape[0], len(self.action_dims))
         return tuple(self._categorical.score((p,), actions[:, i])[0] for i, p in enumerate(params))
 
+    noise = "exponential"
 
-class BernoulliFamily(_FisherProduct):
+    def noise_width(self, params: NumpyParams) -> int:
+        return sum(int(block.shape[1]) for block in params)
+
+    def torch_noise(self, params: NumpyParams) -> np.ndarray:
+        # one multinomial draw per component, in order, as SB3's MultiCategoricalDistribution.sample()
+        return np.concatenate([th.empty(block.shape).exponential_().numpy() for block in params], axis=1)
+
+    def sample_numpy(self, params: NumpyParams, noise: np.ndarray) -> np.ndarray:
+        splits = np.cumsum([block.shape[1] for block in params])[:-1]
+        picks = [_categorical_sample(block, q) for block, q in zip(params, np.split(noise, splits, axis=1), strict=True)]
+        return np.stack(picks, axis=1)
+
+    def log_prob_numpy(self, params: NumpyParams, actions: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
+        actions = actions.reshape(len(params[0]), len(params)).astype(np.int64)
+        rows = np.arange(len(actions))
+        return sum(_log_softmax(block)[rows, actions[:, i]] for i, block in enumerate(params))  # type: ignore[return-value]
+
+
+class BernoulliFamily:
     """Independent Bernoullis over logits (``MultiBinary``): ``M = diag(p (1 - p))``."""
 
     def parameters(self, distribution: Distribution) -> Params:
@@ -196,6 +299,22 @@ class BernoulliFamily(_FisherProduct):
     def score(self, params: Params, actions: th.Tensor) -> Params:
         logits = params[0]
         return (actions.reshape(logits.shape).to(logits.dtype) - th.sigmoid(logits),)
+
+    noise = "uniform"
+
+    def noise_width(self, params: NumpyParams) -> int:
+        return int(params[0].shape[1])
+
+    def torch_noise(self, params: NumpyParams) -> np.ndarray:
+        return th.rand(params[0].shape).numpy()
+
+    def sample_numpy(self, params: NumpyParams, noise: np.ndarray) -> np.ndarray:
+        return (noise < 1.0 / (1.0 + np.exp(-params[0]))).astype(np.float32)
+
+    def log_prob_numpy(self, params: NumpyParams, actions: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
+        logits = params[0]
+        bits = actions.reshape(logits.shape)
+        return (bits * _log_sigmoid(logits) + (1.0 - bits) * _log_sigmoid(-logits)).sum(axis=1)
 
 
 def family_of(distribution: Distribution) -> OutputFamily | None:

@@ -25,22 +25,23 @@ from dataclasses import dataclass
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.distributions import (
-    BernoulliDistribution,
-    CategoricalDistribution,
-    DiagGaussianDistribution,
-    MultiCategoricalDistribution,
-)
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import FlattenExtractor, MlpExtractor
 from threadpoolctl import ThreadpoolController
 from torch import nn
 
-from sb3_trpo.distributions import Params
+from sb3_trpo.distributions import (
+    BernoulliFamily,
+    GaussianFamily,
+    MultiCategoricalFamily,
+    NumpyParams,
+    OutputFamily,
+    Params,
+    family_of,
+)
 
 _ACTIVATIONS: dict[type[nn.Module], str] = {nn.Tanh: "tanh", nn.ReLU: "relu"}
-_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 @functools.cache
@@ -185,36 +186,26 @@ class NumpyMlp:
 class ActorCriticMirror:
     """NumPy mirror of an ``ActorCriticPolicy`` with flatten features, an ``MlpExtractor`` and a plain head."""
 
-    def __init__(self, policy: ActorCriticPolicy, actor: NumpyMlp, critic: NumpyMlp) -> None:
+    def __init__(self, policy: ActorCriticPolicy, actor: NumpyMlp, critic: NumpyMlp, family: OutputFamily) -> None:
         self.policy = policy
         self.actor = actor
         self.critic = critic
+        self.family = family
+        self.gaussian = isinstance(family, GaussianFamily)
         dist = policy.action_dist
-        self.kind = (
-            "gaussian"
-            if isinstance(dist, DiagGaussianDistribution)
-            else "categorical"
-            if isinstance(dist, CategoricalDistribution)
-            else "multicategorical"
-            if isinstance(dist, MultiCategoricalDistribution)
-            else "bernoulli"
-        )
-        self.action_dims = list(dist.action_dims) if isinstance(dist, MultiCategoricalDistribution) else []
+        self.action_dims = list(dist.action_dims) if isinstance(family, MultiCategoricalFamily) else []  # type: ignore[attr-defined]
         self.action_shape: tuple[int, ...] = tuple(policy.action_space.shape or ())
         self.log_std = np.zeros(0, dtype=np.float32)
+        self.std = np.zeros(0, dtype=np.float32)
         self.refresh()
 
     @classmethod
     def build(cls, policy: ActorCriticPolicy) -> ActorCriticMirror | None:
         """The mirror of ``policy``, or ``None`` when some part of it is not mirrored exactly."""
-        if not _mirrorable_features(policy) or type(policy.mlp_extractor) is not MlpExtractor:
+        if not _mirrorable_features(policy) or type(policy.mlp_extractor) is not MlpExtractor or policy.use_sde:
             return None
-        if type(policy.action_dist) not in (
-            DiagGaussianDistribution,
-            CategoricalDistribution,
-            MultiCategoricalDistribution,
-            BernoulliDistribution,
-        ):
+        family = family_of(policy.action_dist)
+        if family is None or (isinstance(family, GaussianFamily) and family.squashed):
             return None
         if not isinstance(policy.action_net, nn.Linear) or not isinstance(policy.value_net, nn.Linear):
             return None
@@ -222,7 +213,7 @@ class ActorCriticMirror:
         critic = NumpyMlp.from_modules([*policy.mlp_extractor.value_net, policy.value_net])
         if actor is None or critic is None:
             return None
-        return cls(policy, actor, critic)
+        return cls(policy, actor, critic, family)
 
     def refresh(self) -> None:
         """Copy the policy's current weights into the mirror (call after every policy or critic update)."""
@@ -233,11 +224,9 @@ class ActorCriticMirror:
     def refresh_actor(self) -> None:
         """Copy the actor's current weights (and log-std) only: what the distribution parameters depend on."""
         self.actor.refresh()
-        if self.kind == "gaussian":
+        if self.gaussian:
             self.log_std = self.policy.log_std.detach().cpu().numpy().astype(np.float32).reshape(-1)
-            self._std = np.exp(self.log_std)
-            # Gaussian log-density of a = mean + std * noise: log_normalizer - |noise|^2 / 2
-            self._log_normalizer = np.float32(-self.log_std.sum() - len(self.log_std) * _HALF_LOG_2PI)
+            self.std = np.exp(self.log_std)
 
     def preprocess(self, obs: np.ndarray) -> np.ndarray:
         """SB3's preprocessing of a non-image ``Box`` observation followed by ``FlattenExtractor``."""
@@ -246,35 +235,35 @@ class ActorCriticMirror:
     def values(self, obs: np.ndarray) -> np.ndarray:
         return self.critic.forward(self.preprocess(obs))[:, 0]
 
-    def act(self, obs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Sample actions like ``ActorCriticPolicy.forward``: ``(actions, values, log_probs)`` as NumPy arrays."""
+    def distribution_params(self, out: np.ndarray) -> NumpyParams:
+        """The family's parameters from the actor's output rows: ``(mean, std)``, ``(logits,)`` or logit blocks."""
+        if self.gaussian:
+            return out, self.std
+        if self.action_dims:
+            return tuple(np.split(out, np.cumsum(self.action_dims)[:-1], axis=1))
+        return (out,)
+
+    def actor_params(self, obs: np.ndarray) -> NumpyParams:
+        """The distribution parameters at a batch of observations."""
+        return self.distribution_params(self.actor.forward(self.preprocess(obs)))
+
+    def act(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sample like ``ActorCriticPolicy.forward``: ``(actions, values, log_probs)`` as NumPy arrays.
+
+        The noise comes from torch's global generator, drawn as ``Distribution.sample()`` draws it, so the actions
+        are the torch policy's actions for the same generator state (up to floating-point rounding).
+        """
         x = self.preprocess(obs)
         if self._fused is None:
             out, values = self.actor.forward(x), self.critic.forward(x)[:, 0]
         else:
             joint = _forward_layers(x, self._fused)
             out, values = joint[:, :-1], joint[:, -1]
-        n = len(x)
-        if self.kind == "gaussian":
-            noise = rng.standard_normal(out.shape, dtype=np.float32)
-            out += self._std * noise
-            log_probs = self._log_normalizer - 0.5 * np.einsum("ij,ij->i", noise, noise)
-            return out.reshape((n, *self.action_shape)), values, log_probs
-        if self.kind == "bernoulli":
-            draws = rng.random(out.shape, dtype=np.float32)
-            bits = (draws < _sigmoid(out)).astype(np.float32)
-            log_probs = (bits * _log_sigmoid(out) + (1.0 - bits) * _log_sigmoid(-out)).sum(axis=1)
-            return bits, values, log_probs.astype(np.float32)
-        blocks = np.split(out, np.cumsum(self.action_dims)[:-1], axis=1) if self.kind == "multicategorical" else [out]
-        picks, log_probs = [], np.zeros(n, dtype=np.float32)
-        for logits in blocks:
-            log_p = logits - _logsumexp(logits)
-            gumbel = -np.log(-np.log(rng.random(logits.shape, dtype=np.float32) + 1e-20) + 1e-20)
-            pick = np.argmax(log_p + gumbel, axis=1)
-            picks.append(pick)
-            log_probs += log_p[np.arange(n), pick]
-        actions = np.stack(picks, axis=1) if self.kind == "multicategorical" else picks[0]
-        return actions.astype(np.int64), values, log_probs
+        params = self.distribution_params(out)
+        noise = self.family.torch_noise(params)
+        actions = self.family.sample_numpy(params, noise)
+        log_probs = self.family.log_prob_numpy(params, actions, noise).astype(np.float32, copy=False)
+        return actions.reshape((len(x), *self.action_shape)), values, log_probs
 
 
 _Layer = tuple[np.ndarray, np.ndarray, str | None]
@@ -321,14 +310,6 @@ def _mirrorable_features(policy: ActorCriticPolicy) -> bool:
     return all(type(e) is FlattenExtractor for e in extractors) and policy.device.type == "cpu"
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
-def _log_sigmoid(x: np.ndarray) -> np.ndarray:
-    return -np.logaddexp(0.0, -x)
-
-
 def _logsumexp(x: np.ndarray) -> np.ndarray:
     peak = x.max(axis=1, keepdims=True)
     return peak + np.log(np.exp(x - peak).sum(axis=1, keepdims=True))
@@ -349,7 +330,7 @@ class MirrorJacobian:
         mirror.refresh_actor()
         self._out, self._cache = mirror.actor.forward_cached(mirror.preprocess(observations))
         mlp_params = mirror.actor.torch_parameters()
-        extra = [mirror.policy.log_std] if mirror.kind == "gaussian" else []
+        extra = [mirror.policy.log_std] if mirror.gaussian else []
         known = {id(p): i for i, p in enumerate([*mlp_params, *extra])}
         if sorted(known) != sorted(id(p) for p in params) or len(params) != len(known):
             raise ValueError("params must be exactly the mirrored actor parameters")
@@ -362,7 +343,8 @@ class MirrorJacobian:
         self._flat_slices = [slice(int(flat_starts[k]), int(flat_starts[k + 1])) for k in range(len(params))]
         self._n_mlp = len(mirror.actor.flat)
         self._buffer = np.zeros(int(starts[-1]), dtype=np.float32)
-        self._std = np.exp(mirror.log_std)
+        self._std = mirror.std
+        self._bernoulli = isinstance(mirror.family, BernoulliFamily)
         # torch's Categorical exposes normalized logits z - logsumexp(z): their Jacobian is (I - 1 p^T) J
         self._probs = [np.exp(block - _logsumexp(block)) for block in self._blocks(self._out)]
 
@@ -381,23 +363,23 @@ class MirrorJacobian:
     def jvp(self, v: th.Tensor) -> Params:
         tangent = self._to_mirror(v)
         d_out = self.mirror.actor.jvp(self._cache, tangent[: self._n_mlp])
-        if self.mirror.kind == "gaussian":
+        if self.mirror.gaussian:
             d_std = np.broadcast_to(self._std * tangent[self._n_mlp :], d_out.shape)
             return th.from_numpy(d_out), th.from_numpy(np.ascontiguousarray(d_std))
-        if self.mirror.kind == "bernoulli":
+        if self._bernoulli:
             return (th.from_numpy(d_out),)
         blocks = [d - (p * d).sum(axis=1, keepdims=True) for d, p in zip(self._blocks(d_out), self._probs, strict=True)]
         return tuple(th.from_numpy(np.ascontiguousarray(b)) for b in blocks)
 
     def vjp(self, u: Params) -> th.Tensor:
         grads = np.empty_like(self._buffer)
-        if self.mirror.kind == "gaussian":
+        if self.mirror.gaussian:
             g_mean, g_std = (t.detach().cpu().numpy() for t in u)
             self.mirror.actor.vjp(self._cache, np.ascontiguousarray(g_mean, dtype=np.float32), out=grads[: self._n_mlp])
             grads[self._n_mlp :] = (g_std.sum(axis=0) * self._std).astype(np.float32)
         else:
             blocks = [t.detach().cpu().numpy() for t in u]
-            if self.mirror.kind != "bernoulli":
+            if not self._bernoulli:
                 blocks = [g - g.sum(axis=1, keepdims=True) * p for g, p in zip(blocks, self._probs, strict=True)]
             g_out = np.concatenate(blocks, axis=1).astype(np.float32, copy=False)
             self.mirror.actor.vjp(self._cache, g_out, out=grads)
@@ -405,7 +387,7 @@ class MirrorJacobian:
 
     def _blocks(self, logits: np.ndarray) -> list[np.ndarray]:
         """Per-component logit blocks (MultiDiscrete), or the whole array."""
-        if self.mirror.kind != "multicategorical":
+        if not self.mirror.action_dims:
             return [logits]
         return np.split(logits, np.cumsum(self.mirror.action_dims)[:-1], axis=1)
 

@@ -1,4 +1,4 @@
-"""Surrogate objectives ``L_{theta_old}(theta)`` of TRPO (seed notes, eqs. 14-16) and the batches that carry them.
+"""Surrogate objectives ``L_{theta_old}(theta)`` of TRPO (Schulman et al. 2015, eqs. 14-16) and the batches that carry them.
 
 A :class:`SurrogateBatch` is what the policy step needs from a sampler: the states where the KL constraint and
 the Fisher matrix are measured, how to get log-probabilities of its actions from a distribution over those

@@ -35,15 +35,18 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 from torch.nn import functional as F
 
-from sb3_trpo.checks import check_choice, check_int, check_real
+from sb3_trpo.arrays import index_obs
+from sb3_trpo.checks import check_bool, check_choice, check_int, check_real
 from sb3_trpo.distributions import OutputFamily, Params, detach_params, family_of, sum_per_state
 from sb3_trpo.mlp_mirror import ActorCriticMirror, AdamSettings, MirrorJacobian, fit_critic, single_threaded_blas
-from sb3_trpo.surrogate import SinglePathBatch, SurrogateBatch
+from sb3_trpo.samplers import Sampler, SinglePathSampler, add_simulator_steps
+from sb3_trpo.surrogate import SurrogateBatch
 from sb3_trpo.trust_region import (
     FisherOperator,
     Jacobian,
     LineSearchResult,
     PolicyJacobian,
+    StepEvaluation,
     analytic_fisher,
     backtracking_line_search,
     conjugate_gradient,
@@ -55,6 +58,7 @@ from sb3_trpo.trust_region import (
     set_flat_parameters,
     trust_region_step_size,
 )
+from sb3_trpo.vine import VineOptions, VineSampler
 
 SelfTRPO = TypeVar("SelfTRPO", bound="TRPO")
 
@@ -75,11 +79,9 @@ CHOICE_ARGUMENTS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class PolicyStepInfo:
-    """What one policy update did, for logging."""
+    """What one policy update did, for logging: the surrogate and KLs after it (before it, if rejected), and more."""
 
-    objective: float
-    mean_kl: float
-    max_kl: float
+    evaluation: StepEvaluation
     accepted: bool
     line_search_steps: int
     cg_iterations: int
@@ -211,12 +213,10 @@ class TRPO(OnPolicyAlgorithm):
         check_real("gae_lambda", gae_lambda, low=0.0, high=1.0)
         check_real("fixed_step_size", fixed_step_size, low=0.0, low_open=True)
         check_real("fisher_sub_sampling", fisher_sub_sampling, low=0.0, high=1.0, low_open=True)
+        check_bool("mlp_fast_path", mlp_fast_path)
         if vine_kwargs is not None and sampler != "vine":
             raise ValueError(f"vine_kwargs is only used with sampler='vine'; got sampler={sampler!r}")
-        if sampler == "vine":
-            from sb3_trpo.vine import VineSampler
-
-            VineSampler.check_kwargs(vine_kwargs or {})
+        VineOptions.from_kwargs(vine_kwargs)  # TypeError / ValueError before anything is built
         if not isinstance(learning_rate, numbers.Real) and not callable(learning_rate):
             raise TypeError(f"learning_rate must be a float or a schedule (callable), got {learning_rate!r}")
 
@@ -298,14 +298,17 @@ class TRPO(OnPolicyAlgorithm):
             )
         self._rng = np.random.default_rng(self.seed)
         self._mirror = ActorCriticMirror.build(self.policy) if self.mlp_fast_path else None
-        self._vine = None
+        trunk = SinglePathSampler(self, self._mirror)
+        self._sampler: Sampler = trunk
         if self.sampler == "vine":
-            from sb3_trpo.vine import VineSampler
-
-            self._vine = VineSampler(self, **self.vine_kwargs)
+            options = VineOptions.from_kwargs(self.vine_kwargs)
+            self._sampler = VineSampler(
+                trunk, self.policy, self._mirror, self.gamma, self.n_steps, self.seed, options, self.env
+            )
+        release_distribution_graph(self.policy)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_actor_params", "_rng", "_mirror", "_vine"]
+        return [*super()._excluded_save_params(), "_actor_params", "_rng", "_mirror", "_sampler"]
 
     # ----------------------------------------------------------------------------------------------------------
     # Sampling
@@ -317,60 +320,17 @@ class TRPO(OnPolicyAlgorithm):
         rollout_buffer: RolloutBuffer,
         n_rollout_steps: int,
     ) -> bool:
-        """Fill ``rollout_buffer`` with ``n_rollout_steps`` steps per env of the current policy (single path).
+        """Fill ``rollout_buffer`` with ``n_rollout_steps`` steps per env of the current policy, through the sampler.
 
-        Plain MLP policies use the NumPy mirror for per-step inference; the loop is otherwise SB3's own
-        (callbacks, episode info, timeout bootstrapping, GAE).
+        Single path is SB3's own loop (:class:`sb3_trpo.samplers.SinglePathSampler`); the vine sampler runs that loop
+        for its trunk, then its branches, whose simulator steps count in ``num_timesteps``.
         """
-        if self._vine is not None:
-            return self._vine.collect(env, callback, rollout_buffer, n_rollout_steps)
-        return self._collect_single_path(env, callback, rollout_buffer, n_rollout_steps)
-
-    def _collect_single_path(
-        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
-    ) -> bool:
-        """The single-path loop (also the vine sampler's trunk): the NumPy mirror for plain MLPs, else SB3's own."""
-        if self._mirror is None:
-            return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
-        return self._collect_with_mirror(env, callback, rollout_buffer, n_rollout_steps)
-
-    def _collect_with_mirror(
-        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
-    ) -> bool:
-        assert self._last_obs is not None and self._mirror is not None, "No previous observation was provided"
-        mirror = self._mirror
-        self.policy.set_training_mode(False)
-        mirror.refresh()
-        n_steps = 0
-        rollout_buffer.reset()
-        callback.on_rollout_start()
-        bounds = (self.action_space.low, self.action_space.high) if isinstance(self.action_space, spaces.Box) else None
-        discrete = isinstance(self.action_space, spaces.Discrete)
-        new_obs, dones = self._last_obs, self._last_episode_starts
-        while n_steps < n_rollout_steps:
-            actions, values, log_probs = mirror.act(self._last_obs, self._rng)  # type: ignore[arg-type]
-            # Clip the Gaussian samples to the action bounds (np.clip's Python wrapper costs more than this)
-            clipped_actions = actions if bounds is None else np.minimum(np.maximum(actions, bounds[0]), bounds[1])
-            new_obs, rewards, dones, infos = env.step(clipped_actions)  # type: ignore[assignment]
-            self.num_timesteps += env.num_envs
-            callback.update_locals(locals())
-            if not callback.on_step():
-                return False
-            self._update_info_buffer(infos, dones)
-            n_steps += 1
-            if discrete:
-                actions = actions.reshape(-1, 1)
-            for idx, done in enumerate(dones):  # bootstrap time-limit truncations with the critic (SB3 GH#633)
-                terminal_obs = infos[idx].get("terminal_observation")
-                if done and terminal_obs is not None and infos[idx].get("TimeLimit.truncated", False):
-                    rewards[idx] += self.gamma * mirror.values(np.asarray(terminal_obs)[None])[0]
-            store_transition(rollout_buffer, self._last_obs, actions, rewards, self._last_episode_starts, values, log_probs)  # type: ignore[arg-type]
-            self._last_obs = new_obs  # type: ignore[assignment]
-            self._last_episode_starts = dones
-        rollout_buffer.compute_returns_and_advantage(last_values=th.from_numpy(mirror.values(new_obs)), dones=dones)  # type: ignore[arg-type]
-        callback.update_locals(locals())
-        callback.on_rollout_end()
-        return True
+        collection = self._sampler.collect(env, callback, rollout_buffer, n_rollout_steps)
+        if collection.extra_steps:
+            add_simulator_steps(self, callback, collection.extra_steps)
+        for key, value in collection.records.items():
+            self.logger.record(key, value)
+        return collection.completed
 
     # ----------------------------------------------------------------------------------------------------------
     # Training
@@ -380,23 +340,13 @@ class TRPO(OnPolicyAlgorithm):
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         rollout = next(self.rollout_buffer.get(batch_size=None))
-        batch = self._vine.surrogate_batch() if self._vine is not None else self._surrogate_batch(rollout)
+        batch = self._sampler.policy_batch(rollout)
         with single_threaded_blas():
             step = self._policy_step(batch)
             value_losses = self._fit_critic(rollout)
+        release_distribution_graph(self.policy)
         self._n_updates += 1
         self._log_train(step, value_losses)
-
-    def _surrogate_batch(self, rollout: RolloutBufferSamples) -> SurrogateBatch:
-        """The single-path batch: sub-sampled states, their actions and (normalized) GAE advantages."""
-        keep = slice(None, None, self.sub_sampling_factor)
-        actions = rollout.actions[keep]
-        if isinstance(self.action_space, spaces.Discrete):
-            actions = actions.long().flatten()
-        advantages = rollout.advantages[keep]
-        if self.normalize_advantage:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        return SinglePathBatch(_index_obs(rollout.observations, keep), actions, advantages)
 
     def _policy_step(self, batch: SurrogateBatch) -> PolicyStepInfo:
         """Natural gradient direction by CG, scaled to the trust region, then line search (or a fixed step)."""
@@ -420,47 +370,36 @@ class TRPO(OnPolicyAlgorithm):
         cg = conjugate_gradient(fisher_op.product, gradient, self.cg_max_steps)
         del distribution, log_probs, objective_tensor  # free the graph before the line search
 
-        def evaluate(direction: th.Tensor, theta_old: th.Tensor, fraction: float) -> tuple[float, float, float]:
-            set_flat_parameters(params, theta_old + fraction * direction)
-            new_objective, mean_kl, max_kl = self._evaluate_step(
-                batch, old_log_probs, family, old_dist_params, old_distribution
-            )
-            return new_objective, mean_kl / kl_scale, max_kl / kl_scale
+        def evaluate(step: th.Tensor) -> StepEvaluation:
+            set_flat_parameters(params, theta_old + step)
+            trial = self._evaluate_step(batch, old_log_probs, family, old_dist_params, old_distribution)
+            return StepEvaluation(trial.objective, trial.mean_kl / kl_scale, trial.max_kl / kl_scale)
 
         theta_old = flat_parameters(params)
         if self.step_rule == "fixed":
-            new_objective, mean_kl, max_kl = evaluate(cg.solution, theta_old, self.fixed_step_size)
-            return PolicyStepInfo(
-                new_objective, mean_kl, max_kl, True, 0, cg.iterations, cg.residual_norm, self.fixed_step_size
-            )
+            fixed = evaluate(self.fixed_step_size * cg.solution)
+            return PolicyStepInfo(fixed, True, 0, cg.iterations, cg.residual_norm, self.fixed_step_size)
 
         reduction = self.kl_constraint if fisher_op.state_quadratic is not None else "mean"
         step_size = trust_region_step_size(quadratic_kl(fisher_op, cg.solution, reduction), target_kl)
-        kls: dict[str, float] = {}
-
-        def trial(fraction: float) -> tuple[float, float]:
-            trial_objective, kls["mean"], kls["max"] = evaluate(step_size * cg.solution, theta_old, fraction)
-            return trial_objective, kls[self.kl_constraint]
-
-        result = (
-            backtracking_line_search(
-                trial, objective, self.target_kl, self.line_search_shrinking_factor, self.line_search_max_iter
+        if step_size > 0.0:
+            full_step = step_size * cg.solution
+            result = backtracking_line_search(
+                lambda fraction: evaluate(fraction * full_step),
+                objective,
+                self.target_kl,
+                self.line_search_shrinking_factor,
+                self.line_search_max_iter,
+                self.kl_constraint,
             )
-            if step_size > 0.0
-            else LineSearchResult(False, 0.0, 0, objective, 0.0)
-        )
-        if not result.accepted:
+        else:
+            result = LineSearchResult(False, 0.0, 0, None)
+        if not result.accepted or result.evaluation is None:
             set_flat_parameters(params, theta_old)
-            return PolicyStepInfo(objective, 0.0, 0.0, False, result.n_evaluations, cg.iterations, cg.residual_norm, 0.0)
+            unchanged = StepEvaluation(objective, 0.0, 0.0)
+            return PolicyStepInfo(unchanged, False, result.n_evaluations, cg.iterations, cg.residual_norm, 0.0)
         return PolicyStepInfo(
-            result.objective,
-            kls["mean"],
-            kls["max"],
-            True,
-            result.n_evaluations,
-            cg.iterations,
-            cg.residual_norm,
-            step_size * result.fraction,
+            result.evaluation, True, result.n_evaluations, cg.iterations, cg.residual_norm, step_size * result.fraction
         )
 
     def _kl_scale(self, distribution: Distribution) -> float:
@@ -486,7 +425,7 @@ class TRPO(OnPolicyAlgorithm):
         subset = self._fisher_subset(batch)
         if family is None or old_dist_params is None:
             # No closed form for this distribution: the Hessian of the mean KL by double backprop.
-            obs = _index_obs(batch.observations, subset)
+            obs = index_obs(batch.observations, subset)
             old = self._old_distribution_copy(obs)
             new = copy.copy(self.policy.get_distribution(obs))
             return kl_hessian_fisher(per_state_kl(old, new).mean(), self._actor_params, damping)
@@ -494,9 +433,9 @@ class TRPO(OnPolicyAlgorithm):
             dist_params = family.parameters(distribution)
             old_params = old_dist_params
         else:
-            dist_params = family.parameters(self.policy.get_distribution(_index_obs(batch.observations, subset)))
+            dist_params = family.parameters(self.policy.get_distribution(index_obs(batch.observations, subset)))
             old_params = detach_params(dist_params)
-        jacobian = self._jacobian(_index_obs(batch.observations, subset), dist_params)
+        jacobian = self._jacobian(index_obs(batch.observations, subset), dist_params)
         if self.fisher == "empirical":
             actions = batch.fisher_actions if subset is None else batch.fisher_actions[subset]
             return empirical_fisher(jacobian, family.score(old_params, actions), damping)
@@ -527,7 +466,7 @@ class TRPO(OnPolicyAlgorithm):
         family: OutputFamily | None,
         old_dist_params: Params | None,
         old_distribution: Distribution | None,
-    ) -> tuple[float, float, float]:
+    ) -> StepEvaluation:
         """Surrogate, mean KL and max KL (KL(old || new) per state) at the current parameters."""
         with th.no_grad():
             distribution = self.policy.get_distribution(batch.observations)
@@ -537,7 +476,7 @@ class TRPO(OnPolicyAlgorithm):
             else:
                 assert old_distribution is not None
                 kl = per_state_kl(old_distribution, distribution)
-        return float(objective), float(kl.mean()), float(kl.max())
+        return StepEvaluation(float(objective), float(kl.mean()), float(kl.max()))
 
     def _fit_critic(self, rollout: RolloutBufferSamples) -> list[float]:
         """``n_critic_updates`` epochs of minibatch MSE regression of the critic on the lambda-returns."""
@@ -554,7 +493,7 @@ class TRPO(OnPolicyAlgorithm):
             return fit_critic(self._mirror.critic, optimizer, obs.cpu().numpy(), rollout.returns.cpu().numpy(), batches)
         losses = []
         for idx in batches:
-            values = self.policy.predict_values(_index_obs(rollout.observations, idx)).flatten()
+            values = self.policy.predict_values(index_obs(rollout.observations, idx)).flatten()
             loss = F.mse_loss(rollout.returns[idx], values)
             losses.append(loss.item())
             optimizer.zero_grad()
@@ -565,10 +504,10 @@ class TRPO(OnPolicyAlgorithm):
         return losses
 
     def _log_train(self, step: PolicyStepInfo, value_losses: Sequence[float]) -> None:
-        self.logger.record("train/policy_objective", step.objective)
+        self.logger.record("train/policy_objective", step.evaluation.objective)
         self.logger.record("train/value_loss", float(np.mean(value_losses)) if value_losses else float("nan"))
-        self.logger.record("train/kl_divergence_loss", step.mean_kl)
-        self.logger.record("train/max_kl", step.max_kl)
+        self.logger.record("train/kl_divergence_loss", step.evaluation.mean_kl)
+        self.logger.record("train/max_kl", step.evaluation.max_kl)
         self.logger.record(
             "train/explained_variance",
             explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten()),
@@ -601,33 +540,23 @@ class TRPO(OnPolicyAlgorithm):
         )
 
 
-def store_transition(
-    buffer: RolloutBuffer,
-    obs: np.ndarray,
-    actions: np.ndarray,
-    rewards: np.ndarray,
-    episode_starts: np.ndarray,
-    values: np.ndarray,
-    log_probs: np.ndarray,
-) -> None:
-    """``buffer.add`` with NumPy values and log-probs.
+def probe_observation(policy: BasePolicy) -> PyTorchObs:
+    """One observation of ``policy``'s space as a batch of one (a fixed sample; no global generator is used)."""
+    probe_space = copy.deepcopy(policy.observation_space)
+    probe_space.seed(0)
+    obs, _ = policy.obs_to_tensor(probe_space.sample())
+    return obs
 
-    For SB3's own ``RolloutBuffer`` (vector observations) the arrays are written in place, as ``add`` does, without its
-    torch round trips (a third of the per-step overhead of collection); any other buffer class gets ``add``.
+
+def release_distribution_graph(policy: BasePolicy) -> None:
+    """Leave ``policy.action_dist`` holding a distribution built without gradients.
+
+    SB3 policies keep the last distribution they built. One built with gradients (the actor-parameter probe, the
+    policy step) holds non-leaf tensors, which ``copy.deepcopy`` refuses; a forward on one probe observation under
+    ``no_grad`` replaces it, so that ``deepcopy(model.policy)`` and ``deepcopy(model)`` work as with sb3-contrib.
     """
-    if type(buffer) is not RolloutBuffer:
-        buffer.add(obs, actions, rewards, episode_starts, th.from_numpy(values), th.from_numpy(log_probs))
-        return
-    pos = buffer.pos
-    buffer.observations[pos] = obs
-    buffer.actions[pos] = actions.reshape((buffer.n_envs, buffer.action_dim))
-    buffer.rewards[pos] = rewards
-    buffer.episode_starts[pos] = episode_starts
-    buffer.values[pos] = values
-    buffer.log_probs[pos] = log_probs
-    buffer.pos += 1
-    if buffer.pos == buffer.buffer_size:
-        buffer.full = True
+    with th.no_grad():
+        policy.get_distribution(probe_observation(policy))  # type: ignore[operator]
 
 
 def actor_parameters(policy: BasePolicy) -> list[nn.Parameter]:
@@ -636,10 +565,7 @@ def actor_parameters(policy: BasePolicy) -> list[nn.Parameter]:
     Found from the policy's computation graph (which parameters a probe observation's distribution parameters
     depend on), not from parameter names; shared layers (e.g. a shared CNN) belong to the actor.
     """
-    probe_space = copy.deepcopy(policy.observation_space)
-    probe_space.seed(0)
-    obs, _ = policy.obs_to_tensor(probe_space.sample())
-    distribution = policy.get_distribution(obs)  # type: ignore[operator]
+    distribution = policy.get_distribution(probe_observation(policy))  # type: ignore[operator]
     family = family_of(distribution)
     if family is not None:
         outputs: Sequence[th.Tensor] = family.parameters(distribution)
@@ -653,11 +579,3 @@ def actor_parameters(policy: BasePolicy) -> list[nn.Parameter]:
 def per_state_kl(old: Distribution, new: Distribution) -> th.Tensor:
     """``KL(old || new)`` per state with SB3's generic ``kl_divergence`` (which keeps Gaussian dimensions apart)."""
     return sum_per_state(kl_divergence(old, new))
-
-
-def _index_obs(observations: PyTorchObs, index: slice | np.ndarray | None) -> PyTorchObs:
-    if index is None:
-        return observations
-    if isinstance(observations, dict):
-        return {key: value[index] for key, value in observations.items()}
-    return observations[index]

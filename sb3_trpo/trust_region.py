@@ -1,4 +1,4 @@
-"""The trust-region step of TRPO as pure tensor functions (seed notes, sections 4-7 and Appendix C).
+"""The trust-region step of TRPO as pure tensor functions (Schulman et al. 2015, sections 4-7 and Appendix C).
 
 One policy update solves eq. 14 approximately:
 
@@ -254,39 +254,56 @@ def trust_region_step_size(quadratic_form: float, target_kl: float) -> float:
 
 
 @dataclass(frozen=True)
+class StepEvaluation:
+    """The surrogate and ``KL(pi_old || pi_theta)`` (mean and largest over the batch's states) at one trial point."""
+
+    objective: float
+    mean_kl: float
+    max_kl: float
+
+    def kl(self, constraint: str) -> float:
+        """The constrained KL: ``"mean"`` (eq. 12) or ``"max"`` (eq. 11)."""
+        return self.max_kl if constraint == "max" else self.mean_kl
+
+
+@dataclass(frozen=True)
 class LineSearchResult:
     """Outcome of :func:`backtracking_line_search`.
 
     ``fraction`` is the accepted fraction of the full step (0 when rejected), ``n_evaluations`` how many trial
-    points were evaluated, ``objective`` and ``kl`` the values at the accepted point (at the last trial if rejected).
+    points were evaluated, ``evaluation`` the surrogate and KLs at the accepted point (at the last trial if rejected;
+    ``None`` when no trial was evaluated).
     """
 
     accepted: bool
     fraction: float
     n_evaluations: int
-    objective: float
-    kl: float
+    evaluation: StepEvaluation | None
 
 
 def backtracking_line_search(
-    evaluate: Callable[[float], tuple[float, float]],
+    evaluate: Callable[[float], StepEvaluation],
     baseline_objective: float,
     target_kl: float,
     shrinking_factor: float,
     max_iter: int,
+    constraint: str = "mean",
 ) -> LineSearchResult:
     """Shrink the step by ``shrinking_factor`` until the surrogate improves and the KL constraint holds.
 
-    ``evaluate(fraction)`` applies ``fraction`` of the full step and returns ``(surrogate, kl)`` there, where
-    ``kl`` is the constrained quantity (mean KL, eq. 12, or max KL, eq. 11). A trial is accepted when
-    ``kl <= target_kl`` and ``surrogate > baseline_objective``; non-finite values are rejected. The caller
-    restores the parameters when the search fails.
+    ``evaluate(fraction)`` applies ``fraction`` of the full step and returns the surrogate and the KLs there. A trial
+    is accepted when its ``constraint`` KL (``"mean"``, eq. 12, or ``"max"``, eq. 11) is at most ``target_kl`` and
+    its surrogate exceeds ``baseline_objective``; non-finite values are rejected. The caller restores the parameters
+    when the search fails.
     """
+    if constraint not in ("mean", "max"):
+        raise ValueError(f"constraint must be 'mean' or 'max', got {constraint!r}")
     fraction = 1.0
-    objective, kl = math.nan, math.nan
+    evaluation: StepEvaluation | None = None
     for i in range(max_iter):
-        objective, kl = evaluate(fraction)
+        evaluation = evaluate(fraction)
+        objective, kl = evaluation.objective, evaluation.kl(constraint)
         if math.isfinite(objective) and math.isfinite(kl) and kl <= target_kl and objective > baseline_objective:
-            return LineSearchResult(True, fraction, i + 1, objective, kl)
+            return LineSearchResult(True, fraction, i + 1, evaluation)
         fraction *= shrinking_factor
-    return LineSearchResult(False, 0.0, max_iter, objective, kl)
+    return LineSearchResult(False, 0.0, max_iter, evaluation)

@@ -19,11 +19,11 @@ from stable_baselines3.common.envs import (
 )
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import KVWriter, Logger
-from stable_baselines3.common.vec_env import SubprocVecEnv, VecNormalize
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
 from sb3_trpo import TRPO
 from sb3_trpo.__main__ import ZOO_HYPERPARAMS
-from sb3_trpo.trust_region import flat_parameters
+from sb3_trpo.trust_region import StepEvaluation, flat_parameters
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Drop-in compatibility
@@ -271,7 +271,7 @@ class RejectingTRPO(TRPO):
 
     def _evaluate_step(self, *args, **kwargs):
         super()._evaluate_step(*args, **kwargs)
-        return -np.inf, 0.0, 0.0
+        return StepEvaluation(-np.inf, 0.0, 0.0)
 
 
 def test_failed_line_search_restores_parameters_bit_for_bit():
@@ -284,7 +284,7 @@ def test_failed_line_search_restores_parameters_bit_for_bit():
     model.learn(256)  # one rollout, no train yet
     snapshot()
     rollout = next(model.rollout_buffer.get(batch_size=None))
-    info = model._policy_step(model._surrogate_batch(rollout))
+    info = model._policy_step(model._sampler.policy_batch(rollout))
     assert not info.accepted and info.line_search_steps == model.line_search_max_iter
     for name, value in model.policy.state_dict().items():
         assert th.equal(value, before[name]), name
@@ -375,24 +375,99 @@ def test_warns_when_the_critic_cannot_train_a_shared_extractor():
         TRPO("CnnPolicy", env, n_steps=64, batch_size=64, policy_kwargs=dict(share_features_extractor=False))
 
 
-@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
-def test_store_transition_fills_the_buffer_like_rollout_buffer_add(env_id):
-    from stable_baselines3.common.buffers import RolloutBuffer
+# ---------------------------------------------------------------------------------------------------------------------
+# Copies, argument types, non-finite data
 
-    from sb3_trpo.trpo import store_transition
 
-    env = make_vec_env(env_id, n_envs=2, seed=0)
-    buffers = [RolloutBuffer(3, env.observation_space, env.action_space, n_envs=2) for _ in range(2)]
-    rng = np.random.default_rng(0)
-    for _ in range(3):
-        obs = np.stack([env.observation_space.sample() for _ in range(2)])
-        actions = np.stack([env.action_space.sample() for _ in range(2)])
-        if env_id == "CartPole-v1":
-            actions = actions.reshape(-1, 1)
-        rewards, starts = rng.standard_normal(2).astype(np.float32), rng.random(2) < 0.5
-        values, log_probs = rng.standard_normal(2).astype(np.float32), rng.standard_normal(2).astype(np.float32)
-        buffers[0].add(obs, actions, rewards, starts, th.from_numpy(values), th.from_numpy(log_probs))
-        store_transition(buffers[1], obs, actions, rewards, starts, values, log_probs)
-    for name in ("observations", "actions", "rewards", "episode_starts", "values", "log_probs"):
-        np.testing.assert_array_equal(getattr(buffers[0], name), getattr(buffers[1], name), err_msg=name)
-    assert buffers[0].pos == buffers[1].pos == 3 and buffers[0].full and buffers[1].full
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
+@pytest.mark.parametrize("fast", [True, False])
+def test_deepcopy_and_pickle_after_construction_learn_and_load(env_id, fast, tmp_path):
+    import pickle
+
+    model = TRPO("MlpPolicy", env_id, n_steps=64, batch_size=64, seed=0, mlp_fast_path=fast)
+    obs = np.stack([model.observation_space.sample() for _ in range(8)])
+
+    def check(m: TRPO) -> None:
+        for policy in (copy.deepcopy(m.policy), pickle.loads(pickle.dumps(m.policy)), copy.deepcopy(m).policy):
+            np.testing.assert_array_equal(policy.predict(obs, deterministic=True)[0], m.predict(obs, deterministic=True)[0])
+
+    check(model)  # right after construction
+    model.learn(128)
+    check(model)  # after learn
+    model.save(tmp_path / "model")
+    check(TRPO.load(tmp_path / "model"))  # after load
+    copy.deepcopy(model).learn(64, reset_num_timesteps=False)  # a copy keeps training
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(mlp_fast_path="no"), r"mlp_fast_path must be True or False; got 'no'"),
+        (dict(mlp_fast_path=1), r"mlp_fast_path must be True or False"),
+        (dict(sampler="vine", vine_kwargs=[]), r"vine_kwargs must be a dict"),
+        (dict(sampler="vine", vine_kwargs="abc"), r"vine_kwargs must be a dict"),
+    ],
+)
+def test_argument_types_raise_type_errors(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        TRPO("MlpPolicy", "CartPole-v1", **kwargs)
+
+
+class NonFiniteEnv(gym.Env):
+    """Pendulum-like env that returns a NaN (or inf) reward or observation at step ``at``."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (3,), dtype=np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), dtype=np.float32)
+
+    def __init__(self, what: str, at: int, value: float = np.nan) -> None:
+        self.what, self.at, self.value, self.t = what, at, value, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(3, dtype=np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        obs = np.full(3, 0.1 * self.t, dtype=np.float32)
+        reward = -float(np.square(action).sum())
+        if self.t == self.at:
+            if self.what == "reward":
+                reward = self.value
+            else:
+                obs[1] = self.value
+        return obs, reward, False, self.t % 50 == 0, {}
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize(
+    "what, value, at, match",
+    [
+        ("reward", np.nan, 99, r"non-finite reward nan from env 0 at num_timesteps=99"),
+        (
+            "observation",
+            np.nan,
+            99,
+            r"non-finite value in the observation returned by env.step\(\) of env 0 at num_timesteps=99",
+        ),
+        (
+            "observation",
+            np.inf,
+            99,
+            r"non-finite value in the observation returned by env.step\(\) of env 0 at num_timesteps=99",
+        ),
+        ("observation", np.nan, 100, r"non-finite value in the terminal observation of env 0 at num_timesteps=100"),
+    ],
+)
+def test_non_finite_env_data_raises_before_any_update(fast, what, value, at, match):
+    """A NaN reward or a NaN/inf observation (or time-limit terminal observation) in the second rollout: a ValueError
+    naming it and when, on both paths; the parameters are those of the first update, and the model keeps working."""
+    env = DummyVecEnv([lambda: NonFiniteEnv(what, at=at, value=value)])
+    model = TRPO("MlpPolicy", env, n_steps=64, batch_size=64, seed=0, mlp_fast_path=fast)
+    model.learn(64)  # one clean rollout and update
+    before = flat_parameters(list(model.policy.parameters()))
+    with pytest.raises(ValueError, match=match):
+        model.learn(64, reset_num_timesteps=False)
+    assert th.equal(flat_parameters(list(model.policy.parameters())), before)
+    env.envs[0].at = -1  # the env is mended: training goes on
+    model.learn(64, reset_num_timesteps=False)
+    assert np.isfinite(flat_parameters(list(model.policy.parameters())).numpy()).all()

@@ -12,6 +12,7 @@ from sb3_trpo.mlp_mirror import ActorCriticMirror, MirrorJacobian
 from sb3_trpo.trpo import actor_parameters
 from sb3_trpo.trust_region import (
     PolicyJacobian,
+    StepEvaluation,
     analytic_fisher,
     backtracking_line_search,
     conjugate_gradient,
@@ -170,18 +171,18 @@ def test_line_search_accepts_first_admissible_point():
 
     def evaluate(fraction):
         calls.append(fraction)
-        return 1.0 - fraction, fraction  # objective improves as the step shrinks; kl = fraction
+        return StepEvaluation(1.0 - fraction, fraction, fraction)  # objective improves as the step shrinks; kl = fraction
 
     result = backtracking_line_search(evaluate, baseline_objective=0.0, target_kl=0.3, shrinking_factor=0.5, max_iter=10)
     assert result.accepted and result.fraction == 0.25 and result.n_evaluations == 3
     assert calls == [1.0, 0.5, 0.25]
-    assert result.kl == 0.25 and result.objective == 0.75
+    assert result.evaluation == StepEvaluation(0.75, 0.25, 0.25)
 
 
 def test_line_search_rejects_non_improving_and_nan():
-    never = backtracking_line_search(lambda f: (-1.0, 0.0), 0.0, 0.01, 0.8, max_iter=4)
+    never = backtracking_line_search(lambda f: StepEvaluation(-1.0, 0.0, 0.0), 0.0, 0.01, 0.8, max_iter=4)
     assert not never.accepted and never.fraction == 0.0 and never.n_evaluations == 4
-    nan = backtracking_line_search(lambda f: (float("nan"), 0.0), 0.0, 0.01, 0.8, max_iter=2)
+    nan = backtracking_line_search(lambda f: StepEvaluation(float("nan"), 0.0, 0.0), 0.0, 0.01, 0.8, max_iter=2)
     assert not nan.accepted
 
 

@@ -16,7 +16,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sb3_trpo.surrogate import all_actions_objective, self_normalized_objective
 from sb3_trpo.vine import build_env, capture_env, clone_recipe
-from sb3_trpo.vine.actions import ActionSampler, _gumbel, draw_first_actions
+from sb3_trpo.vine.actions import ActionSampler, draw_first_actions
 from sb3_trpo.vine.branches import BranchPlan, run_branches
 from sb3_trpo.vine.buffer import VineBatch
 from sb3_trpo.vine.vecenv import ObservationPipeline
@@ -114,16 +114,19 @@ def test_eq15_through_a_categorical_policy() -> None:
 
 def test_gumbel_max_and_gaussian_actions_from_noise() -> None:
     categorical = ActionSampler(tiny_policy(spaces.Discrete(3)), None)
+    assert categorical.family.noise == "exponential"  # q ~ Exp(1): -log q is Gumbel noise
     logits = np.log(np.array([[0.2, 0.3, 0.5]], dtype=np.float32))
     u = np.array([[0.9, 0.5, 0.1]], dtype=np.float32)  # Gumbel noise -log(-log u) = (2.25, 0.37, -0.83)
-    assert categorical.actions([logits], u)[0] == 0  # log-probs + noise: (0.64, -0.84, -1.53)
-    draws = categorical.actions([np.repeat(logits, 40000, axis=0)], np.random.default_rng(0).random((40000, 3)))
+    assert categorical.actions((logits,), -np.log(u))[0] == 0  # log-probs + noise: (0.64, -0.84, -1.53)
+    exponential = -np.log(np.random.default_rng(0).random((40000, 3)))
+    draws = categorical.actions((np.repeat(logits, 40000, axis=0),), exponential)
     np.testing.assert_allclose(np.bincount(draws, minlength=3) / 40000, [0.2, 0.3, 0.5], atol=0.01)
-    assert _gumbel(np.array([math.exp(-1.0)]))[0] == pytest.approx(0.0, abs=1e-6)
+    # q = 1 is Gumbel noise 0: equal noise leaves the most probable action
+    assert categorical.actions((logits,), np.ones((1, 3), dtype=np.float32))[0] == 2
 
     gaussian = ActionSampler(tiny_policy(spaces.Box(-1, 1, (2,), dtype=np.float32)), None)
     mean, std = np.array([[0.5, -1.0]], dtype=np.float32), np.array([[2.0, 0.1]], dtype=np.float32)
-    np.testing.assert_allclose(gaussian.actions([mean, std], np.array([[1.0, -3.0]])), [[2.5, -1.3]], rtol=1e-6)
+    np.testing.assert_allclose(gaussian.actions((mean, std), np.array([[1.0, -3.0]])), [[2.5, -1.3]], rtol=1e-6)
 
 
 def test_first_actions_from_the_policy_carry_log_pi_old() -> None:

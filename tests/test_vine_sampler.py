@@ -20,8 +20,10 @@ from stable_baselines3.common.monitor import load_results
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper, VecFrameStack, VecNormalize
 
 from sb3_trpo import TRPO
-from sb3_trpo.vine import BranchWorkerError, UnsupportedEnvError
+from sb3_trpo.vine import BranchWorkerError, UnsupportedEnvError, VineSampler, capture_env, clone_recipe
 from sb3_trpo.vine.branches import run_branches
+from sb3_trpo.vine.vecenv import ObservationPipeline
+from sb3_trpo.vine.workers import InProcessBranchEnvs
 
 gym.register_envs(ale_py)
 
@@ -73,7 +75,7 @@ def test_trunk_is_single_path_collection(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(_monitor_rows(tmp_path / "vine"), _monitor_rows(tmp_path / "single_path"))
     assert len(_monitor_rows(tmp_path / "vine")) == 4  # 200-step episodes, 2 envs x 400 steps
     assert [(e["r"], e["l"]) for e in vine.ep_info_buffer] == [(e["r"], e["l"]) for e in sp.ep_info_buffer]
-    assert vine._vine.branch_steps > 0 and vine.num_timesteps == 800 + vine._vine.branch_steps
+    assert vine._sampler.branch_steps > 0 and vine.num_timesteps == 800 + vine._sampler.branch_steps
 
 
 def test_monitor_callbacks_and_episodes_count_trunk_steps_only(tmp_path: Path) -> None:
@@ -81,7 +83,7 @@ def test_monitor_callbacks_and_episodes_count_trunk_steps_only(tmp_path: Path) -
     model = _model(env)
     callback = CountSteps()
     model.learn(6000, callback=callback)
-    trunk, branch = model._vine.trunk_steps, model._vine.branch_steps
+    trunk, branch = model._sampler.trunk_steps, model._sampler.branch_steps
     assert callback.calls * env.num_envs == trunk
     assert model.num_timesteps == trunk + branch and branch > trunk
     assert sum(e.get_total_steps() for e in env.envs) == trunk  # type: ignore[attr-defined]
@@ -111,16 +113,26 @@ def test_budget_and_logs_count_branch_steps(tmp_path: Path) -> None:
 # Common random numbers
 
 
-def _same_first_action_q(model: TRPO) -> np.ndarray:
-    """Q_hat of K branches per rollout-set state that all start with the same action: ``(N, K)``."""
-    sampler = model._vine
-    rollout_set = sampler.last_rollout_set
-    n = len(rollout_set)
-    observations = sampler.surrogate_batch().observations.numpy()  # the buffer is flattened by train()
-    first = sampler.actions.act(observations, np.zeros((n, sampler.actions.noise.size)))
-    plan = sampler._plan(np.repeat(first[None], sampler.n_actions, axis=0))
-    pool, pipeline = sampler._pool(), sampler._pipeline
-    out = run_branches(pool, pipeline, sampler.actions, rollout_set.snapshots, rollout_set.wrapper_states, plan)
+def _last_batch(model: TRPO) -> Any:
+    """The vine batch of the model's last iteration."""
+    return model._sampler.policy_batch(next(model.rollout_buffer.get()))
+
+
+def _same_first_action_q(model: TRPO, env: DummyVecEnv, crn: bool, n: int = 6) -> np.ndarray:
+    """Q_hat of K branches from each of ``n`` states of the trunk env that all start with the same action: ``(n, K)``."""
+    sampler = model._sampler
+    snapshots, observations = [], []
+    obs = env.reset()
+    for _ in range(n):  # n successive states of the (only) trunk sub-env
+        snapshots.append(capture_env(env.envs[0], include_rng=crn))
+        observations.append(obs[0])
+        obs, *_ = env.step(np.array([env.action_space.sample()]))
+    observations = np.stack(observations)
+    params = sampler.actions.parameters(observations)
+    first = sampler.actions.actions(params, sampler.actions.draw_noise(np.random.default_rng(0), (n,), params))
+    plan = sampler.plan(np.repeat(first[None], sampler.n_actions, axis=0), params)
+    pool = InProcessBranchEnvs(clone_recipe(env.envs[0]), list(range(8)))  # 8 copies, the branches in batches
+    out = run_branches(pool, ObservationPipeline(env), sampler.actions, snapshots, [()] * n, plan)
     return out.q_values.reshape(n, sampler.n_actions)
 
 
@@ -141,7 +153,7 @@ def test_crn_branches_with_the_same_first_action_agree(env_id: str) -> None:
             vine_kwargs=dict(n_states=6, n_actions=4, horizon=40, common_random_numbers=crn, n_branch_envs=8),
         )
         model.learn(64)
-        q[crn] = _same_first_action_q(model)
+        q[crn] = _same_first_action_q(model, env, crn)
     assert (q[True] == q[True][:, :1]).all()
     assert (q[False] != q[False][:, :1]).any(axis=1).all()
 
@@ -153,8 +165,8 @@ def test_crn_branches_with_the_same_first_action_agree(env_id: str) -> None:
 def _batch_after_one_iteration(env: VecEnv, **vine: Any) -> tuple[np.ndarray, np.ndarray]:
     model = _model(env, **vine)
     model.learn(256)
-    batch = model._vine.surrogate_batch()
-    model._vine.close()
+    batch = _last_batch(model)
+    model._sampler.close()
     return batch.q_values.numpy(), batch.log_q.numpy()
 
 
@@ -230,8 +242,8 @@ def test_atari_frame_stack_cnn_learns_one_iteration() -> None:
         vine_kwargs=dict(n_states=4, n_actions=2, horizon=4, action_sampling="uniform"),
     )
     model.learn(32)
-    assert model._vine.branch_steps == 4 * 2 * 4 and model.num_timesteps == 32 + 32
-    assert model._vine.surrogate_batch().observations.shape == (4, 4, 84, 84)  # transposed frame stacks
+    assert model._sampler.branch_steps == 4 * 2 * 4 and model.num_timesteps == 32 + 32
+    assert _last_batch(model).observations.shape == (4, 4, 84, 84)  # transposed frame stacks
 
 
 class DictObsEnv(gym.Env):
@@ -266,10 +278,10 @@ def test_dict_observations_and_multidiscrete_actions(action_sampling: str) -> No
     model = TRPO("MultiInputPolicy", env, n_steps=32, batch_size=64, seed=0, sampler="vine",
                  vine_kwargs=dict(n_states=8, horizon=4, action_sampling=action_sampling))  # fmt: skip
     model.learn(64)
-    batch = model._vine.surrogate_batch()
+    batch = _last_batch(model)
     assert set(batch.observations) == {"a", "b"} and batch.actions.shape == (4, 8, 2)
-    assert 0 < model._vine.branch_steps <= 8 * 4 * 4  # N*K*H, fewer where an episode ends inside a branch
-    assert model.num_timesteps == 64 + model._vine.branch_steps
+    assert 0 < model._sampler.branch_steps <= 8 * 4 * 4  # N*K*H, fewer where an episode ends inside a branch
+    assert model.num_timesteps == 64 + model._sampler.branch_steps
 
 
 def test_save_and_load(tmp_path: Path) -> None:
@@ -278,9 +290,9 @@ def test_save_and_load(tmp_path: Path) -> None:
     model.save(tmp_path / "vine.zip")
     loaded = TRPO.load(tmp_path / "vine.zip", env=_pendulum(seed=1))
     assert loaded.sampler == "vine" and loaded.vine_kwargs == dict(n_states=16, n_actions=3, horizon=5)
-    assert loaded._vine is not None and loaded._vine is not model._vine
+    assert isinstance(loaded._sampler, VineSampler) and loaded._sampler is not model._sampler
     loaded.learn(256, reset_num_timesteps=False)
-    assert loaded._vine.branch_steps == 16 * 3 * 5
+    assert loaded._sampler.branch_steps == 16 * 3 * 5
     without_env = TRPO.load(tmp_path / "vine.zip")
     without_env.set_env(_pendulum(seed=2))
     without_env.learn(256)

@@ -2,67 +2,39 @@
 
 Sampling from explicit noise is what makes common random numbers possible: the K branches from one state get the
 same noise at every step after the first (section 5.2, "the same random number sequence for the noise in each of
-the K rollouts"), so their returns differ only through their first actions. Gaussian policies use
-``a = mean + std * eps`` with ``eps ~ N(0, I)``; categorical ones the Gumbel-max rule ``argmax(logits + g)``
-with ``g = -log(-log u)``, ``u ~ U(0, 1)``; Bernoulli ones ``a = [u < sigmoid(logits)]``.
+the K rollouts"), so their returns differ only through their first actions. The noise and the rule that turns it
+into an action are the distribution family's (:mod:`sb3_trpo.distributions`): ``mean + std * eps`` for Gaussian
+policies, ``argmax_k p_k / q_k`` with ``q ~ Exp(1)`` (Gumbel-max) for categorical ones, ``u < sigmoid(logits)`` for
+Bernoulli ones.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.distributions import (
-    BernoulliDistribution,
-    CategoricalDistribution,
-    DiagGaussianDistribution,
-    Distribution,
-    MultiCategoricalDistribution,
-)
+from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 
-from sb3_trpo.distributions import family_of
+from sb3_trpo.arrays import Observation, action_tensor
+from sb3_trpo.distributions import NumpyParams, OutputFamily, family_of, numpy_noise, numpy_params
 from sb3_trpo.mlp_mirror import ActorCriticMirror
+from sb3_trpo.samplers import env_actions
 
 ACTION_SAMPLING = ("policy", "uniform", "all")
-_KINDS: dict[type, str] = {
-    DiagGaussianDistribution: "gaussian",
-    CategoricalDistribution: "categorical",
-    MultiCategoricalDistribution: "multicategorical",
-    BernoulliDistribution: "bernoulli",
-}
 
 
-def distribution_kind(policy: ActorCriticPolicy) -> str:
-    """``"gaussian"``, ``"categorical"``, ``"multicategorical"`` or ``"bernoulli"``; ``ValueError`` otherwise."""
-    kind = _KINDS.get(type(policy.action_dist))
-    if kind is None:
+def branch_family(policy: ActorCriticPolicy) -> OutputFamily:
+    """The policy's distribution family, if branch actions can be drawn from explicit noise; ``ValueError`` otherwise."""
+    family = family_of(policy.action_dist)
+    if family is None or policy.use_sde:
         raise ValueError(
             f"The vine sampler draws branch actions from DiagGaussian, Categorical, MultiCategorical or Bernoulli "
             f"policies; got {type(policy.action_dist).__name__} (gSDE is not supported)"
         )
-    return kind
-
-
-def _gumbel(uniform: np.ndarray) -> np.ndarray:
-    return -np.log(-np.log(uniform + 1e-20) + 1e-20)
-
-
-@dataclass(frozen=True)
-class NoiseSpec:
-    """Per-action noise: ``kind`` ``"normal"`` or ``"uniform"``, ``size`` numbers per action."""
-
-    kind: str
-    size: int
-
-    def draw(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-        full = (*shape, self.size)
-        if self.kind == "normal":
-            return rng.standard_normal(full, dtype=np.float32)
-        return rng.random(full, dtype=np.float32)
+    return family
 
 
 class ActionSampler:
@@ -71,77 +43,49 @@ class ActionSampler:
     def __init__(self, policy: ActorCriticPolicy, mirror: ActorCriticMirror | None) -> None:
         self.policy = policy
         self.mirror = mirror
-        self.kind = distribution_kind(policy)
+        self.family = branch_family(policy)
         self.action_space = policy.action_space
-        dist = policy.action_dist
-        self.blocks = list(dist.action_dims) if isinstance(dist, MultiCategoricalDistribution) else []
-        if self.kind == "categorical":
-            size = int(self.action_space.n)  # type: ignore[attr-defined]
-        elif self.kind == "multicategorical":
-            size = int(sum(self.blocks))
-        else:
-            size = int(np.prod(self.action_space.shape or ()))
-        self.noise = NoiseSpec("normal" if self.kind == "gaussian" else "uniform", size)
 
     # -- distribution parameters ---------------------------------------------------------------------------------
 
-    def parameters(self, obs: np.ndarray | dict[str, np.ndarray]) -> list[np.ndarray]:
-        """``[mean, std]`` (Gaussian) or ``[logits]`` at a batch of observations."""
+    def parameters(self, obs: Observation) -> NumpyParams:
+        """The family's parameters at a batch of observations (``(mean, std)``, ``(logits,)`` or logit blocks)."""
         if self.mirror is not None and isinstance(obs, np.ndarray):
-            out = self.mirror.actor.forward(self.mirror.preprocess(obs))
-            if self.kind == "gaussian":
-                return [out, np.broadcast_to(self.mirror._std, out.shape)]
-            return [out]
+            return self.mirror.actor_params(obs)
         obs_tensor, _ = self.policy.obs_to_tensor(obs)
         with th.no_grad():
             return self.distribution_parameters(self.policy.get_distribution(obs_tensor))
 
-    def distribution_parameters(self, distribution: Distribution) -> list[np.ndarray]:
+    def distribution_parameters(self, distribution: Distribution) -> NumpyParams:
         """The same parameters read from an SB3 distribution object."""
-        family = family_of(distribution)
-        assert family is not None  # every kind ``distribution_kind`` admits has a closed-form family
-        params = family.parameters(distribution)
-        if self.kind == "multicategorical":
-            params = (th.cat(params, dim=1),)
-        return [p.detach().cpu().numpy() for p in params]
+        return numpy_params(self.family.parameters(distribution))
+
+    def draw_noise(self, rng: np.random.Generator, shape: tuple[int, ...], params: NumpyParams) -> np.ndarray:
+        """Noise of shape ``(*shape, width)`` for distributions with parameters like ``params``."""
+        return numpy_noise(self.family.noise, rng, (*shape, self.family.noise_width(params)))
 
     # -- sampling ------------------------------------------------------------------------------------------------
 
-    def actions(self, parameters: list[np.ndarray], noise: np.ndarray) -> np.ndarray:
+    def actions(self, parameters: NumpyParams, noise: np.ndarray) -> np.ndarray:
         """Actions (policy format, unclipped) from distribution parameters and one noise row per action."""
-        n = len(noise)
-        if self.kind == "gaussian":
-            mean, std = parameters
-            return (mean + std * noise).reshape((n, *self.action_space.shape)).astype(np.float32)  # type: ignore[misc]
-        logits = parameters[0]
-        if self.kind == "bernoulli":
-            return (noise < 1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
-        if self.kind == "categorical":
-            return np.argmax(logits + _gumbel(noise), axis=1).astype(np.int64)
-        splits = np.cumsum(self.blocks)[:-1]
-        picks = [
-            np.argmax(block + _gumbel(u), axis=1)
-            for block, u in zip(np.split(logits, splits, axis=1), np.split(noise, splits, axis=1), strict=True)
-        ]
-        return np.stack(picks, axis=1).astype(np.int64)
+        actions = self.family.sample_numpy(parameters, noise)
+        return actions.reshape((len(noise), *(self.action_space.shape or ())))
 
-    def act(self, obs: np.ndarray | dict[str, np.ndarray], noise: np.ndarray) -> np.ndarray:
+    def act(self, obs: Observation, noise: np.ndarray) -> np.ndarray:
         """One batched policy call: actions at ``obs`` from ``noise``."""
         return self.actions(self.parameters(obs), noise)
 
-    def values(self, obs: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+    def env_actions(self, actions: np.ndarray) -> np.ndarray:
+        """What the env receives (clipped or unscaled Box actions), as in single-path collection."""
+        return env_actions(self.policy, actions)
+
+    def values(self, obs: Observation) -> np.ndarray:
         """The critic's ``V(s)`` at a batch of observations."""
         if self.mirror is not None and isinstance(obs, np.ndarray):
             return self.mirror.values(obs).astype(np.float64)
         obs_tensor, _ = self.policy.obs_to_tensor(obs)
         with th.no_grad():
             return self.policy.predict_values(obs_tensor).flatten().cpu().numpy().astype(np.float64)
-
-    def env_actions(self, actions: np.ndarray) -> np.ndarray:
-        """What the env receives: Gaussian actions clipped to the Box bounds, as in SB3's rollout collection."""
-        if isinstance(self.action_space, spaces.Box):
-            return np.clip(actions, self.action_space.low, self.action_space.high)
-        return actions
 
 
 def check_action_sampling(action_sampling: str, action_space: spaces.Space, n_actions: int | None) -> int:
@@ -183,7 +127,7 @@ def draw_first_actions(
     if action_sampling == "uniform":
         return _uniform_actions(space, n_actions, n_states, rng)
     parameters = sampler.distribution_parameters(distribution)
-    noise = sampler.noise.draw(rng, (n_actions, n_states))
+    noise = sampler.draw_noise(rng, (n_actions, n_states), parameters)
     actions = np.stack([sampler.actions(parameters, noise[k]) for k in range(n_actions)])
     device = sampler.policy.device
     with th.no_grad():
@@ -205,10 +149,3 @@ def _uniform_actions(space: spaces.Space, k: int, n: int, rng: np.random.Generat
         actions = rng.integers(2, size=(k, n, size)).astype(np.float32)
         log_q = -size * math.log(2.0)
     return actions, np.full((k, n), log_q)
-
-
-def action_tensor(actions: np.ndarray, space: spaces.Space, device: th.device | str = "cpu") -> th.Tensor:
-    """Actions as ``Distribution.log_prob`` takes them: ``long`` indices for Discrete, floats otherwise."""
-    if isinstance(space, spaces.Discrete):
-        return th.as_tensor(actions, dtype=th.long, device=device).reshape(-1)
-    return th.as_tensor(actions, dtype=th.float32, device=device)

@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from sb3_trpo.arrays import Observation, concat_obs, index_obs
 from sb3_trpo.vine.actions import ActionSampler
 from sb3_trpo.vine.snapshot import EnvSnapshot
-from sb3_trpo.vine.vecenv import Observation, ObservationPipeline
+from sb3_trpo.vine.vecenv import ObservationPipeline
 from sb3_trpo.vine.workers import BranchEnvs
 
 
@@ -47,18 +48,6 @@ class BranchEstimates:
     q_values: np.ndarray
     lengths: np.ndarray
     bootstrapped: np.ndarray
-
-
-def _index(obs: Observation, rows: np.ndarray) -> Observation:
-    if isinstance(obs, dict):
-        return {key: value[rows] for key, value in obs.items()}
-    return obs[rows]
-
-
-def _concat(parts: Sequence[Observation]) -> Observation:
-    if isinstance(parts[0], dict):
-        return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}  # type: ignore[index]
-    return np.concatenate(parts)  # type: ignore[arg-type]
 
 
 def run_branches(
@@ -104,7 +93,7 @@ def _run_batch(
         stopped = result.terminated | result.truncated | (t == plan.horizon - 1)
         tail = stopped & ~result.terminated
         if plan.bootstrap and tail.any():
-            tails.append(_index(obs, np.flatnonzero(tail)))
+            tails.append(index_obs(obs, np.flatnonzero(tail)))
             tail_branches.append(branches[active[tail]])
             tail_discounts.append(np.full(int(tail.sum()), discount))
         running = np.flatnonzero(~stopped)
@@ -112,8 +101,8 @@ def _run_batch(
             break
         active = active[running]
         noise = plan.noise[plan.noise_rows[branches[active]], t + 1]
-        actions = sampler.act(_index(obs, running), noise)
+        actions = sampler.act(index_obs(obs, running), noise)
     if tails:
         rows = np.concatenate(tail_branches)
-        estimates.q_values[rows] += np.concatenate(tail_discounts) * sampler.values(_concat(tails))
+        estimates.q_values[rows] += np.concatenate(tail_discounts) * sampler.values(concat_obs(tails))
         estimates.bootstrapped[rows] = True

@@ -39,6 +39,7 @@ from stable_baselines3.common.vec_env import (
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 from stable_baselines3.common.vec_env.util import obs_space_info
 
+from sb3_trpo.arrays import Observation
 from sb3_trpo.vine.snapshot import (
     EnvSnapshot,
     UnsupportedEnvError,
@@ -51,7 +52,6 @@ from sb3_trpo.vine.snapshot import (
 
 REMOTE_METHOD = "_sb3_trpo_vine_call"
 _SKIPPED_WRAPPERS = (VecMonitor, VecCheckNan, VecVideoRecorder)
-Observation = np.ndarray | dict[str, np.ndarray]
 
 
 # ----------------------------------------------------------------------------------------------------------------
