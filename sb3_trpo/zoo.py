@@ -40,9 +40,12 @@ from rl_zoo3 import hyperparams_opt
 from rl_zoo3.exp_manager import ExperimentManager
 from rl_zoo3.utils import ALGOS, StoreDict
 from sb3_contrib import TRPO as ContribTRPO
-from stable_baselines3.common.atari_wrappers import AtariWrapper
 
-from sb3_trpo.trpo import TRPO
+from sb3_trpo.atari import FourFrameAtariWrapper, ale_frameskip
+from sb3_trpo.trpo import CHOICE_ARGUMENTS, TRPO
+
+# Saved configs of earlier runs name the wrapper ``sb3_trpo.zoo.FourFrameAtariWrapper``; it now lives in sb3_trpo.atari.
+__all__ = ["FourFrameAtariWrapper", "ale_frameskip", "main", "register", "split_entry"]
 
 PROG = "sb3-trpo-zoo"
 CONFIG_DIR = Path(__file__).resolve().parent / "zoo_configs"  # package data; also linked as zoo_configs/ at the root
@@ -105,55 +108,6 @@ def convert_trpo_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
 def _with_separate_critic_features(hyperparams: dict[str, Any]) -> dict[str, Any]:
     policy_kwargs = {**hyperparams.get("policy_kwargs", {}), "share_features_extractor": False}
     return {**hyperparams, "policy_kwargs": policy_kwargs}
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Atari
-
-
-class FourFrameAtariWrapper(AtariWrapper):
-    """SB3's ``AtariWrapper`` (4-frame max-pooled skip, no-op reset, life loss, 84x84 grey, reward clipping) that
-    refuses an ALE env which already skips frames itself.
-
-    ``ALE/*-v5`` skips 4 frames by default, so the plain wrapper gives 16 emulator frames per agent step. The zoo
-    configs create Atari envs with ``frameskip=1``; this check catches a ``--env-kwargs`` override that drops it
-    (the zoo replaces the configured ``env_kwargs`` as a whole).
-
-    :param env: The ALE environment, created with ``frameskip=1``
-    :param noop_max: Maximum number of no-ops at reset
-    :param frame_skip: Emulator frames per agent step (the action is repeated, the last two frames max-pooled)
-    :param screen_size: Side of the resized square observation
-    :param terminal_on_life_loss: Whether losing a life ends the (training) episode
-    :param clip_reward: Whether rewards are clipped to their sign
-    :param action_repeat_probability: Sticky-action probability added by the wrapper (ALE v5 has its own)
-    """
-
-    def __init__(
-        self,
-        env: gym.Env,
-        noop_max: int = 30,
-        frame_skip: int = 4,
-        screen_size: int = 84,
-        terminal_on_life_loss: bool = True,
-        clip_reward: bool = True,
-        action_repeat_probability: float = 0.0,
-    ) -> None:
-        ale_skip = ale_frameskip(env)
-        if ale_skip is not None and ale_skip != 1:
-            raise ValueError(
-                f"{env.unwrapped.spec.id if env.unwrapped.spec else env} skips frameskip={ale_skip!r} frames per step "
-                f"itself, and this wrapper skips {frame_skip} more; create it with frameskip=1 "
-                "(add frameskip:1 to --env-kwargs)"
-            )
-        super().__init__(env, noop_max, frame_skip, screen_size, terminal_on_life_loss, clip_reward, action_repeat_probability)
-
-
-def ale_frameskip(env: gym.Env) -> Any:
-    """The ``frameskip`` an env was made with (``gym.make`` records it in the spec), or ``None`` if unknown."""
-    spec = env.unwrapped.spec
-    if spec is None:
-        return None
-    return spec.kwargs.get("frameskip")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -220,7 +174,7 @@ def with_eval_env_kwargs(options: list[str]) -> list[str]:
 
     rl-zoo (2.9.2) makes its evaluation envs with the command line's ``--env-kwargs`` only, not with the
     ``env_kwargs`` of the config entry (nor of ``--hyperparams``): an Atari evaluation env would keep ALE's own
-    frame skip, which :class:`FourFrameAtariWrapper` refuses.
+    frame skip, which :class:`~sb3_trpo.atari.FourFrameAtariWrapper` refuses.
     """
     known = _known_options(options)
     if known.env_kwargs is not None or known.eval_env_kwargs is not None or known.conf_file is None:
@@ -254,18 +208,21 @@ ZOO_ENTRY_KEYS = frozenset(
 def split_entry(env_id: str, algo: str = DEFAULT_ALGO) -> tuple[dict[str, Any], dict[str, Any]]:
     """``env_id``'s entry of ``algo``'s config as ``(TRPO keyword arguments, the zoo's own settings)``.
 
-    For scripts that build the model without the zoo but with the same hyperparameters (benchmarks). Entries whose
-    algorithm arguments are Python expressions (``policy_kwargs: "dict(...)"``) are left to the zoo: ``ValueError``.
+    For scripts that build the model without the zoo but with the same hyperparameters (benchmarks). String values
+    are allowed for TRPO's string-valued arguments (``sb3_trpo.trpo.CHOICE_ARGUMENTS``); entries with any other
+    string (Python expressions such as ``policy_kwargs: "dict(...)"``, schedules such as ``lin_1e-3``) are left to the
+    zoo: ``ValueError``.
     """
     path = config_path(algo)
     if path is None:
         raise ValueError(f"no sb3-trpo config for algo {algo!r}; known: {sorted(CONFIG_FILES)}")
     entry = config_entry(path, env_id)
     algo_kwargs = {k: v for k, v in entry.items() if k not in ZOO_ENTRY_KEYS}
-    if any(
-        isinstance(v, str) and k not in ("sampler", "kl_constraint", "fisher", "step_rule") for k, v in algo_kwargs.items()
-    ):
-        raise ValueError(f"{env_id}'s entry has Python-expression values; run it through the zoo: {algo_kwargs}")
+    expressions = sorted(k for k, v in algo_kwargs.items() if isinstance(v, str) and k not in CHOICE_ARGUMENTS)
+    if expressions:
+        raise ValueError(
+            f"{env_id}'s entry has Python-expression values ({', '.join(expressions)}); run it through the zoo: {algo_kwargs}"
+        )
     return algo_kwargs, {k: v for k, v in entry.items() if k in ZOO_ENTRY_KEYS}
 
 

@@ -18,6 +18,7 @@ from huggingface_sb3 import EnvironmentName
 from zoo_cli import zoo
 
 from sb3_trpo import TRPO
+from sb3_trpo.trpo import CHOICE_ARGUMENTS
 from sb3_trpo.zoo import (
     CONFIG_DIR,
     convert_trpo_params,
@@ -251,3 +252,20 @@ def test_split_entry_gives_trpo_kwargs_and_zoo_settings() -> None:
     TRPO("MlpPolicy", "Pendulum-v1", **algo_kwargs)  # every key is a TRPO argument
     with pytest.raises(ValueError, match="no sb3-trpo config for algo"):
         split_entry("Hopper-v5", algo="ppo")
+
+
+def test_split_entry_accepts_every_string_valued_trpo_argument(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``split_entry`` takes its string-valued arguments from ``sb3_trpo.trpo.CHOICE_ARGUMENTS`` (kl_normalization too)."""
+    choices = {name: allowed[-1] for name, allowed in CHOICE_ARGUMENTS.items() if name != "sampler"}
+    entry = {"policy": "MlpPolicy", "n_envs": 1, "n_steps": 64, "batch_size": 64, **choices}
+    (tmp_path / "trpo.yml").write_text(yaml.safe_dump({"Pendulum-v1": entry, "CartPole-v1": {**entry, "gamma": "lin_0.99"}}))
+    monkeypatch.setattr("sb3_trpo.zoo.CONFIG_DIR", tmp_path)
+
+    algo_kwargs, zoo_settings = split_entry("Pendulum-v1")
+    assert algo_kwargs == {"n_steps": 64, "batch_size": 64, **choices}
+    assert "kl_normalization" in algo_kwargs
+    assert zoo_settings == {"policy": "MlpPolicy", "n_envs": 1}
+    model = TRPO("MlpPolicy", "Pendulum-v1", **algo_kwargs)
+    assert all(getattr(model, name) == value for name, value in choices.items())
+    with pytest.raises(ValueError, match=r"Python-expression values \(gamma\)"):
+        split_entry("CartPole-v1")  # a string where TRPO takes a number is still left to the zoo
