@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+import rl_zoo3
 import yaml
 from huggingface_sb3 import EnvironmentName
 from zoo_cli import zoo
@@ -58,6 +60,10 @@ ATARI_IDS = [f"ALE/{game}-v5" for game in PAPER_GAMES] + [f"{game}NoFrameskip-v4
 # Env ids that exercise the fallback keys (ids without an entry of their own).
 FALLBACK_ENV = {"default": "Pusher-v5", "atari": "ALE/Freeway-v5"}
 ROLLOUT_STEPS = 256  # steps per update in the smoke runs (n_steps * n_envs)
+RL_ZOO_TRPO_CONFIG = Path(rl_zoo3.__file__).resolve().parent / "hyperparams" / "trpo.yml"
+# The vine entries for classic control that trpo_vine.yml must have (besides CartPole-v1 and `default`)
+VINE_CLASSIC = ["Pendulum-v1", "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0"]
+PYBULLET_PACKAGE = "pybullet_envs_gymnasium"  # registers the *BulletEnv-v0 ids of rl-zoo's trpo.yml
 
 gym.register_envs(ale_py)
 
@@ -67,14 +73,28 @@ def load_config(algo: str) -> dict[str, dict[str, Any]]:
         return yaml.safe_load(file)
 
 
+def load_rl_zoo_trpo_config() -> dict[str, dict[str, Any]]:
+    with open(RL_ZOO_TRPO_CONFIG) as file:
+        return yaml.safe_load(file)
+
+
 def config_entries() -> list[Any]:
     """``(algo, key)`` for every entry of both files, all in the default test run.
 
     ``atari`` runs on ALE/Freeway-v5 (no explicit entry); the paper's 14 game ids (copies of ``atari``, asserted in
     ``test_game_entries_are_the_atari_entry``) run under their own ids, about 5 s each. The single-path Pong
-    entries of both id families also run a full 2048-step update in ``test_zoo_atari.py``.
+    entries of both id families also run a full 2048-step update in ``test_zoo_atari.py``. The PyBullet entries
+    (kept from rl-zoo) are skipped where their package is not installed.
     """
-    return [pytest.param(algo, key, id=f"{algo}:{key}") for algo in ("trpo", "trpo_vine") for key in load_config(algo)]
+    pybullet_missing = importlib.util.find_spec(PYBULLET_PACKAGE) is None
+    params = []
+    for algo in ("trpo", "trpo_vine"):
+        for key in load_config(algo):
+            marks = []
+            if "Bullet" in key and pybullet_missing:
+                marks.append(pytest.mark.skip(reason=f"{key} is registered by {PYBULLET_PACKAGE}, which is not installed"))
+            params.append(pytest.param(algo, key, id=f"{algo}:{key}", marks=marks))
+    return params
 
 
 def smoke_overrides(entry: dict[str, Any]) -> dict[str, Any]:
@@ -100,9 +120,47 @@ def test_configs_cover_the_issue_ids() -> None:
     vine = load_config("trpo_vine")
     assert {"atari", *MUJOCO_V5, *ATARI_IDS} <= set(vine), sorted({"atari", *MUJOCO_V5, *ATARI_IDS} - set(vine))
     assert all(entry["sampler"] == "vine" and "vine_kwargs" in entry for entry in vine.values())
+    rl_zoo = load_rl_zoo_trpo_config()  # its PyBullet ids are registered only where pybullet_envs_gymnasium is
     for config in (trpo, vine):
-        unknown = [key for key in config if key not in FALLBACK_ENV and key not in gym.envs.registry]
+        unknown = [key for key in config if key not in FALLBACK_ENV and key not in gym.envs.registry and key not in rl_zoo]
         assert not unknown, f"entries for ids gymnasium does not register: {unknown}"
+
+
+def typed(value: Any) -> Any:
+    """``value`` with the type of every leaf beside it, so that ``1e6`` (float) and ``1000000`` (int) differ."""
+    if isinstance(value, dict):
+        return {key: typed(item) for key, item in value.items()}
+    return (type(value).__name__, value)
+
+
+def test_trpo_config_keeps_every_rl_zoo_entry() -> None:
+    """Every entry of the installed rl_zoo3's ``hyperparams/trpo.yml`` is in ours, with equal values and types.
+
+    A value that differs on purpose must say why in a comment in ``trpo.yml`` and be listed here.
+    """
+    theirs = load_rl_zoo_trpo_config()
+    ours = load_config("trpo")
+    assert sorted(set(theirs) - set(ours)) == []
+    differing = {key: (ours[key], entry) for key, entry in theirs.items() if typed(ours[key]) != typed(entry)}
+    assert differing == {}
+
+
+def test_vine_config_has_default_and_classic_entries() -> None:
+    vine = load_config("trpo_vine")
+    assert {"default", *VINE_CLASSIC} <= set(vine), sorted({"default", *VINE_CLASSIC} - set(vine))
+    for key in ("default", "CartPole-v1", *VINE_CLASSIC):
+        entry = vine[key]
+        assert not entry.get("use_sde", False), key  # the vine sampler refuses gSDE
+        action_space = gym.make(key).action_space if key != "default" else None
+        if isinstance(action_space, gym.spaces.Discrete):
+            assert entry["vine_kwargs"]["action_sampling"] == "all", key  # eq. 15: every action rolled out
+    # The vine entries keep trpo.yml's (rl-zoo's) trunk and critic values for the same task, less gSDE.
+    trpo = load_config("trpo")
+    for key in VINE_CLASSIC:
+        shared = {
+            name: value for name, value in trpo[key].items() if name not in ("n_timesteps", "use_sde", "sde_sample_freq")
+        }
+        assert {name: vine[key][name] for name in shared} == shared, key
 
 
 @pytest.mark.parametrize("algo", ["trpo", "trpo_vine"])
