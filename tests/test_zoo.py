@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -17,15 +18,18 @@ import pytest
 import rl_zoo3
 import yaml
 from huggingface_sb3 import EnvironmentName
+from sb3_contrib import TRPO as ContribTRPO
 from zoo_cli import zoo
 
 from sb3_trpo import TRPO
 from sb3_trpo.trpo import CHOICE_ARGUMENTS
 from sb3_trpo.zoo import (
     CONFIG_DIR,
+    ZooUsageError,
     convert_trpo_params,
     main,
     sample_trpo_params,
+    sb3_trpo_only_arguments,
     split_entry,
     with_default_algo,
     with_default_config,
@@ -327,3 +331,107 @@ def test_split_entry_accepts_every_string_valued_trpo_argument(tmp_path: Path, m
     assert all(getattr(model, name) == value for name, value in choices.items())
     with pytest.raises(ValueError, match=r"Python-expression values \(gamma\)"):
         split_entry("CartPole-v1")  # a string where TRPO takes a number is still left to the zoo
+
+
+def refusal(capsys: pytest.CaptureFixture[str], *args: str | Path) -> str:
+    """Run the CLI with ``args``, expect it to refuse them (exit status 2) and return its one-line message."""
+    with pytest.raises(SystemExit) as exit_:
+        zoo(*args)
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert "Traceback" not in captured.err + captured.out
+    return lines[0]
+
+
+def test_missing_config_entry_is_one_line_naming_the_file_and_nearest_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = tmp_path / "mine.yml"
+    conf.write_text(yaml.safe_dump({"CartPole-v1": {"policy": "MlpPolicy"}, "InvertedPendulum-v5": {"policy": "MlpPolicy"}}))
+    message = refusal(capsys, "train", "--env", "Pendulum-v1", "-conf", conf, "-f", tmp_path)
+    assert message.startswith("sb3-trpo-zoo train: error: ")
+    assert f"{conf} has no entry for Pendulum-v1 and no 'default' entry" in message
+    assert "nearest keys: InvertedPendulum-v5, CartPole-v1" in message
+    # The zoo reads `atari` (never `default`) for ALE ids.
+    conf.write_text(yaml.safe_dump({"default": {"policy": "MlpPolicy"}}))
+    assert "no 'atari' (the entry of every ALE id" in refusal(capsys, "train", "--env", "ALE/Pong-v5", "-conf", conf)
+    assert not (tmp_path / "trpo").exists()  # refused before the zoo made its log folder
+
+
+def test_unknown_env_id_is_one_line_with_the_suggestion(tmp_path: Path) -> None:
+    """The whole process: one line on stderr, no traceback, exit status 2 (``--traceback`` shows it)."""
+    command = [sys.executable, "-m", "sb3_trpo.zoo", "train", "--env", "CartPol-v1", "-f", str(tmp_path)]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "sb3-trpo-zoo train: error: CartPol-v1 is not a registered env id; did you mean CartPole-v1?"
+    ]
+    assert "Traceback" not in result.stdout
+
+
+@pytest.mark.parametrize("command", ["train", "enjoy", "record_video", "record_training", "push_to_hub"])
+def test_unknown_env_id_is_refused_by_every_command_that_runs_an_env(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--env", "Hoper-v5", "-f", str(tmp_path), *(["-orga", "someone"] if command == "push_to_hub" else [])]
+    message = refusal(capsys, command, *args)
+    assert message == f"sb3-trpo-zoo {command}: error: Hoper-v5 is not a registered env id; did you mean Hopper-v5?"
+    with pytest.raises(ZooUsageError, match="did you mean Hopper-v5"):
+        zoo(command, *args, "--traceback")
+
+
+@pytest.mark.skipif(importlib.util.find_spec(PYBULLET_PACKAGE) is not None, reason=f"{PYBULLET_PACKAGE} is installed")
+def test_pybullet_id_without_its_package_names_the_package(capsys: pytest.CaptureFixture[str]) -> None:
+    message = refusal(capsys, "train", "--env", "HopperBulletEnv-v0")
+    assert "HopperBulletEnv-v0 is not a registered env id" in message
+    assert f"install {PYBULLET_PACKAGE}" in message
+
+
+def test_sb3_trpo_only_arguments_are_the_keyword_only_ones_sb3_contrib_lacks() -> None:
+    only_ours = sb3_trpo_only_arguments()
+    assert {"sampler", "vine_kwargs", "kl_constraint", "kl_normalization", "fisher", "fisher_sub_sampling"} <= only_ours
+    contrib = inspect.signature(ContribTRPO.__init__).parameters
+    ours = inspect.signature(TRPO.__init__).parameters
+    assert all(name not in contrib and ours[name].kind is inspect.Parameter.KEYWORD_ONLY for name in only_ours)
+
+
+def test_trpo_contrib_refuses_sb3_trpo_arguments_before_building_an_env(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[str] = []
+    make = gym.make
+
+    def spy(env_id: Any, *args: Any, **kwargs: Any) -> gym.Env:
+        made.append(str(env_id))
+        return make(env_id, *args, **kwargs)
+
+    monkeypatch.setattr(gym, "make", spy)
+    message = refusal(capsys, "train", "--algo", "trpo_contrib", "--env", "ALE/Pong-v5", "-f", tmp_path)
+    assert message.startswith("sb3-trpo-zoo train: error: --algo trpo_contrib (sb3_contrib.TRPO) has no argument ")
+    assert f"fisher_sub_sampling (the ALE/Pong-v5 entry of {CONFIG_DIR / 'trpo.yml'})" in message
+    message = refusal(
+        capsys,
+        "train",
+        "--algo",
+        "trpo_contrib",
+        "--env",
+        "CartPole-v1",
+        "-f",
+        tmp_path,
+        "--hyperparams",
+        "fisher:'empirical'",
+    )
+    assert "has no argument fisher (--hyperparams)" in message
+    assert made == []
+    assert not (tmp_path / "trpo_contrib").exists()
+
+
+def test_trpo_contrib_trains_sb3_contrib_trpo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    zoo(
+        "train", "--algo", "trpo_contrib", "--env", "CartPole-v1", "-n", "256", "-f", tmp_path, "--eval-freq", "-1",
+        "--num-threads", "1", "--verbose", "0", "--hyperparams", "n_steps:64", "batch_size:64",
+    )  # fmt: skip
+    model = ContribTRPO.load(saved_run(tmp_path, "trpo_contrib", "CartPole-v1").parent / "CartPole-v1.zip", device="cpu")
+    assert type(model) is ContribTRPO and model.num_timesteps == 256
