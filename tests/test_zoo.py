@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -13,16 +15,21 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+import rl_zoo3
 import yaml
 from huggingface_sb3 import EnvironmentName
+from sb3_contrib import TRPO as ContribTRPO
 from zoo_cli import zoo
 
 from sb3_trpo import TRPO
+from sb3_trpo.trpo import CHOICE_ARGUMENTS
 from sb3_trpo.zoo import (
     CONFIG_DIR,
+    ZooUsageError,
     convert_trpo_params,
     main,
     sample_trpo_params,
+    sb3_trpo_only_arguments,
     split_entry,
     with_default_algo,
     with_default_config,
@@ -57,6 +64,10 @@ ATARI_IDS = [f"ALE/{game}-v5" for game in PAPER_GAMES] + [f"{game}NoFrameskip-v4
 # Env ids that exercise the fallback keys (ids without an entry of their own).
 FALLBACK_ENV = {"default": "Pusher-v5", "atari": "ALE/Freeway-v5"}
 ROLLOUT_STEPS = 256  # steps per update in the smoke runs (n_steps * n_envs)
+RL_ZOO_TRPO_CONFIG = Path(rl_zoo3.__file__).resolve().parent / "hyperparams" / "trpo.yml"
+# The vine entries for classic control that trpo_vine.yml must have (besides CartPole-v1 and `default`)
+VINE_CLASSIC = ["Pendulum-v1", "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0"]
+PYBULLET_PACKAGE = "pybullet_envs_gymnasium"  # registers the *BulletEnv-v0 ids of rl-zoo's trpo.yml
 
 gym.register_envs(ale_py)
 
@@ -66,14 +77,28 @@ def load_config(algo: str) -> dict[str, dict[str, Any]]:
         return yaml.safe_load(file)
 
 
+def load_rl_zoo_trpo_config() -> dict[str, dict[str, Any]]:
+    with open(RL_ZOO_TRPO_CONFIG) as file:
+        return yaml.safe_load(file)
+
+
 def config_entries() -> list[Any]:
     """``(algo, key)`` for every entry of both files, all in the default test run.
 
     ``atari`` runs on ALE/Freeway-v5 (no explicit entry); the paper's 14 game ids (copies of ``atari``, asserted in
     ``test_game_entries_are_the_atari_entry``) run under their own ids, about 5 s each. The single-path Pong
-    entries of both id families also run a full 2048-step update in ``test_zoo_atari.py``.
+    entries of both id families also run a full 2048-step update in ``test_zoo_atari.py``. The PyBullet entries
+    (kept from rl-zoo) are skipped where their package is not installed.
     """
-    return [pytest.param(algo, key, id=f"{algo}:{key}") for algo in ("trpo", "trpo_vine") for key in load_config(algo)]
+    pybullet_missing = importlib.util.find_spec(PYBULLET_PACKAGE) is None
+    params = []
+    for algo in ("trpo", "trpo_vine"):
+        for key in load_config(algo):
+            marks = []
+            if "Bullet" in key and pybullet_missing:
+                marks.append(pytest.mark.skip(reason=f"{key} is registered by {PYBULLET_PACKAGE}, which is not installed"))
+            params.append(pytest.param(algo, key, id=f"{algo}:{key}", marks=marks))
+    return params
 
 
 def smoke_overrides(entry: dict[str, Any]) -> dict[str, Any]:
@@ -99,9 +124,47 @@ def test_configs_cover_the_issue_ids() -> None:
     vine = load_config("trpo_vine")
     assert {"atari", *MUJOCO_V5, *ATARI_IDS} <= set(vine), sorted({"atari", *MUJOCO_V5, *ATARI_IDS} - set(vine))
     assert all(entry["sampler"] == "vine" and "vine_kwargs" in entry for entry in vine.values())
+    rl_zoo = load_rl_zoo_trpo_config()  # its PyBullet ids are registered only where pybullet_envs_gymnasium is
     for config in (trpo, vine):
-        unknown = [key for key in config if key not in FALLBACK_ENV and key not in gym.envs.registry]
+        unknown = [key for key in config if key not in FALLBACK_ENV and key not in gym.envs.registry and key not in rl_zoo]
         assert not unknown, f"entries for ids gymnasium does not register: {unknown}"
+
+
+def typed(value: Any) -> Any:
+    """``value`` with the type of every leaf beside it, so that ``1e6`` (float) and ``1000000`` (int) differ."""
+    if isinstance(value, dict):
+        return {key: typed(item) for key, item in value.items()}
+    return (type(value).__name__, value)
+
+
+def test_trpo_config_keeps_every_rl_zoo_entry() -> None:
+    """Every entry of the installed rl_zoo3's ``hyperparams/trpo.yml`` is in ours, with equal values and types.
+
+    A value that differs on purpose must say why in a comment in ``trpo.yml`` and be listed here.
+    """
+    theirs = load_rl_zoo_trpo_config()
+    ours = load_config("trpo")
+    assert sorted(set(theirs) - set(ours)) == []
+    differing = {key: (ours[key], entry) for key, entry in theirs.items() if typed(ours[key]) != typed(entry)}
+    assert differing == {}
+
+
+def test_vine_config_has_default_and_classic_entries() -> None:
+    vine = load_config("trpo_vine")
+    assert {"default", *VINE_CLASSIC} <= set(vine), sorted({"default", *VINE_CLASSIC} - set(vine))
+    for key in ("default", "CartPole-v1", *VINE_CLASSIC):
+        entry = vine[key]
+        assert not entry.get("use_sde", False), key  # the vine sampler refuses gSDE
+        action_space = gym.make(key).action_space if key != "default" else None
+        if isinstance(action_space, gym.spaces.Discrete):
+            assert entry["vine_kwargs"]["action_sampling"] == "all", key  # eq. 15: every action rolled out
+    # The vine entries keep trpo.yml's (rl-zoo's) trunk and critic values for the same task, less gSDE.
+    trpo = load_config("trpo")
+    for key in VINE_CLASSIC:
+        shared = {
+            name: value for name, value in trpo[key].items() if name not in ("n_timesteps", "use_sde", "sde_sample_freq")
+        }
+        assert {name: vine[key][name] for name in shared} == shared, key
 
 
 @pytest.mark.parametrize("algo", ["trpo", "trpo_vine"])
@@ -251,3 +314,124 @@ def test_split_entry_gives_trpo_kwargs_and_zoo_settings() -> None:
     TRPO("MlpPolicy", "Pendulum-v1", **algo_kwargs)  # every key is a TRPO argument
     with pytest.raises(ValueError, match="no sb3-trpo config for algo"):
         split_entry("Hopper-v5", algo="ppo")
+
+
+def test_split_entry_accepts_every_string_valued_trpo_argument(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``split_entry`` takes its string-valued arguments from ``sb3_trpo.trpo.CHOICE_ARGUMENTS`` (kl_normalization too)."""
+    choices = {name: allowed[-1] for name, allowed in CHOICE_ARGUMENTS.items() if name != "sampler"}
+    entry = {"policy": "MlpPolicy", "n_envs": 1, "n_steps": 64, "batch_size": 64, **choices}
+    (tmp_path / "trpo.yml").write_text(yaml.safe_dump({"Pendulum-v1": entry, "CartPole-v1": {**entry, "gamma": "lin_0.99"}}))
+    monkeypatch.setattr("sb3_trpo.zoo.CONFIG_DIR", tmp_path)
+
+    algo_kwargs, zoo_settings = split_entry("Pendulum-v1")
+    assert algo_kwargs == {"n_steps": 64, "batch_size": 64, **choices}
+    assert "kl_normalization" in algo_kwargs
+    assert zoo_settings == {"policy": "MlpPolicy", "n_envs": 1}
+    model = TRPO("MlpPolicy", "Pendulum-v1", **algo_kwargs)
+    assert all(getattr(model, name) == value for name, value in choices.items())
+    with pytest.raises(ValueError, match=r"Python-expression values \(gamma\)"):
+        split_entry("CartPole-v1")  # a string where TRPO takes a number is still left to the zoo
+
+
+def refusal(capsys: pytest.CaptureFixture[str], *args: str | Path) -> str:
+    """Run the CLI with ``args``, expect it to refuse them (exit status 2) and return its one-line message."""
+    with pytest.raises(SystemExit) as exit_:
+        zoo(*args)
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert "Traceback" not in captured.err + captured.out
+    return lines[0]
+
+
+def test_missing_config_entry_is_one_line_naming_the_file_and_nearest_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = tmp_path / "mine.yml"
+    conf.write_text(yaml.safe_dump({"CartPole-v1": {"policy": "MlpPolicy"}, "InvertedPendulum-v5": {"policy": "MlpPolicy"}}))
+    message = refusal(capsys, "train", "--env", "Pendulum-v1", "-conf", conf, "-f", tmp_path)
+    assert message.startswith("sb3-trpo-zoo train: error: ")
+    assert f"{conf} has no entry for Pendulum-v1 and no 'default' entry" in message
+    assert "nearest keys: InvertedPendulum-v5, CartPole-v1" in message
+    # The zoo reads `atari` (never `default`) for ALE ids.
+    conf.write_text(yaml.safe_dump({"default": {"policy": "MlpPolicy"}}))
+    assert "no 'atari' (the entry of every ALE id" in refusal(capsys, "train", "--env", "ALE/Pong-v5", "-conf", conf)
+    assert not (tmp_path / "trpo").exists()  # refused before the zoo made its log folder
+
+
+def test_unknown_env_id_is_one_line_with_the_suggestion(tmp_path: Path) -> None:
+    """The whole process: one line on stderr, no traceback, exit status 2 (``--traceback`` shows it)."""
+    command = [sys.executable, "-m", "sb3_trpo.zoo", "train", "--env", "CartPol-v1", "-f", str(tmp_path)]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "sb3-trpo-zoo train: error: CartPol-v1 is not a registered env id; did you mean CartPole-v1?"
+    ]
+    assert "Traceback" not in result.stdout
+
+
+@pytest.mark.parametrize("command", ["train", "enjoy", "record_video", "record_training", "push_to_hub"])
+def test_unknown_env_id_is_refused_by_every_command_that_runs_an_env(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--env", "Hoper-v5", "-f", str(tmp_path), *(["-orga", "someone"] if command == "push_to_hub" else [])]
+    message = refusal(capsys, command, *args)
+    assert message == f"sb3-trpo-zoo {command}: error: Hoper-v5 is not a registered env id; did you mean Hopper-v5?"
+    with pytest.raises(ZooUsageError, match="did you mean Hopper-v5"):
+        zoo(command, *args, "--traceback")
+
+
+@pytest.mark.skipif(importlib.util.find_spec(PYBULLET_PACKAGE) is not None, reason=f"{PYBULLET_PACKAGE} is installed")
+def test_pybullet_id_without_its_package_names_the_package(capsys: pytest.CaptureFixture[str]) -> None:
+    message = refusal(capsys, "train", "--env", "HopperBulletEnv-v0")
+    assert "HopperBulletEnv-v0 is not a registered env id" in message
+    assert f"install {PYBULLET_PACKAGE}" in message
+
+
+def test_sb3_trpo_only_arguments_are_the_keyword_only_ones_sb3_contrib_lacks() -> None:
+    only_ours = sb3_trpo_only_arguments()
+    assert {"sampler", "vine_kwargs", "kl_constraint", "kl_normalization", "fisher", "fisher_sub_sampling"} <= only_ours
+    contrib = inspect.signature(ContribTRPO.__init__).parameters
+    ours = inspect.signature(TRPO.__init__).parameters
+    assert all(name not in contrib and ours[name].kind is inspect.Parameter.KEYWORD_ONLY for name in only_ours)
+
+
+def test_trpo_contrib_refuses_sb3_trpo_arguments_before_building_an_env(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[str] = []
+    make = gym.make
+
+    def spy(env_id: Any, *args: Any, **kwargs: Any) -> gym.Env:
+        made.append(str(env_id))
+        return make(env_id, *args, **kwargs)
+
+    monkeypatch.setattr(gym, "make", spy)
+    message = refusal(capsys, "train", "--algo", "trpo_contrib", "--env", "ALE/Pong-v5", "-f", tmp_path)
+    assert message.startswith("sb3-trpo-zoo train: error: --algo trpo_contrib (sb3_contrib.TRPO) has no argument ")
+    assert f"fisher_sub_sampling (the ALE/Pong-v5 entry of {CONFIG_DIR / 'trpo.yml'})" in message
+    message = refusal(
+        capsys,
+        "train",
+        "--algo",
+        "trpo_contrib",
+        "--env",
+        "CartPole-v1",
+        "-f",
+        tmp_path,
+        "--hyperparams",
+        "fisher:'empirical'",
+    )
+    assert "has no argument fisher (--hyperparams)" in message
+    assert made == []
+    assert not (tmp_path / "trpo_contrib").exists()
+
+
+def test_trpo_contrib_trains_sb3_contrib_trpo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    zoo(
+        "train", "--algo", "trpo_contrib", "--env", "CartPole-v1", "-n", "256", "-f", tmp_path, "--eval-freq", "-1",
+        "--num-threads", "1", "--verbose", "0", "--hyperparams", "n_steps:64", "batch_size:64",
+    )  # fmt: skip
+    model = ContribTRPO.load(saved_run(tmp_path, "trpo_contrib", "CartPole-v1").parent / "CartPole-v1.zip", device="cpu")
+    assert type(model) is ContribTRPO and model.num_timesteps == 256

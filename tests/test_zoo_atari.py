@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,9 +20,11 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecFrameStack
 from zoo_cli import zoo
 
+import sb3_trpo.zoo
 from sb3_trpo import TRPO
+from sb3_trpo.atari import FourFrameAtariWrapper
 from sb3_trpo.trpo import actor_parameters
-from sb3_trpo.zoo import CONFIG_DIR, FourFrameAtariWrapper
+from sb3_trpo.zoo import CONFIG_DIR
 
 gym.register_envs(ale_py)
 
@@ -155,3 +159,20 @@ def test_shared_cnn_would_get_no_critic_training() -> None:
     model.learn(64)
     assert all(len(policy.optimizer.state[param]) == 0 for param in shared)
     assert all(len(policy.optimizer.state[param]) > 0 for param in policy.value_net.parameters())
+
+
+def test_atari_module_imports_no_zoo_package() -> None:
+    """``sb3_trpo.atari`` (named by the configs' ``env_wrapper``) needs neither rl_zoo3 nor Optuna nor sb3-contrib."""
+    code = "import sys, sb3_trpo.atari; print(sorted(set(sys.modules) & {'rl_zoo3', 'optuna', 'sb3_contrib', 'sb3_trpo.zoo'}))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_configs_name_the_wrapper_in_sb3_trpo_atari() -> None:
+    for name in ("trpo.yml", "trpo_vine.yml"):
+        with open(CONFIG_DIR / name) as file:
+            config = yaml.safe_load(file)
+        wrappers = {str(entry.get("env_wrapper")) for entry in config.values() if entry.get("policy") == "CnnPolicy"}
+        assert wrappers == {str(["sb3_trpo.atari.FourFrameAtariWrapper"])}, name
+    # Runs saved before the move name sb3_trpo.zoo.FourFrameAtariWrapper in their config.yml: it still resolves.
+    assert sb3_trpo.zoo.FourFrameAtariWrapper is FourFrameAtariWrapper
