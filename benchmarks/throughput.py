@@ -14,9 +14,14 @@ Targets (issue 2): throughput ratio >= 2.0 and train() ratio >= 3.0 (not done be
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable (benchmarks.*)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import argparse
 import datetime
-import os
 import platform
 import sys
 import time
@@ -29,6 +34,7 @@ from gymnasium import spaces
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
+from benchmarks.machine import machine_description
 from sb3_trpo.zoo import split_entry
 
 
@@ -107,17 +113,6 @@ def env_only_rate(env_id: str, seed: int, n_steps: int) -> float:
     return n_steps * env.num_envs / elapsed
 
 
-def cpu_description() -> str:
-    """CPU model and core count, e.g. ``AMD EPYC, 2 cores (x86_64)``."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} cores ({platform.machine()})"
-
-
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="Hopper-v5")
@@ -132,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     th.set_num_threads(1)  # small MLPs: one thread is fastest, and both implementations get the same
     command = "python benchmarks/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"command: {command.strip()}")
-    print(f"date: {datetime.date.today().isoformat()}  machine: {cpu_description()}")
+    print(f"date: {datetime.date.today().isoformat()}  machine: {machine_description()}")
     print(f"python {platform.python_version()}, torch {th.__version__} (1 thread), sb3-contrib {sb3_contrib.__version__}")
     algo_kwargs, n_envs, normalize = zoo_setup(args.env)
     rollout_steps = algo_kwargs["n_steps"] * n_envs

@@ -15,11 +15,15 @@ evaluation return of each sampler (mean and standard deviation over seeds), wall
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable (benchmarks.*)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import argparse
 import csv
 import datetime
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -30,6 +34,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalization
 
+from benchmarks.machine import machine_description
 from sb3_trpo import TRPO
 from sb3_trpo.zoo import split_entry
 
@@ -94,21 +99,11 @@ def write_outputs(args: argparse.Namespace, rows: list[tuple[str, int, int, floa
     fig.savefig(args.out / "vine_hopper.png", dpi=120)
 
 
-def machine() -> str:
-    """CPU model and core count, for the record."""
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
-        model = names[0] if names else model
-    return f"{os.cpu_count()} cores {model}, CPU only"
-
-
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     th.set_num_threads(1)
     rows: list[tuple[str, int, int, float, float]] = []
-    print(f"{datetime.date.today()}, {machine()}, torch threads: 1")
+    print(f"{datetime.date.today()}, {machine_description()}, torch threads: 1")
     for seed in args.seeds:
         for sampler in args.samplers:
             rows += [(sampler, seed, s, r, t) for s, r, t in train_and_evaluate(args, sampler, seed)]

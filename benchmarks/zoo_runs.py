@@ -21,7 +21,6 @@ import datetime
 import hashlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -37,6 +36,7 @@ import pandas as pd
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import CSVOutputFormat
 
+from benchmarks.machine import machine_description
 from sb3_trpo.zoo import CONTRIB_ALGO
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -318,18 +318,6 @@ def describe(result: RunResult) -> str:
 
 # ----------------------------------------------------------------------------------------------------------------
 # The record
-
-
-def machine_description() -> str:
-    """Cores, CPU model and whether this is a virtual machine, e.g. ``2-core AMD EPYC VM, CPU only``."""
-    model, virtual = platform.processor() or platform.machine(), False
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        lines = cpuinfo.read_text().splitlines()
-        names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-        model = names[0] if names else model
-        virtual = any(line.startswith("flags") and " hypervisor" in line for line in lines)
-    return f"{os.cpu_count()}-core {model}{' VM' if virtual else ''}, CPU only, torch 1 thread per run"
 
 
 def command_line(module: str, argv: Sequence[str]) -> str:

@@ -72,10 +72,14 @@ class Sampler(Protocol):
 
 
 class TrunkCollector(Protocol):
-    """What the vine sampler needs of single path: its loop, on a (wrapped) env."""
+    """What the vine sampler needs of single path: its loop, on a (wrapped) env, and its batch of the trunk."""
 
     def collect(self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int) -> Collection:
         """See :meth:`Sampler.collect`."""
+        ...
+
+    def policy_batch(self, rollout: RolloutBufferSamples) -> SinglePathBatch:
+        """See :meth:`Sampler.policy_batch`."""
         ...
 
 
@@ -203,10 +207,13 @@ class SinglePathSampler:
         """Every ``sub_sampling_factor``-th state of the rollout, its action and its (normalized) GAE advantage."""
         keep = slice(None, None, self.algo.sub_sampling_factor)
         advantages = rollout.advantages[keep]
+        scale = 1.0
         if self.algo.normalize_advantage:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+            std = advantages.std() + 1e-8
+            advantages = (advantages - advantages.mean()) / std
+            scale = float(std)
         actions = action_tensor(rollout.actions[keep], self.algo.policy.action_space, rollout.actions.device)
-        return SinglePathBatch(index_obs(rollout.observations, keep), actions, advantages)
+        return SinglePathBatch(index_obs(rollout.observations, keep), actions, advantages, scale)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -42,6 +42,7 @@ from sb3_trpo.mlp_mirror import ActorCriticMirror, AdamSettings, MirrorJacobian,
 from sb3_trpo.samplers import Sampler, SinglePathSampler, add_simulator_steps
 from sb3_trpo.surrogate import SurrogateBatch
 from sb3_trpo.trust_region import (
+    ConjugateGradientResult,
     FisherOperator,
     Jacobian,
     LineSearchResult,
@@ -87,6 +88,22 @@ class PolicyStepInfo:
     cg_iterations: int
     cg_residual: float
     step_size: float
+
+
+@dataclass(frozen=True)
+class NaturalGradient:
+    """One policy step's direction at theta_old: the surrogate's value and gradient ``g``, CG's ``x ~ F^-1 g`` with
+    the damped Fisher operator it used, and what the line search needs to measure ``KL(old || new)``."""
+
+    objective: float
+    gradient: th.Tensor
+    cg: ConjugateGradientResult
+    fisher: FisherOperator
+    kl_scale: float
+    old_log_probs: th.Tensor
+    family: OutputFamily | None
+    old_dist_params: Params | None
+    old_distribution: Distribution | None
 
 
 class TRPO(OnPolicyAlgorithm):
@@ -348,8 +365,8 @@ class TRPO(OnPolicyAlgorithm):
         self._n_updates += 1
         self._log_train(step, value_losses)
 
-    def _policy_step(self, batch: SurrogateBatch) -> PolicyStepInfo:
-        """Natural gradient direction by CG, scaled to the trust region, then line search (or a fixed step)."""
+    def _natural_gradient(self, batch: SurrogateBatch) -> NaturalGradient:
+        """The surrogate's gradient at theta_old and the natural direction ``x ~ (F + damping I)^-1 g`` by CG."""
         params = self._actor_params
         family = family_of(getattr(self.policy, "action_dist", None))  # type: ignore[arg-type]
         # Without a closed form, KL(old || new) needs the old distribution: SB3 policies reuse one distribution
@@ -360,19 +377,26 @@ class TRPO(OnPolicyAlgorithm):
         # sb3-contrib's units (KL averaged over c components, Fisher divided by c) with radius delta and damping lambda
         # are exactly per-state KL with radius c * delta and damping c * lambda: work in the latter, report the former
         kl_scale = self._kl_scale(distribution)
-        target_kl = self.target_kl * kl_scale
         log_probs = batch.log_probs(distribution)
         old_log_probs = log_probs.detach()
-        objective_tensor = batch.objective(log_probs, old_log_probs)
-        objective = float(objective_tensor.detach())
-        gradient = flat_grad(objective_tensor, params, retain_graph=True)
+        objective = batch.objective(log_probs, old_log_probs)
+        gradient = flat_grad(objective, params, retain_graph=True)
         fisher_op = self._fisher_operator(batch, distribution, family, old_dist_params, self.cg_damping * kl_scale)
         cg = conjugate_gradient(fisher_op.product, gradient, self.cg_max_steps)
-        del distribution, log_probs, objective_tensor  # free the graph before the line search
+        old = (old_log_probs, family, old_dist_params, old_distribution)
+        return NaturalGradient(float(objective.detach()), gradient, cg, fisher_op, kl_scale, *old)
+
+    def _policy_step(self, batch: SurrogateBatch) -> PolicyStepInfo:
+        """Natural gradient direction by CG, scaled to the trust region, then line search (or a fixed step)."""
+        params = self._actor_params
+        natural = self._natural_gradient(batch)
+        cg, kl_scale = natural.cg, natural.kl_scale
 
         def evaluate(step: th.Tensor) -> StepEvaluation:
             set_flat_parameters(params, theta_old + step)
-            trial = self._evaluate_step(batch, old_log_probs, family, old_dist_params, old_distribution)
+            trial = self._evaluate_step(
+                batch, natural.old_log_probs, natural.family, natural.old_dist_params, natural.old_distribution
+            )
             return StepEvaluation(trial.objective, trial.mean_kl / kl_scale, trial.max_kl / kl_scale)
 
         theta_old = flat_parameters(params)
@@ -380,13 +404,13 @@ class TRPO(OnPolicyAlgorithm):
             fixed = evaluate(self.fixed_step_size * cg.solution)
             return PolicyStepInfo(fixed, True, 0, cg.iterations, cg.residual_norm, self.fixed_step_size)
 
-        reduction = self.kl_constraint if fisher_op.state_quadratic is not None else "mean"
-        step_size = trust_region_step_size(quadratic_kl(fisher_op, cg.solution, reduction), target_kl)
+        reduction = self.kl_constraint if natural.fisher.state_quadratic is not None else "mean"
+        step_size = trust_region_step_size(quadratic_kl(natural.fisher, cg.solution, reduction), self.target_kl * kl_scale)
         if step_size > 0.0:
             full_step = step_size * cg.solution
             result = backtracking_line_search(
                 lambda fraction: evaluate(fraction * full_step),
-                objective,
+                natural.objective,
                 self.target_kl,
                 self.line_search_shrinking_factor,
                 self.line_search_max_iter,
@@ -396,7 +420,7 @@ class TRPO(OnPolicyAlgorithm):
             result = LineSearchResult(False, 0.0, 0, None)
         if not result.accepted or result.evaluation is None:
             set_flat_parameters(params, theta_old)
-            unchanged = StepEvaluation(objective, 0.0, 0.0)
+            unchanged = StepEvaluation(natural.objective, 0.0, 0.0)
             return PolicyStepInfo(unchanged, False, result.n_evaluations, cg.iterations, cg.residual_norm, 0.0)
         return PolicyStepInfo(
             result.evaluation, True, result.n_evaluations, cg.iterations, cg.residual_norm, step_size * result.fraction

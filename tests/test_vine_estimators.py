@@ -14,9 +14,16 @@ from gymnasium import spaces
 from stable_baselines3.common.distributions import CategoricalDistribution
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from sb3_trpo.surrogate import all_actions_objective, self_normalized_objective
+from sb3_trpo.surrogate import (
+    HybridBatch,
+    SinglePathBatch,
+    all_actions_objective,
+    branch_advantages,
+    hybrid_objective,
+    self_normalized_objective,
+)
 from sb3_trpo.vine import build_env, capture_env, clone_recipe
-from sb3_trpo.vine.actions import ActionSampler, draw_first_actions
+from sb3_trpo.vine.actions import ActionSampler, check_action_sampling, draw_first_actions
 from sb3_trpo.vine.branches import BranchPlan, run_branches
 from sb3_trpo.vine.buffer import VineBatch
 from sb3_trpo.vine.vecenv import ObservationPipeline
@@ -236,3 +243,84 @@ def test_branch_copies_are_independent_of_the_trunk() -> None:
     copy = build_env(clone_recipe(env), seed=0)
     copy.step(1)
     assert env.position == 0 and copy.position == 1
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The default (hybrid) vine step: trunk surrogate plus branch pairs in advantage units
+
+
+def test_branch_advantages_leave_one_out_and_mean_baselines() -> None:
+    q = th.tensor([[1.0], [2.0], [6.0]], dtype=th.float64)  # K = 3 returns at one state
+    # leave-one-out: 1 - (2 + 6) / 2 = -3, 2 - (1 + 6) / 2 = -1.5, 6 - (1 + 2) / 2 = 4.5
+    np.testing.assert_allclose(branch_advantages(q, leave_one_out=True).numpy(), [[-3.0], [-1.5], [4.5]])
+    np.testing.assert_allclose(branch_advantages(q, leave_one_out=True, scale=2.0).numpy(), [[-1.5], [-0.75], [2.25]])
+    np.testing.assert_allclose(branch_advantages(q, leave_one_out=False).numpy(), [[-2.0], [-1.0], [3.0]])  # mean 3
+    with pytest.raises(ValueError, match="at least 2 branches"):
+        branch_advantages(q[:1], leave_one_out=True)
+
+
+def test_hybrid_objective_value_and_gradient() -> None:
+    """T = 2 trunk states, N = 1 state with K = 2 branch pairs, c = 2:
+    L = (1 * 1.2 - 1 * 0.9 + 2 * (0.5 * 1.1 - 0.5 * 0.8)) / (2 + 2 * 2) = 0.6 / 6 = 0.1;
+    dL/dlog r_t = A_t r_t / 6 = (0.2, -0.15); dL/dlog w_k = c A_k w_k / 6 = (0.18333, -0.13333)."""
+    log_r = th.log(th.tensor([1.2, 0.9], dtype=th.float64)).requires_grad_()
+    log_w = th.log(th.tensor([[1.1], [0.8]], dtype=th.float64)).requires_grad_()
+    trunk_adv = th.tensor([1.0, -1.0], dtype=th.float64)
+    branch_adv = th.tensor([[0.5], [-0.5]], dtype=th.float64)
+    objective = hybrid_objective(log_r.exp(), trunk_adv, log_w.exp(), branch_adv, c=2.0)
+    objective.backward()
+    assert objective.item() == pytest.approx(0.1, abs=1e-12)
+    assert log_r.grad is not None and log_w.grad is not None
+    np.testing.assert_allclose(log_r.grad.numpy(), [0.2, -0.15], atol=1e-12)
+    np.testing.assert_allclose(log_w.grad.numpy(), [[0.55 / 3], [-0.4 / 3]], atol=1e-12)
+
+
+def test_hybrid_batch_through_a_categorical_policy() -> None:
+    """Every action of 3 rolled out at one rollout-set state (row 2, after T = 2 trunk rows): in importance-sampling
+    form q = 1/3, so the branch term is c * sum_k 3 pi_k A_k, whose logit gradient is c * 3 pi_j (A_j - sum_k pi_k A_k);
+    the trunk term's logit gradient is A_t (onehot(a_t) - pi_t) at theta_old. All over T + c N K = 2 + 2 * 3."""
+    logits = th.tensor([[0.1, 0.4, -0.2], [0.0, -0.3, 0.5], [0.2, 0.0, -0.4]], dtype=th.float64, requires_grad=True)
+    trunk = SinglePathBatch(th.zeros(2, 3), th.tensor([1, 2]), th.tensor([1.5, -0.5], dtype=th.float64))
+    branch_adv = th.tensor([[1.0], [-2.0], [0.5]], dtype=th.float64)
+    batch = HybridBatch(
+        trunk,
+        branch_observations=th.zeros(1, 3),
+        branch_trunk_actions=th.tensor([0]),
+        branch_actions=th.tensor([[0], [1], [2]]),
+        branch_advantages=branch_adv,
+        log_q=th.full((3, 1), -math.log(3.0), dtype=th.float64),
+        weight=2.0,
+    )
+    assert batch.observations.shape == (3, 3) and batch.fisher_actions.tolist() == [1, 2, 0]
+    distribution = CategoricalDistribution(3).proba_distribution(logits)
+    log_probs = batch.log_probs(distribution)
+    assert log_probs.shape == (4, 3)
+    objective = batch.objective(log_probs, log_probs.detach())
+    objective.backward()
+    p = th.softmax(logits.detach(), dim=1).numpy()
+    a = branch_adv.numpy()[:, 0]
+    expected = np.zeros((3, 3))
+    for t, (action, adv) in enumerate([(1, 1.5), (2, -0.5)]):
+        expected[t] = adv * (np.eye(3)[action] - p[t])
+    expected[2] = 2.0 * 3.0 * p[2] * (a - p[2] @ a)
+    assert objective.item() == pytest.approx((0.0 * 1.5 + 2.0 * 3.0 * float(p[2] @ a)) / 8.0 + (1.5 - 0.5) / 8.0, abs=1e-12)
+    assert logits.grad is not None
+    np.testing.assert_allclose(logits.grad.numpy(), expected / 8.0, atol=1e-12)
+
+
+def test_antithetic_first_actions_are_mirrored_pairs_from_pi_old() -> None:
+    policy = tiny_policy(spaces.Box(-1, 1, (2,), dtype=np.float32))
+    sampler = ActionSampler(policy, None)
+    obs = th.randn(5, 3, generator=th.Generator().manual_seed(1))
+    with th.no_grad():
+        distribution = policy.get_distribution(obs)
+    actions, log_q = draw_first_actions(sampler, distribution, 5, "antithetic", 4, np.random.default_rng(0))
+    mean = distribution.distribution.mean.numpy()
+    np.testing.assert_allclose(actions[0] + actions[1], 2 * mean, atol=1e-6)
+    np.testing.assert_allclose(actions[2] + actions[3], 2 * mean, atol=1e-6)
+    assert not np.allclose(actions[0], actions[2])
+    np.testing.assert_allclose(log_q[0], log_q[1], rtol=1e-5)  # a Gaussian is symmetric about its mean
+    with pytest.raises(ValueError, match="n_actions must be even"):
+        check_action_sampling("antithetic", policy.action_space, 3)
+    with pytest.raises(ValueError, match="needs a Box action space"):
+        check_action_sampling("antithetic", spaces.Discrete(3), None)

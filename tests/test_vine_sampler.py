@@ -20,8 +20,10 @@ from stable_baselines3.common.monitor import load_results
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper, VecFrameStack, VecNormalize
 
 from sb3_trpo import TRPO
+from sb3_trpo.surrogate import HybridBatch
 from sb3_trpo.vine import BranchWorkerError, UnsupportedEnvError, VineSampler, capture_env, clone_recipe
 from sb3_trpo.vine.branches import run_branches
+from sb3_trpo.vine.buffer import VineBatch
 from sb3_trpo.vine.vecenv import ObservationPipeline
 from sb3_trpo.vine.workers import InProcessBranchEnvs
 
@@ -114,8 +116,8 @@ def test_budget_and_logs_count_branch_steps(tmp_path: Path) -> None:
 
 
 def _last_batch(model: TRPO) -> Any:
-    """The vine batch of the model's last iteration."""
-    return model._sampler.policy_batch(next(model.rollout_buffer.get()))
+    """The rollout-set states and branch estimates of the model's last iteration."""
+    return model._sampler.branch_batch
 
 
 def _same_first_action_q(model: TRPO, env: DummyVecEnv, crn: bool, n: int = 6) -> np.ndarray:
@@ -333,3 +335,34 @@ def test_other_construction_errors() -> None:
         TRPO("MlpPolicy", "Pendulum-v1", n_steps=64, use_sde=True, sampler="vine")
     with pytest.raises(UnsupportedEnvError, match="UnknownWrapper"):
         TRPO("MlpPolicy", UnknownWrapper(_pendulum()), n_steps=64, sampler="vine")
+
+
+@pytest.mark.parametrize("surrogate", ["hybrid", "paper"])
+def test_policy_batch_of_each_surrogate(surrogate: str) -> None:
+    """hybrid: Fisher and KL on the 256 trunk states followed by the 16 rollout-set states, branch pairs in the
+    surrogate; paper: eq. 16 on the 16 rollout-set states alone."""
+    model = _model(_pendulum(), surrogate=surrogate)
+    model.learn(256)
+    batch = model._sampler.policy_batch(next(model.rollout_buffer.get(batch_size=None)))
+    if surrogate == "paper":
+        assert isinstance(batch, VineBatch) and batch.observations.shape == (16, 3)
+    else:
+        assert isinstance(batch, HybridBatch) and batch.observations.shape == (256 + 16, 3)
+        assert batch.branch_advantages.shape == (3, 16) and batch.weight == 8.0
+        np.testing.assert_allclose(batch.branch_advantages.sum(dim=0).numpy(), 0.0, atol=1e-4)  # centred per state
+        info = model._policy_step(batch)
+        assert info.accepted and 0.0 < info.evaluation.mean_kl <= model.target_kl
+
+
+@pytest.mark.parametrize(
+    ("vine_kwargs", "error", "match"),
+    [
+        (dict(surrogate="fancy"), ValueError, r"surrogate must be one of \['hybrid', 'paper'\]"),
+        (dict(branch_weight=-1.0), ValueError, "branch_weight must be >= 0.0"),
+        (dict(branch_weight="8"), TypeError, "branch_weight must be a real number"),
+        (dict(action_sampling="antithetic", n_actions=3), ValueError, "n_actions must be even"),
+    ],
+)
+def test_invalid_vine_2_options(vine_kwargs: dict, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        TRPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=64, sampler="vine", vine_kwargs=vine_kwargs)

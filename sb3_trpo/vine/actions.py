@@ -23,7 +23,7 @@ from sb3_trpo.distributions import NumpyParams, OutputFamily, family_of, numpy_n
 from sb3_trpo.mlp_mirror import ActorCriticMirror
 from sb3_trpo.samplers import env_actions
 
-ACTION_SAMPLING = ("policy", "uniform", "all")
+ACTION_SAMPLING = ("policy", "uniform", "all", "antithetic")
 
 
 def branch_family(policy: ActorCriticPolicy) -> OutputFamily:
@@ -97,6 +97,15 @@ def check_action_sampling(action_sampling: str, action_space: spaces.Space, n_ac
         if n_actions is not None and n_actions != n:
             raise ValueError(f"action_sampling='all' rolls out every action: n_actions must be None or {n}; got {n_actions}")
         return n
+    if action_sampling == "antithetic":
+        if not isinstance(action_space, spaces.Box):
+            raise ValueError(
+                f"action_sampling='antithetic' (mean +- std * eps pairs) needs a Box action space; got {action_space}"
+            )
+        k = 2 if n_actions is None else n_actions
+        if k % 2:
+            raise ValueError(f"action_sampling='antithetic' draws actions in pairs: n_actions must be even; got {k}")
+        return k
     finite = (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
     if action_sampling == "uniform" and not isinstance(action_space, finite):
         raise ValueError(
@@ -117,8 +126,9 @@ def draw_first_actions(
     """K first actions at each of the N rollout-set states, ``(K, N, ...)``, and their ``log q``, ``(K, N)``.
 
     ``distribution`` is pi_old over the N states. With ``"policy"``, ``q = pi_old`` and ``log q`` is computed by
-    ``distribution.log_prob`` exactly as the policy step computes ``log pi_old``; ``"uniform"`` has constant
-    ``log q``; ``"all"`` enumerates the actions (eq. 15 needs no ``q``, its ``log q`` is 0).
+    ``distribution.log_prob`` exactly as the policy step computes ``log pi_old``; ``"antithetic"`` also draws from
+    pi_old, in pairs ``mean +- std * eps`` (Gaussian policies); ``"uniform"`` has constant ``log q``; ``"all"``
+    enumerates the actions (eq. 15 needs no ``q``, its ``log q`` is 0).
     """
     space = sampler.action_space
     if action_sampling == "all":
@@ -127,7 +137,11 @@ def draw_first_actions(
     if action_sampling == "uniform":
         return _uniform_actions(space, n_actions, n_states, rng)
     parameters = sampler.distribution_parameters(distribution)
-    noise = sampler.draw_noise(rng, (n_actions, n_states), parameters)
+    if action_sampling == "antithetic":
+        half = sampler.draw_noise(rng, (n_actions // 2, n_states), parameters)
+        noise = np.stack([half, -half], axis=1).reshape(n_actions, *half.shape[1:])  # eps_1, -eps_1, eps_2, -eps_2, ...
+    else:
+        noise = sampler.draw_noise(rng, (n_actions, n_states), parameters)
     actions = np.stack([sampler.actions(parameters, noise[k]) for k in range(n_actions)])
     device = sampler.policy.device
     with th.no_grad():

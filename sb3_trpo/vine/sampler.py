@@ -36,15 +36,18 @@ from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_trpo.arrays import action_tensor
-from sb3_trpo.checks import check_bool, check_choice, check_int
+from sb3_trpo.checks import check_bool, check_choice, check_int, check_real
 from sb3_trpo.mlp_mirror import ActorCriticMirror
 from sb3_trpo.samplers import Collection, TrunkCollector
+from sb3_trpo.surrogate import HybridBatch, SurrogateBatch, branch_advantages
 from sb3_trpo.vine.actions import ACTION_SAMPLING, ActionSampler, check_action_sampling, draw_first_actions
 from sb3_trpo.vine.branches import BranchEstimates, BranchPlan, run_branches
 from sb3_trpo.vine.buffer import RolloutSet, VineBatch
 from sb3_trpo.vine.snapshot import EnvSnapshot, build_env, capture_env, check_env, restore_env
 from sb3_trpo.vine.vecenv import ObservationPipeline, SnapshotTap, TrunkEnvs, base_vec_env
 from sb3_trpo.vine.workers import BranchEnvs, InProcessBranchEnvs, WorkerBranchEnvs
+
+SURROGATES = ("hybrid", "paper")
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,9 @@ class VineOptions:
     :param horizon: H, env steps per branch including its first action (fewer when the episode ends); 50 to 100
         suits locomotion
     :param action_sampling: The distribution q of the K first actions: ``"policy"`` (pi_old, the paper's choice for
-        continuous control), ``"uniform"`` (finite discrete spaces, the paper's choice for Atari) or ``"all"`` (each
-        action of a Discrete space once, eq. 15)
+        continuous control), ``"antithetic"`` (pi_old in pairs ``mean +- std * eps``, Gaussian policies; K = 2 by
+        default), ``"uniform"`` (finite discrete spaces, the paper's choice for Atari) or ``"all"`` (each action of a
+        Discrete space once, eq. 15)
     :param common_random_numbers: Whether the K branches of a state share the simulator's random state (restored with
         the snapshot, e.g. ALE sticky actions) and the policy's noise after their first action; off: each branch copy
         keeps its own random streams and draws its own noise
@@ -73,6 +77,12 @@ class VineOptions:
     :param worker_timeout: Seconds to wait for a worker's reply before raising (``None``: as long as it lives)
     :param start_method: Multiprocessing start method of the workers (``None``: ``"forkserver"`` where available,
         else ``"spawn"``)
+    :param surrogate: The policy step's estimator. ``"hybrid"``: everything the iteration paid for, the trunk's
+        single-path surrogate (eq. 14, GAE) on all trunk states plus the N*K branch pairs with advantages from their
+        returns (leave-one-out baseline), each pair weighted ``branch_weight``, and the Fisher matrix and the KL on all
+        trunk states (:class:`sb3_trpo.surrogate.HybridBatch`). ``"paper"``: eq. 16 (eq. 15 with
+        ``action_sampling="all"``) on the N rollout-set states only, with the Fisher and the KL on them (section 5.2)
+    :param branch_weight: c, the weight of one branch pair against one trunk state in the ``"hybrid"`` surrogate
     """
 
     n_states: int = 64
@@ -85,6 +95,8 @@ class VineOptions:
     n_branch_envs: int = 64
     worker_timeout: float | None = 600.0
     start_method: str | None = None
+    surrogate: str = "hybrid"
+    branch_weight: float = 8.0
 
     @classmethod
     def names(cls) -> list[str]:
@@ -154,7 +166,7 @@ class VineSampler:
         self._rng = np.random.default_rng(None if seed is None else [seed, 0x76696E65])
         self._env: VecEnv | None = None
         self._branch_envs: BranchEnvs | None = None
-        self._batch: VineBatch | None = None
+        self.branch_batch: VineBatch | None = None
         self.trunk_steps = 0
         self.branch_steps = 0
         if env is not None:
@@ -212,11 +224,21 @@ class VineSampler:
         self.branch_steps += branch_steps
         return Collection(True, extra_steps=branch_steps, records=self._records(estimates))
 
-    def policy_batch(self, rollout: RolloutBufferSamples) -> VineBatch:
-        """The batch of the last :meth:`collect` (the rollout-set states and their branch estimates)."""
-        if self._batch is None:
+    def policy_batch(self, rollout: RolloutBufferSamples) -> SurrogateBatch:
+        """The policy step's batch for the last :meth:`collect` (see ``VineOptions.surrogate``)."""
+        vine = self.branch_batch
+        if vine is None:
             raise RuntimeError("VineSampler.policy_batch() needs a collect() first")
-        return self._batch
+        if self.options.surrogate == "paper":
+            return vine
+        trunk = self.trunk.policy_batch(rollout)
+        sampling = self.options.action_sampling
+        # eq. 15 enumerates the K actions: in importance-sampling form that is q = 1/K
+        log_q = th.full_like(vine.log_q, -math.log(self.n_actions)) if sampling == "all" else vine.log_q
+        advantages = branch_advantages(vine.q_values, sampling in ("policy", "uniform"), trunk.advantage_scale)
+        return HybridBatch(
+            trunk, vine.observations, vine.fisher_actions, vine.actions, advantages, log_q, self.options.branch_weight
+        )
 
     def _choose_rollout_set(self, n_rollout_steps: int, n_envs: int) -> tuple[np.ndarray, np.ndarray]:
         positions = np.sort(self._rng.choice(n_rollout_steps * n_envs, size=self.options.n_states, replace=False))
@@ -262,7 +284,7 @@ class VineSampler:
             self._pool(), self._pipeline, self.actions, rollout_set.snapshots, rollout_set.wrapper_states, plan
         )
         space = policy.action_space
-        self._batch = VineBatch(
+        self.branch_batch = VineBatch(
             observations=observations,
             fisher_actions=action_tensor(rollout_set.trunk_actions(rollout_buffer), space, policy.device),
             actions=th.stack([action_tensor(a, space, policy.device) for a in first_actions]),
@@ -330,6 +352,10 @@ def _check_option(name: str, value: object) -> None:
         _check_positive(name, value)
     elif name == "action_sampling":
         check_choice(f"vine_kwargs {name}", value, ACTION_SAMPLING)
+    elif name == "surrogate":
+        check_choice(f"vine_kwargs {name}", value, SURROGATES)
+    elif name == "branch_weight":
+        check_real(f"vine_kwargs {name}", value, low=0.0)
     else:
         check_choice(f"vine_kwargs {name}", value, mp.get_all_start_methods())
 

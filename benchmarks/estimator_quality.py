@@ -1,0 +1,452 @@
+"""Gradient quality per simulator step: single path against vine estimators at a fixed policy (section 5 of the paper).
+
+The paper's case for the vine sampler is a lower-variance estimate of the policy gradient for the simulator steps it
+costs. Learning curves measure that through a lot of noise; this script measures it directly. For a fixed policy
+checkpoint (single-path TRPO after ``--checkpoint-steps`` steps with the task's zoo hyperparameters, VecNormalize
+statistics frozen), each estimator collects one iteration's data ``--repeats`` times on fresh env seeds and computes
+TRPO's natural-gradient direction ``x ~ F^-1 g`` from it exactly as ``TRPO.train()`` does
+(``TRPO._natural_gradient``: the estimator's batch, its Fisher states, conjugate gradient). Reported per estimator:
+
+* ``steps``: simulator steps one estimate costs (trunk + branch steps);
+* ``quality``: the cosine between its direction and a reference direction from a large single-path batch
+  (``--reference-states``) at the same policy, mean and standard error over the repeats;
+* ``improvement``: the same cosine in the Fisher metric of the reference states, ``x . g_ref / (|x|_F |x_ref|_F)``:
+  the first-order gain in the reference surrogate of a step along ``x`` of a given KL, as a fraction of the gain
+  along the reference direction (what a trust-region step along ``x`` is worth; parameters the policy barely depends
+  on weigh little here, unlike in the Euclidean cosine);
+* ``agreement``: the mean cosine between the directions of two independent repeats (no reference needed), and from it
+  the ``single-path-equivalent steps``: if an estimate is the true direction plus noise of variance ``s / n``, two
+  repeats agree to ``1 / (1 + s / n)``; ``s`` is fitted on the single-path estimators (whose ``n`` is their step
+  count) and ``n_eq = s / (1 / agreement - 1)`` for every estimator (standard error by the delta method over the
+  pairwise cosines);
+* ``kl_own`` / ``kl_held_out``: the mean KL(old || new) of the step TRPO accepts (scaled step and line search on the
+  estimator's own batch), measured on the estimator's own states and on the reference batch's states (``target_kl``
+  units).
+
+    python benchmarks/estimator_quality.py [--task Hopper-v5] [--repeats 8] [--estimators sp2048 hybrid8 ...]
+
+Every collection (estimators and reference) starts after ``--warmup`` policy steps per env, so that its states follow
+the policy's state distribution as a trunk in the middle of training does, not the first steps after a reset.
+
+Writes ``<task>.csv`` (one row per repeat), ``<task>_summary.csv``, ``<task>.md`` and ``<task>.png`` to ``--out``.
+Runs on one thread (``torch.set_num_threads(1)``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import itertools
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable (benchmarks.*)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import pandas as pd
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+
+from benchmarks.machine import machine_description
+from sb3_trpo import TRPO
+from sb3_trpo.zoo import split_entry
+
+RESULTS = Path(__file__).resolve().parent / "results" / "estimator_quality"
+CHECKPOINTS = Path(__file__).resolve().parent / "results" / "tmp" / "estimator_quality"
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """One way to estimate the policy step: a sampler with its options and a trunk of ``n_steps`` per env."""
+
+    name: str
+    n_steps: int
+    vine_kwargs: dict[str, Any] | None = None
+    single_path_reference: bool = False  # a single-path estimator used to fit the noise constant ``s``
+
+    def describe(self) -> str:
+        if self.vine_kwargs is None:
+            return f"single path, n_steps={self.n_steps}"
+        options = " ".join(f"{k}={v}" for k, v in self.vine_kwargs.items())
+        return f"vine, n_steps={self.n_steps}, {options}"
+
+
+def _vine(n_steps: int, **options: Any) -> dict[str, Any]:
+    return {"n_steps": n_steps, "vine_kwargs": options}
+
+
+# Per task: (n_envs of the zoo entry) estimators at about 2 and 4 iterations' worth of single-path steps.
+ESTIMATORS: dict[str, list[Estimator]] = {
+    "Hopper-v5": [
+        Estimator("sp2048", 1024, single_path_reference=True),
+        Estimator("sp4096", 2048, single_path_reference=True),
+        Estimator("paper_N32K4H16", **_vine(1024, n_states=32, n_actions=4, horizon=16, surrogate="paper")),
+        Estimator("paper_N128K2H8", **_vine(1024, n_states=128, n_actions=2, horizon=8, surrogate="paper")),
+        Estimator("hybrid1_N32K4H16", **_vine(1024, n_states=32, n_actions=4, horizon=16, branch_weight=1.0)),
+        Estimator("hybrid8_N32K4H16", **_vine(1024, n_states=32, n_actions=4, horizon=16, branch_weight=8.0)),
+        Estimator("hybrid16_N32K4H16", **_vine(1024, n_states=32, n_actions=4, horizon=16, branch_weight=16.0)),
+        Estimator(
+            "hybrid16_anti_N64K2H16",
+            **_vine(1024, n_states=64, n_actions=2, horizon=16, action_sampling="antithetic", branch_weight=16.0),
+        ),
+        Estimator(
+            "hybrid16_anti_T1024_N96K2H16",
+            **_vine(512, n_states=96, n_actions=2, horizon=16, action_sampling="antithetic", branch_weight=16.0),
+        ),
+    ],
+    "CartPole-v1": [
+        Estimator("sp1024", 512, single_path_reference=True),
+        Estimator("sp2048", 1024, single_path_reference=True),
+        Estimator("paper_all_N32H16", **_vine(512, n_states=32, action_sampling="all", horizon=16, surrogate="paper")),
+        Estimator("hybrid1_all_N32H16", **_vine(512, n_states=32, action_sampling="all", horizon=16, branch_weight=1.0)),
+        Estimator("hybrid8_all_N32H16", **_vine(512, n_states=32, action_sampling="all", horizon=16, branch_weight=8.0)),
+        Estimator("hybrid32_all_N32H16", **_vine(512, n_states=32, action_sampling="all", horizon=16, branch_weight=32.0)),
+        Estimator("hybrid8_all_N64H8", **_vine(512, n_states=64, action_sampling="all", horizon=8, branch_weight=8.0)),
+    ],
+}
+
+
+@dataclass
+class Task:
+    """A task's zoo setup: algorithm kwargs, n_envs, VecNormalize, and the checkpoint policy it starts from."""
+
+    env_id: str
+    algo_kwargs: dict[str, Any]
+    n_envs: int
+    normalize: bool
+    checkpoint: TRPO | None = None
+    vec_normalize: VecNormalize | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_zoo(cls, env_id: str) -> Task:
+        algo_kwargs, zoo = split_entry(env_id)
+        return cls(env_id, algo_kwargs, int(zoo.get("n_envs", 1)), bool(zoo.get("normalize", False)))
+
+    def make_env(self, seed: int) -> VecEnv:
+        """The task's VecEnv; with VecNormalize, frozen at the checkpoint's statistics (no update from these steps)."""
+        env = make_vec_env(self.env_id, n_envs=self.n_envs, seed=seed)
+        if not self.normalize:
+            return env
+        normalized = VecNormalize(env, gamma=self.algo_kwargs.get("gamma", 0.99), training=False)
+        if self.vec_normalize is not None:
+            normalized.obs_rms = copy.deepcopy(self.vec_normalize.obs_rms)
+            normalized.ret_rms = copy.deepcopy(self.vec_normalize.ret_rms)
+        return normalized
+
+    def model(self, estimator: Estimator, seed: int) -> TRPO:
+        """A model with the checkpoint's weights that collects like ``estimator``."""
+        kwargs = {**self.algo_kwargs, "n_steps": estimator.n_steps}
+        if estimator.vine_kwargs is not None:
+            kwargs.update(sampler="vine", vine_kwargs=estimator.vine_kwargs)
+        model = TRPO("MlpPolicy", self.make_env(seed), seed=seed, **kwargs)
+        assert self.checkpoint is not None
+        model.policy.load_state_dict(self.checkpoint.policy.state_dict())
+        return model
+
+
+def train_checkpoint(task: Task, steps: int, seed: int, cache: Path) -> None:
+    """Single-path TRPO for ``steps`` env steps (cached under ``cache``): the fixed policy every estimate is made at."""
+    cache.mkdir(parents=True, exist_ok=True)
+    model_path, stats_path = cache / f"{task.env_id}-{steps}-seed{seed}.zip", cache / f"{task.env_id}-{steps}-seed{seed}.pkl"
+    if model_path.is_file():
+        task.checkpoint = TRPO.load(model_path, device="cpu")
+        if task.normalize:
+            task.vec_normalize = VecNormalize.load(str(stats_path), make_vec_env(task.env_id, n_envs=1))
+        return
+    env = make_vec_env(task.env_id, n_envs=task.n_envs, seed=seed)
+    if task.normalize:
+        env = VecNormalize(env, gamma=task.algo_kwargs.get("gamma", 0.99))
+    model = TRPO("MlpPolicy", env, seed=seed, **task.algo_kwargs)
+    model.learn(steps)
+    model.save(model_path)
+    if task.normalize:
+        assert isinstance(env, VecNormalize)
+        env.save(str(stats_path))
+        task.vec_normalize = env
+    task.checkpoint = model
+    returns = [info["r"] for info in model.ep_info_buffer or []]
+    task.stats = {"checkpoint_return": float(np.mean(returns)) if returns else float("nan")}
+
+
+def collect(model: TRPO, warmup: int) -> int:
+    """One iteration of the model's sampler at its current policy, no update; returns the simulator steps spent.
+
+    The envs first run ``warmup`` steps each with the policy (not counted): a trunk in the middle of learning
+    continues its episodes across iterations, so its states follow the policy's state distribution rather than the
+    first steps after a reset.
+    """
+    env = model.env
+    assert env is not None
+    obs, dones = env.reset(), np.ones(env.num_envs, dtype=bool)
+    for _ in range(warmup):
+        actions, _ = model.predict(obs, deterministic=False)  # type: ignore[arg-type]
+        obs, _, dones, _ = env.step(actions)
+    model._last_obs, model._last_episode_starts = obs, dones  # type: ignore[assignment]
+    model._setup_learn(model.n_steps * model.n_envs, None, reset_num_timesteps=False)
+    callback = _NoCallback()
+    callback.init_callback(model)
+    assert model.collect_rollouts(env, callback, model.rollout_buffer, model.n_steps)
+    return model.num_timesteps
+
+
+class _NoCallback(BaseCallback):
+    def _on_step(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One repeat of one estimator."""
+
+    direction: th.Tensor
+    steps: int
+    kl_own: float
+    kl_held_out: float
+    seconds: float
+
+
+def estimate(task: Task, estimator: Estimator, seed: int, held_out: th.Tensor, warmup: int) -> Estimate:
+    """Collect, then the natural-gradient direction and the KL of the accepted step (own and held-out states)."""
+    start = time.perf_counter()
+    model = task.model(estimator, seed)
+    steps = collect(model, warmup)
+    model.policy.set_training_mode(True)
+    rollout = next(model.rollout_buffer.get(batch_size=None))
+    batch = model._sampler.policy_batch(rollout)
+    direction = model._natural_gradient(batch).cg.solution.detach().clone()
+    before = _distribution_params(model, held_out)
+    info = model._policy_step(batch)
+    kl_held_out = _mean_kl(model, held_out, before) / model._kl_scale(model.policy.get_distribution(held_out[:1]))
+    model._sampler.close()
+    return Estimate(direction, steps, info.evaluation.mean_kl, kl_held_out, time.perf_counter() - start)
+
+
+def _distribution_params(model: TRPO, obs: th.Tensor) -> tuple[th.Tensor, ...]:
+    from sb3_trpo.distributions import family_of
+
+    with th.no_grad():
+        distribution = model.policy.get_distribution(obs)
+        family = family_of(distribution)
+        assert family is not None
+        return tuple(p.clone() for p in family.parameters(distribution))
+
+
+def _mean_kl(model: TRPO, obs: th.Tensor, before: tuple[th.Tensor, ...]) -> float:
+    from sb3_trpo.distributions import family_of
+
+    with th.no_grad():
+        distribution = model.policy.get_distribution(obs)
+        family = family_of(distribution)
+        assert family is not None
+        return float(family.kl(before, family.parameters(distribution)).mean())
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The natural gradient of one large single-path batch at the checkpoint, its states, and its Fisher metric."""
+
+    direction: th.Tensor
+    gradient: th.Tensor
+    observations: th.Tensor
+    fisher: Callable[[th.Tensor], th.Tensor]  # undamped F v on the reference states
+
+    def improvement(self, x: th.Tensor) -> float:
+        """``x . g / (|x|_F |x_ref|_F)``: the first-order gain of a step along ``x`` of a given KL, as a fraction of
+        the gain along the reference direction ``x_ref = F^-1 g`` (the cosine of ``x`` and ``x_ref`` in the Fisher
+        metric, since ``F x_ref = g``)."""
+        return float(x @ self.gradient / th.sqrt((x @ self.fisher(x)) * (self.direction @ self.gradient)))
+
+
+def reference(task: Task, n_states: int, seed: int, warmup: int) -> Reference:
+    """The reference: one single-path batch of ``n_states`` states at the checkpoint."""
+    model = task.model(Estimator("reference", n_states // task.n_envs), seed)
+    collect(model, warmup)
+    model.policy.set_training_mode(True)
+    rollout = next(model.rollout_buffer.get(batch_size=None))
+    natural = model._natural_gradient(model._sampler.policy_batch(rollout))
+    observations = rollout.observations
+    assert isinstance(observations, th.Tensor)
+    fisher, damping = natural.fisher.product, natural.fisher.damping
+    return Reference(
+        natural.cg.solution.detach().clone(), natural.gradient.detach(), observations, lambda v: fisher(v) - damping * v
+    )
+
+
+def cosine(a: th.Tensor, b: th.Tensor) -> float:
+    return float(a @ b / (a.norm() * b.norm()))
+
+
+def summarize(rows: pd.DataFrame, directions: dict[str, list[th.Tensor]], estimators: list[Estimator]) -> pd.DataFrame:
+    """Per estimator: steps, quality, agreement and single-path-equivalent steps (with standard errors), KLs."""
+    agreement: dict[str, tuple[float, float]] = {}
+    for name, dirs in directions.items():
+        pairs = [cosine(a, b) for a, b in itertools.combinations(dirs, 2)]
+        # pairs share repeats: a conservative standard error uses the number of repeats, not of pairs
+        agreement[name] = (float(np.mean(pairs)), float(np.std(pairs, ddof=1) / math.sqrt(len(dirs))))
+    s_values = [
+        rows.loc[rows.estimator == e.name, "steps"].mean() * (1.0 / agreement[e.name][0] - 1.0)
+        for e in estimators
+        if e.single_path_reference and agreement[e.name][0] > 0
+    ]
+    s = float(np.mean(s_values)) if s_values else float("nan")
+    out = []
+    for e in estimators:
+        sub = rows[rows.estimator == e.name]
+        a, a_se = agreement[e.name]
+        n_eq = s / (1.0 / a - 1.0) if 0 < a < 1 else float("nan")
+        n_eq_se = s * a_se / (1.0 - a) ** 2 if 0 < a < 1 else float("nan")  # d/da [s a / (1 - a)]
+        out.append(
+            {
+                "estimator": e.name,
+                "description": e.describe(),
+                "steps": float(sub.steps.mean()),
+                "quality": float(sub.quality.mean()),
+                "quality_se": float(sub.quality.std(ddof=1) / math.sqrt(len(sub))),
+                "improvement": float(sub.improvement.mean()),
+                "improvement_se": float(sub.improvement.std(ddof=1) / math.sqrt(len(sub))),
+                "agreement": a,
+                "agreement_se": a_se,
+                "sp_equivalent_steps": n_eq,
+                "sp_equivalent_steps_se": n_eq_se,
+                "sp_equivalent_per_step": n_eq / float(sub.steps.mean()),
+                "kl_own": float(sub.kl_own.mean()),
+                "kl_held_out": float(sub.kl_held_out.mean()),
+                "seconds": float(sub.seconds.mean()),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def markdown(summary: pd.DataFrame, header: list[str]) -> str:
+    lines = [
+        *header,
+        "",
+        "| estimator | steps | quality ± se | improvement ± se | agreement ± se | single-path-equivalent steps ± se "
+        "| per step | KL own / held-out |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in summary.itertuples():
+        lines.append(
+            f"| {row.estimator} | {row.steps:.0f} | {row.quality:.3f} ± {row.quality_se:.3f} | "
+            f"{row.improvement:.3f} ± {row.improvement_se:.3f} | "
+            f"{row.agreement:.3f} ± {row.agreement_se:.3f} | "
+            f"{row.sp_equivalent_steps:.0f} ± {row.sp_equivalent_steps_se:.0f} | "
+            f"{row.sp_equivalent_per_step:.2f} | {row.kl_own:.4f} / {row.kl_held_out:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(summary: pd.DataFrame, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    for row in summary.itertuples():
+        marker = "o" if row.estimator.startswith("sp") else "s"
+        axes[0].errorbar(row.steps, row.quality, yerr=row.quality_se, fmt=marker, capsize=3, label=row.estimator)
+        axes[1].errorbar(row.steps, row.improvement, yerr=row.improvement_se, fmt=marker, capsize=3, label=row.estimator)
+        axes[2].errorbar(
+            row.steps, row.sp_equivalent_steps, yerr=row.sp_equivalent_steps_se, fmt=marker, capsize=3, label=row.estimator
+        )
+    limit = max(summary.steps.max(), np.nanmax(summary.sp_equivalent_steps)) * 1.05
+    axes[2].plot([0, limit], [0, limit], "k:", linewidth=1, label="= simulator steps")
+    axes[0].set(xlabel="simulator steps per estimate", ylabel="cosine to the reference direction", title=title)
+    axes[1].set(xlabel="simulator steps per estimate", ylabel="Fisher-metric cosine (improvement)")
+    axes[2].set(xlabel="simulator steps per estimate", ylabel="single-path-equivalent steps")
+    axes[2].legend(fontsize=6, loc="upper left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(figure)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="Hopper-v5", choices=sorted(ESTIMATORS))
+    parser.add_argument("--estimators", nargs="+", help="names (default: all of the task's)")
+    parser.add_argument("--repeats", type=int, default=12, help="independent estimates per estimator (>= 2)")
+    parser.add_argument("--reference-states", type=int, default=16384, help="states of the reference batch")
+    parser.add_argument("--checkpoint-steps", type=int, default=60_000, help="single-path steps before the fixed policy")
+    parser.add_argument("--seed", type=int, default=0, help="checkpoint seed; repeats use seeds 1000 + i")
+    parser.add_argument("--warmup", type=int, default=1000, help="policy steps per env before each collection")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--cache", type=Path, default=CHECKPOINTS, help="where checkpoints are kept")
+    args = parser.parse_args(argv)
+    if args.repeats < 2:
+        parser.error("--repeats must be at least 2 (the agreement needs two independent estimates)")
+    known = {e.name for e in ESTIMATORS[args.task]}
+    unknown = sorted(set(args.estimators or []) - known)
+    if unknown:
+        parser.error(f"unknown estimators {unknown} for {args.task}; known: {sorted(known)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    th.set_num_threads(1)
+    estimators = [e for e in ESTIMATORS[args.task] if args.estimators is None or e.name in args.estimators]
+    if not any(e.single_path_reference for e in estimators):
+        estimators = [e for e in ESTIMATORS[args.task] if e.single_path_reference] + estimators
+    task = Task.from_zoo(args.task)
+    start = time.perf_counter()
+    train_checkpoint(task, args.checkpoint_steps, args.seed, args.cache)
+    ref = reference(task, args.reference_states, seed=args.seed + 500, warmup=args.warmup)
+    rows: list[dict[str, Any]] = []
+    directions: dict[str, list[th.Tensor]] = {}
+    for e in estimators:
+        directions[e.name] = []
+        for i in range(args.repeats):
+            result = estimate(task, e, seed=1000 + i, held_out=ref.observations, warmup=args.warmup)
+            directions[e.name].append(result.direction)
+            rows.append(
+                dict(
+                    estimator=e.name,
+                    repeat=i,
+                    steps=result.steps,
+                    quality=cosine(result.direction, ref.direction),
+                    improvement=ref.improvement(result.direction),
+                    kl_own=result.kl_own,
+                    kl_held_out=result.kl_held_out,
+                    seconds=result.seconds,
+                )
+            )
+        sub = [r for r in rows if r["estimator"] == e.name]
+        print(f"  {e.name:30s} quality {np.mean([r['quality'] for r in sub]):.3f}  steps {sub[0]['steps']}", flush=True)
+    table = pd.DataFrame(rows)
+    summary = summarize(table, directions, estimators)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.task.replace("/", "-")
+    table.to_csv(args.out / f"{stem}.csv", index=False)
+    summary.to_csv(args.out / f"{stem}_summary.csv", index=False, float_format="%.5g")
+    command = "python benchmarks/estimator_quality.py " + " ".join(argv)
+    header = [
+        f"# Estimator quality on {args.task}",
+        "",
+        f"- command: `{command.strip()}`",
+        f"- date: {datetime.date.today().isoformat()}; machine: {machine_description()}",
+        f"- checkpoint: single-path TRPO, zoo hyperparameters, {args.checkpoint_steps} steps, seed {args.seed}"
+        + (f" (mean training return {task.stats['checkpoint_return']:.1f})" if task.stats else ""),
+        f"- reference: one single-path batch of {args.reference_states} states; {args.repeats} repeats per estimator "
+        f"(env seeds 1000-{999 + args.repeats}); standard errors over repeats; total {time.perf_counter() - start:.0f} s",
+    ]
+    report = markdown(summary, header)
+    (args.out / f"{stem}.md").write_text(report + "\n")
+    plot(summary, args.out / f"{stem}.png", args.task)
+    print(report)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
