@@ -6,7 +6,8 @@ A :class:`Sampler` does three things for the algorithm:
   trains the critic) and whatever else its estimator needs, and reports what it did in a :class:`Collection`:
   whether a callback stopped training, the simulator steps it spent beyond the rollout itself (the vine sampler's
   branch steps, which the algorithm counts in ``num_timesteps``), and its logger records;
-* ``policy_batch(rollout)`` hands the policy step its :class:`~sb3_trpo.surrogate.SurrogateBatch`;
+* ``policy_batch(rollout)`` hands the policy step its :class:`~sb3_trpo.surrogate.SurrogateBatch`, and
+  ``critic_batch(rollout)`` the critic fit its :class:`CriticBatch` (states and value targets);
 * ``close()`` releases what it holds (env copies, worker processes).
 
 :class:`SinglePathSampler` is section 5.1 and owns the package's one rollout loop: the loop of SB3's
@@ -30,7 +31,7 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EventCallback, ProgressBarCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.type_aliases import RolloutBufferSamples
+from stable_baselines3.common.type_aliases import PyTorchObs, RolloutBufferSamples
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
@@ -54,6 +55,19 @@ class Collection:
     records: Mapping[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class CriticBatch:
+    """What the critic is fitted on: observations and their value targets (e.g. the trunk's lambda-returns)."""
+
+    observations: PyTorchObs
+    returns: th.Tensor
+
+    @classmethod
+    def of(cls, rollout: RolloutBufferSamples) -> CriticBatch:
+        """The rollout's states and lambda-returns (GAE's targets, as in SB3 and sb3-contrib)."""
+        return cls(rollout.observations, rollout.returns)
+
+
 class Sampler(Protocol):
     """Where the data of one TRPO iteration comes from (see the module docstring)."""
 
@@ -64,6 +78,10 @@ class Sampler(Protocol):
 
     def policy_batch(self, rollout: RolloutBufferSamples) -> SurrogateBatch:
         """The policy step's batch for the last collection; ``rollout`` is the whole (shuffled) rollout buffer."""
+        ...
+
+    def critic_batch(self, rollout: RolloutBufferSamples) -> CriticBatch:
+        """The critic fit's states and targets for the last collection."""
         ...
 
     def close(self) -> None:
@@ -214,6 +232,10 @@ class SinglePathSampler:
             scale = float(std)
         actions = action_tensor(rollout.actions[keep], self.algo.policy.action_space, rollout.actions.device)
         return SinglePathBatch(index_obs(rollout.observations, keep), actions, advantages, scale)
+
+    def critic_batch(self, rollout: RolloutBufferSamples) -> CriticBatch:
+        """The rollout's states and lambda-returns."""
+        return CriticBatch.of(rollout)
 
     def close(self) -> None:
         """Nothing to release."""

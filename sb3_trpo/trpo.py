@@ -29,7 +29,7 @@ from stable_baselines3.common.policies import (
     BasePolicy,
     MultiInputActorCriticPolicy,
 )
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, RolloutBufferSamples, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule
 from stable_baselines3.common.utils import explained_variance
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
@@ -39,7 +39,7 @@ from sb3_trpo.arrays import index_obs
 from sb3_trpo.checks import check_bool, check_choice, check_int, check_real
 from sb3_trpo.distributions import OutputFamily, Params, detach_params, family_of, sum_per_state
 from sb3_trpo.mlp_mirror import ActorCriticMirror, AdamSettings, MirrorJacobian, fit_critic, single_threaded_blas
-from sb3_trpo.samplers import Sampler, SinglePathSampler, add_simulator_steps
+from sb3_trpo.samplers import CriticBatch, Sampler, SinglePathSampler, add_simulator_steps
 from sb3_trpo.surrogate import SurrogateBatch
 from sb3_trpo.trust_region import (
     ConjugateGradientResult,
@@ -360,7 +360,7 @@ class TRPO(OnPolicyAlgorithm):
         batch = self._sampler.policy_batch(rollout)
         with single_threaded_blas():
             step = self._policy_step(batch)
-            value_losses = self._fit_critic(rollout)
+            value_losses = self._fit_critic(self._sampler.critic_batch(rollout))
         release_distribution_graph(self.policy)
         self._n_updates += 1
         self._log_train(step, value_losses)
@@ -502,9 +502,10 @@ class TRPO(OnPolicyAlgorithm):
                 kl = per_state_kl(old_distribution, distribution)
         return StepEvaluation(float(objective), float(kl.mean()), float(kl.max()))
 
-    def _fit_critic(self, rollout: RolloutBufferSamples) -> list[float]:
-        """``n_critic_updates`` epochs of minibatch MSE regression of the critic on the lambda-returns."""
-        n = len(rollout.returns)
+    def _fit_critic(self, data: CriticBatch) -> list[float]:
+        """``n_critic_updates`` epochs of minibatch MSE regression of the critic on the sampler's targets (the trunk's
+        lambda-returns, and for the vine sampler its branches' returns too)."""
+        n = len(data.returns)
         batches = [
             perm[start : start + self.batch_size]
             for perm in (self._rng.permutation(n) for _ in range(self.n_critic_updates))
@@ -512,13 +513,13 @@ class TRPO(OnPolicyAlgorithm):
         ]
         optimizer = self.policy.optimizer
         if self._mirror is not None and AdamSettings.of(optimizer) is not None:
-            obs = rollout.observations
+            obs = data.observations
             assert isinstance(obs, th.Tensor)
-            return fit_critic(self._mirror.critic, optimizer, obs.cpu().numpy(), rollout.returns.cpu().numpy(), batches)
+            return fit_critic(self._mirror.critic, optimizer, obs.cpu().numpy(), data.returns.cpu().numpy(), batches)
         losses = []
         for idx in batches:
-            values = self.policy.predict_values(index_obs(rollout.observations, idx)).flatten()
-            loss = F.mse_loss(rollout.returns[idx], values)
+            values = self.policy.predict_values(index_obs(data.observations, idx)).flatten()
+            loss = F.mse_loss(data.returns[idx], values)
             losses.append(loss.item())
             optimizer.zero_grad()
             loss.backward()

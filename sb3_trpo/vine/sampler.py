@@ -38,7 +38,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from sb3_trpo.arrays import action_tensor
 from sb3_trpo.checks import check_bool, check_choice, check_int, check_real
 from sb3_trpo.mlp_mirror import ActorCriticMirror
-from sb3_trpo.samplers import Collection, TrunkCollector
+from sb3_trpo.samplers import Collection, CriticBatch, TrunkCollector
 from sb3_trpo.surrogate import HybridBatch, SurrogateBatch, branch_advantages
 from sb3_trpo.vine.actions import ACTION_SAMPLING, ActionSampler, check_action_sampling, draw_first_actions
 from sb3_trpo.vine.branches import BranchEstimates, BranchPlan, run_branches
@@ -239,6 +239,10 @@ class VineSampler:
         return HybridBatch(
             trunk, vine.observations, vine.fisher_actions, vine.actions, advantages, log_q, self.options.branch_weight
         )
+
+    def critic_batch(self, rollout: RolloutBufferSamples) -> CriticBatch:
+        """The trunk's states and lambda-returns."""
+        return CriticBatch.of(rollout)
 
     def _choose_rollout_set(self, n_rollout_steps: int, n_envs: int) -> tuple[np.ndarray, np.ndarray]:
         positions = np.sort(self._rng.choice(n_rollout_steps * n_envs, size=self.options.n_states, replace=False))
