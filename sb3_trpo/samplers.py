@@ -280,9 +280,12 @@ def _as_batch(obs: Any) -> Observation:
 
 def _first_non_finite(array: np.ndarray) -> int | None:
     """The env index of the first non-finite entry of a per-env batch (``None`` if all finite or not float)."""
-    if array.dtype.kind not in "fc" or np.isfinite(array).all():
+    if array.dtype.kind not in "fc":
         return None
-    return int(np.argwhere(~np.isfinite(array.reshape(len(array), -1)))[0, 0])
+    finite = np.isfinite(array)
+    if finite.all():
+        return None
+    return int(np.argwhere(~finite.reshape(len(array), -1))[0, 0])
 
 
 def check_finite_observations(obs: Any, what: str, num_timesteps: int, env: int | None = None) -> None:
@@ -305,13 +308,15 @@ def check_finite_step(
     obs: Any, rewards: np.ndarray, infos: list[dict[str, Any]], dones: np.ndarray, num_timesteps: int
 ) -> None:
     """``ValueError`` naming what and when, if a step returned a non-finite reward or observation."""
-    env = _first_non_finite(np.asarray(rewards, dtype=np.float64))
+    env = _first_non_finite(np.asarray(rewards))
     if env is not None:
         raise ValueError(
             f"non-finite reward {float(rewards[env])} from env {env} at num_timesteps={num_timesteps}; no parameter was "
             "updated from it. Check the env's reward (or wrap it in VecCheckNan(raise_exception=True))."
         )
     check_finite_observations(obs, "the observation returned by env.step()", num_timesteps)
+    if not dones.any():
+        return
     for idx in np.flatnonzero(dones):
         terminal = infos[idx].get("terminal_observation")
         if terminal is not None:

@@ -110,6 +110,29 @@ def test_learning_and_ablation_scripts(tmp_path: Path) -> None:
     assert "![Hopper-v5](Hopper-v5.png)" in report and "fixed_step_size used" in report
     assert_small_png(ablation_out / "Hopper-v5.png")
 
+    vine_out = tmp_path / "vine"
+    out = run_module("benchmarks.vine_learning", *TINY, *vine, "--jobs", "2", "--runs-dir", runs, "--out", vine_out)
+    assert "sb3_trpo Hopper-v5 seed 0" in out and "(cached)" in out  # the learning run again
+    for label, surrogate in (("vine", "hybrid"), ("vine_paper", "paper")):
+        spec = json.loads((runs / label / TASK / f"n{BUDGET}-seed0" / "spec.json").read_text())
+        assert f"'surrogate': '{surrogate}'" in spec["hyperparams"]["vine_kwargs"]
+    report = (vine_out / "report.md").read_text()
+    assert all(f"| {label} |" in report for label in ("sb3_trpo", "vine", "vine_paper")) and "vs single path" in report
+    assert_small_png(vine_out / "Hopper-v5.png")
+
+
+def test_estimator_quality_script(tmp_path: Path) -> None:
+    tiny = ["--task", "CartPole-v1", "--repeats", "2", "--reference-states", "512", "--checkpoint-steps", "1024"]
+    estimators = ["--estimators", "sp1024", "hybrid8_all_N32H16", "--warmup", "10"]
+    out = run_module("benchmarks.estimator_quality", *tiny, *estimators, "--out", tmp_path, "--cache", tmp_path / "cache")
+    assert "command: `python benchmarks/estimator_quality.py --task CartPole-v1" in out
+    summary = pd.read_csv(tmp_path / "CartPole-v1_summary.csv").set_index("estimator")
+    assert list(summary.index) == ["sp1024", "hybrid8_all_N32H16"]
+    assert summary.loc["sp1024", "steps"] == 1024 and summary.loc["hybrid8_all_N32H16", "steps"] > 1024  # branches count
+    assert summary["quality"].between(-1, 1).all() and summary["kl_held_out"].gt(0).all()
+    assert len(pd.read_csv(tmp_path / "CartPole-v1.csv")) == 4  # one row per repeat
+    assert_small_png(tmp_path / "CartPole-v1.png")
+
 
 def test_code_versions_lists_each_fingerprint_once_with_its_commits() -> None:
     def result(code: str, commit: str) -> RunResult:
