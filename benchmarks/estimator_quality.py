@@ -102,6 +102,14 @@ ESTIMATORS: dict[str, list[Estimator]] = {
             "hybrid16_anti_T1024_N96K2H16",
             **_vine(512, n_states=96, n_actions=2, horizon=16, action_sampling="antithetic", branch_weight=16.0),
         ),
+        # smaller branch budgets per iteration (512 and 1024 branch steps per 2048 trunk steps)
+        Estimator("hybrid8_N32K2H8", **_vine(1024, n_states=32, n_actions=2, horizon=8, branch_weight=8.0)),
+        Estimator("hybrid8_N16K4H8", **_vine(1024, n_states=16, n_actions=4, horizon=8, branch_weight=8.0)),
+        Estimator("hybrid8_N64K2H8", **_vine(1024, n_states=64, n_actions=2, horizon=8, branch_weight=8.0)),
+        Estimator(
+            "hybrid8_anti_N32K2H8",
+            **_vine(1024, n_states=32, n_actions=2, horizon=8, action_sampling="antithetic", branch_weight=8.0),
+        ),
     ],
     "CartPole-v1": [
         Estimator("sp1024", 512, single_path_reference=True),

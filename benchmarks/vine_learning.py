@@ -1,15 +1,14 @@
 """The vine sampler against single path in learning, at equal simulator steps (branch steps counted).
 
-Three configurations per task, each the task's entry of ``zoo_configs/trpo.yml`` (``--algo trpo``), run by rl-zoo's
-pipeline (:mod:`benchmarks.zoo_runs`):
+Three configurations per task, run by rl-zoo's pipeline (:mod:`benchmarks.zoo_runs`):
 
-* ``sb3_trpo``: single path as configured (the same runs as ``benchmarks.learning``'s, reused when the budget and
-  evaluation schedule match);
-* ``vine``: ``sampler="vine"`` with the task's vine options (:data:`VINE_KWARGS`, the settings of
-  ``zoo_configs/trpo_vine.yml``; ``--vine-kwargs`` changes them), the default policy step of the vine sampler
-  (``surrogate="hybrid"``: the trunk's surrogate on all trunk states plus the branch pairs, Fisher and KL on all
-  states);
-* ``vine_paper``: the same sampler with ``surrogate="paper"``: eq. 16 (eq. 15 with every action rolled out) on the
+* ``sb3_trpo``: single path, the task's entry of ``zoo_configs/trpo.yml`` (``--algo trpo``; the same runs as
+  ``benchmarks.learning``'s, reused when the budget and evaluation schedule match);
+* ``vine``: the task's entry of ``zoo_configs/trpo_vine.yml`` (``--algo trpo_vine``) as shipped: the same trunk and
+  critic fit as the ``trpo.yml`` entry, plus the vine sampler with its default policy step (``surrogate="hybrid"``:
+  the trunk's surrogate on all trunk states plus the branch pairs, Fisher and KL on all states); ``--vine-kwargs``
+  changes its options;
+* ``vine_paper``: the same with ``surrogate="paper"``: eq. 16 (eq. 15 with every action rolled out) on the
   rollout-set states alone, with the Fisher and the KL on them (section 5.2).
 
 The vine sampler adds its branch steps to ``num_timesteps``, so the budget counts them; its evaluations are made more
@@ -56,13 +55,6 @@ SEEDS = (0, 1, 2, 3, 4)  # reported seeds; the settings were chosen on other see
 BASELINE = learning.OURS
 LABELS = (BASELINE, "vine", "vine_paper")
 COLORS = {BASELINE: "C0", "vine": "C1", "vine_paper": "C2"}
-# The vine options of each task (zoo_configs/trpo_vine.yml has the same; its comments say how they were chosen)
-VINE_KWARGS: dict[str, dict[str, Any]] = {
-    "Hopper-v5": dict(n_states=32, n_actions=4, horizon=16, branch_weight=8.0),
-    "Walker2d-v5": dict(n_states=32, n_actions=4, horizon=16, branch_weight=8.0),
-    "CartPole-v1": dict(n_states=32, action_sampling="all", horizon=16, branch_weight=8.0),
-}
-DEFAULT_VINE_KWARGS: dict[str, Any] = dict(n_states=32, n_actions=4, horizon=16)
 BUDGETS = {"CartPole-v1": 100_000}  # without --budget; other tasks: DEFAULT_BUDGET
 DEFAULT_BUDGET = 500_000
 
@@ -79,8 +71,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def vine_options(args: argparse.Namespace, env_id: str, surrogate: str) -> dict[str, Any]:
-    """The vine options of a run: the task's, the command line's changes, and the surrogate."""
-    return {**VINE_KWARGS.get(env_id, DEFAULT_VINE_KWARGS), **args.vine_overrides, "surrogate": surrogate}
+    """The vine options of a run: the task's ``trpo_vine.yml`` entry's, the command line's changes, and the surrogate."""
+    shipped = config_entry(CONFIG_DIR / "trpo_vine.yml", env_id)["vine_kwargs"]
+    return {**shipped, **args.vine_overrides, "surrogate": surrogate}
 
 
 def budget(args: argparse.Namespace, env_id: str) -> int:
@@ -95,7 +88,7 @@ def eval_freq(args: argparse.Namespace, env_id: str, vine: dict[str, Any] | None
     freq = int(args.eval_freq)
     if vine is None:
         return freq
-    entry = config_entry(CONFIG_DIR / "trpo.yml", env_id)
+    entry = config_entry(CONFIG_DIR / "trpo_vine.yml", env_id)
     n_envs = entry.get("n_envs", 1)
     trunk = entry.get("n_steps", 2048) * n_envs
     n_actions = vine.get("n_actions") or (2 if vine.get("action_sampling") == "all" else 4)
@@ -111,9 +104,10 @@ def run_specs(args: argparse.Namespace) -> list[RunSpec]:
             specs.append(RunSpec(BASELINE, "trpo", env_id, seed, n, eval_freq(args, env_id, None), args.eval_episodes))
             for label, surrogate in (("vine", "hybrid"), ("vine_paper", "paper")):
                 vine = vine_options(args, env_id, surrogate)
-                hyperparams = (("sampler", "'vine'"), ("vine_kwargs", repr(vine)))
+                changed = label == "vine_paper" or bool(args.vine_overrides)
+                hyperparams = (("vine_kwargs", repr(vine)),) if changed else ()
                 freq = eval_freq(args, env_id, vine)
-                specs.append(RunSpec(label, "trpo", env_id, seed, n, freq, args.eval_episodes, hyperparams))
+                specs.append(RunSpec(label, "trpo_vine", env_id, seed, n, freq, args.eval_episodes, hyperparams))
     return specs
 
 
@@ -159,8 +153,9 @@ def write_outputs(args: argparse.Namespace, argv: Sequence[str], results: Sequen
         *report_header(MODULE, argv, args.jobs, results),
         f"- seeds: {' '.join(map(str, args.seeds))}; budget per run (branch steps included): "
         + ", ".join(f"{env_id} {budget(args, env_id)}" for env_id in args.tasks),
-        "- every configuration: the task's entry of zoo_configs/trpo.yml (`--algo trpo`); `vine` adds `sampler='vine'` "
-        "and the options below (`surrogate='hybrid'`, the default), `vine_paper` the same with `surrogate='paper'`",
+        "- `sb3_trpo`: the task's entry of zoo_configs/trpo.yml (`--algo trpo`); `vine`: its entry of "
+        "zoo_configs/trpo_vine.yml (`--algo trpo_vine`: the same trunk and critic fit, plus these vine options); "
+        "`vine_paper`: the same with `surrogate='paper'`",
         *[f"  - {env_id}: `{vine_options(args, env_id, 'hybrid')}`" for env_id in args.tasks],
         f"- evaluation: about every {args.eval_freq} env steps, {args.eval_episodes} episodes of the "
         "deterministic policy on a separate env with frozen VecNormalize statistics (rl-zoo's EvalCallback)",
