@@ -10,6 +10,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+import pandas as pd
 import pytest
 import torch as th
 import yaml
@@ -251,3 +252,23 @@ def test_zoo_trains_the_vine_sampler(tmp_path: Path) -> None:
         "--seed", "100", "--eval-freq", "-1")  # fmt: skip
     model = TRPO.load(tmp_path / "logs" / "trpo_vine" / "MinAtar-Breakout-v1_1" / "MinAtar-Breakout-v1.zip")
     assert model.sampler == "vine" and model.num_timesteps >= 256
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Benchmark
+
+
+def test_policy_benchmark_on_a_tiny_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.minatar_policies import main
+
+    argv = ["--games", "Breakout", "--seeds", "100", "--budget", "1024", "--eval-episodes", "1", "--jobs", "1"]
+    report = main([*argv, "--out", str(tmp_path)])
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert sorted(runs["policy"]) == ["cnn", "mlp"] and (runs["env_steps"] == 1024).all()
+    assert runs.loc[runs["policy"] == "mlp", "fast_path"].all() and not runs.loc[runs["policy"] == "cnn", "fast_path"].any()
+    assert set(pd.read_csv(tmp_path / "curves.csv")["timesteps"]) == {1024}
+    assert "| Breakout | cnn | 1 |" in report and "| Breakout | mlp | 1 |" in report and "n/a (one seed)" in report
+    assert "python -m benchmarks.minatar_policies --games Breakout" in capsys.readouterr().out
+    main([*argv, "--out", str(tmp_path)])  # resumed: nothing runs again
+    assert "2 of 2 runs reused" in capsys.readouterr().out
+    assert len(pd.read_csv(tmp_path / "runs.csv")) == 2

@@ -159,6 +159,13 @@ def test_minatar_rng_sharing_is_restored() -> None:
             _assert_identical(_play(copy, [1, 2, 0, 1] * 30, reset_at_end=True), reference)
 
 
+def test_minatar_with_an_unknown_random_state_is_refused() -> None:
+    env = gym.make("MinAtar/Breakout-v1")
+    env.unwrapped.game.env.random = np.random.default_rng(0)  # not what MinAtar 1.0 uses: the adapter would not know it
+    with pytest.raises(UnsupportedEnvError, match=r"attribute 'random' of minatar\.environments\.breakout\.Env .*Generator"):
+        check_env(env)
+
+
 def test_atari_wrapper_and_frame_stack_replay() -> None:
     """PongNoFrameskip-v4 through SB3's AtariWrapper (sticky actions on) and VecFrameStack: a copy replays the trunk."""
     atari = make_atari_env("PongNoFrameskip-v4", n_envs=1, seed=0, wrapper_kwargs=dict(action_repeat_probability=0.25))
