@@ -113,6 +113,7 @@ def make_env(env_id: str, n_envs: int, seed: int) -> Any:
 def run_one(spec: RunSpec) -> tuple[dict[str, Any], list[tuple[int, float]]]:
     """Train one model, evaluate it; the run's row and its training-return curve."""
     th.set_num_threads(1)
+    code = commit()
     model = TRPO(POLICIES[spec.policy], make_env(spec.env_id, N_ENVS, spec.seed), n_steps=N_STEPS, batch_size=BATCH_SIZE,
                  seed=spec.seed)  # fmt: skip
     curve = TrainingReturns()
@@ -132,7 +133,7 @@ def run_one(spec: RunSpec) -> tuple[dict[str, Any], list[tuple[int, float]]]:
         returns, _ = evaluate_policy(model, eval_env, n_eval_episodes=spec.eval_episodes, deterministic=deterministic,
                                      return_episode_rewards=True)  # fmt: skip
         row[f"eval_{mode}"] = float(np.mean(returns))
-    row.update(date=datetime.date.today().isoformat(), commit=commit())
+    row.update(date=datetime.date.today().isoformat(), commit=code)
     return row, curve.points
 
 
@@ -180,7 +181,7 @@ def machine() -> str:
 
 def load_previous(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs, curves = out / "runs.csv", out / "curves.csv"
-    previous = pd.read_csv(runs) if runs.exists() else pd.DataFrame(columns=KEY)
+    previous = pd.read_csv(runs, dtype={"commit": str}) if runs.exists() else pd.DataFrame(columns=KEY)
     points = pd.read_csv(curves) if curves.exists() else pd.DataFrame(columns=[*KEY, "timesteps", "train_return"])
     return previous, points
 
@@ -305,7 +306,11 @@ def main(argv: Sequence[str] | None = None) -> str:
         f"episodes (seed + {EVAL_SEED_OFFSET}); returns mean ± std over seeds (ddof=1); "
         f"verdicts by Welch's t-test (p < {P_THRESHOLD})"
     )
-    report = f"```\n{header}\n```\n\n{settings}\n\n{summary(runs, specs, random_returns)}\n"
+    made = runs.merge(pd.DataFrame([asdict(spec) for spec in specs]), on=KEY)
+    provenance = (
+        f"runs made on {', '.join(sorted(set(made['date'])))} at sb3-trpo commit(s) {', '.join(sorted(set(made['commit'])))}"
+    )
+    report = f"```\n{header}\n```\n\n{settings}; {provenance}\n\n{summary(runs, specs, random_returns)}\n"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.md").write_text(report)
     print("\n" + report, flush=True)
