@@ -3,7 +3,10 @@
 ``from sb3_trpo import TRPO`` is a drop-in replacement for ``sb3_contrib.TRPO``.
 """
 
+from sb3_trpo.minatar import register_minatar_envs
 from sb3_trpo.trpo import TRPO
 from sb3_trpo.version import __version__
+
+register_minatar_envs()  # the MinAtar/* ids; minatar itself is imported only when such an env is made
 
 __all__ = ["TRPO", "__version__"]

@@ -12,12 +12,18 @@ adapter chosen from the layer's type:
   assumed constant after construction, as in gymnasium's envs; an env that edits its model must opt in (below).
 * ALE (``ale_py.AtariEnv``): ``ALEInterface.cloneState(include_rng=...)``, which carries the emulator and the
   sticky-action random state.
+* MinAtar (``minatar.gym.BaseEnv``, the ``MinAtar/*`` ids of :mod:`sb3_trpo.minatar`): the attributes of its
+  ``minatar.Environment`` (the last action, which sticky actions repeat) and of the game object inside it
+  (positions, timers, entities), and with ``include_rng=True`` the ``RandomState`` of each, which the sticky actions
+  and the game's spawns draw from (the two are one object after a seeded reset; the snapshot keeps that sharing).
 * Classic control and toy text (``gymnasium.envs.classic_control``, ``gymnasium.envs.toy_text``): their
   attributes (``state``, counters, ``np_random``).
 * Wrappers: their attributes, e.g. ``TimeLimit``'s elapsed steps, SB3's ``MaxAndSkipEnv`` frame buffer,
   ``EpisodicLifeEnv`` life counter, ``StickyActionEnv`` last action.
 * Opt-in: any layer (core env or wrapper) that defines ``vine_get_state()`` (a picklable value) and
-  ``vine_set_state(state)`` is saved and restored through them alone.
+  ``vine_set_state(state)`` is saved and restored through them alone, and owns the state of everything beneath it:
+  the layers below an opting-in wrapper are neither checked nor snapshotted (they only have to be picklable, as
+  every layer does, for branch copies to be built).
 * SB3 ``Monitor`` layers are left out: branch copies have none, so they never report episodes.
 
 Attributes are sorted by kind: structure (the wrapped env, spaces, specs, functions, rendering handles) is not
@@ -35,6 +41,7 @@ import enum
 import functools
 import io
 import random
+import sys
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -155,8 +162,16 @@ def iter_layers(env: gym.Env) -> Iterator[gym.Env]:
 
 
 def snapshot_layers(env: gym.Env) -> list[gym.Env]:
-    """The layers a snapshot covers: every layer except SB3 ``Monitor`` wrappers."""
-    return [layer for layer in iter_layers(env) if not isinstance(layer, Monitor)]
+    """The layers a snapshot covers: every layer except SB3 ``Monitor`` wrappers, from the outermost down to the
+    first layer that opts in (``vine_get_state``/``vine_set_state``), which owns the state of the layers beneath it."""
+    layers = []
+    for layer in iter_layers(env):
+        if isinstance(layer, Monitor):
+            continue
+        layers.append(layer)
+        if _has_opt_in(layer):
+            break
+    return layers
 
 
 def env_name(env: gym.Env) -> str:
@@ -350,6 +365,64 @@ class AleAdapter(AttributeAdapter):
         super().restore(layer, attributes)
 
 
+class MinatarAdapter(AttributeAdapter):
+    """``minatar.gym.BaseEnv``: its attributes, those of its ``minatar.Environment`` (``game``: the last action, which
+    sticky actions repeat) and of the game inside that (``game.env``), and with ``include_rng`` both ``RandomState``s.
+
+    MinAtar seeds by giving ``game`` and ``game.env`` one new ``RandomState`` (before the first seeded reset they have
+    one each): a restore re-creates the sharing of the snapshot, so sticky actions and spawns draw from one stream
+    exactly when they did in the trunk.
+    """
+
+    exclude = frozenset({"game"})
+    _GAME_EXCLUDE = frozenset({"env", "random"})
+    _CORE_EXCLUDE = frozenset({"random"})
+
+    def check(self, env: gym.Env, layer: Any) -> None:
+        super().check(env, layer)
+        game = layer.game
+        for holder in (game, game.env):
+            random_state = vars(holder).get("random")
+            if not isinstance(random_state, np.random.RandomState):
+                raise UnsupportedEnvError(
+                    f"The vine sampler cannot snapshot env {env_name(env)!r}: attribute 'random' of "
+                    f"{_class_name(holder)} holds a {_class_name(random_state)}, not the numpy RandomState of the MinAtar "
+                    f"versions it knows (1.0.x). Define {OPT_IN_METHODS[0]}() and {OPT_IN_METHODS[1]}(state) on the env."
+                )
+        check_attributes(env, game, self._GAME_EXCLUDE)
+        check_attributes(env, game.env, self._CORE_EXCLUDE)
+
+    def capture(self, layer: Any, include_rng: bool) -> Any:
+        game = layer.game
+        rng = None
+        if include_rng:
+            shared = game.env.random is game.random
+            rng = (game.random.get_state(), None if shared else game.env.random.get_state())
+        return (
+            super().capture(layer, include_rng),
+            capture_attributes(game, include_rng, self._GAME_EXCLUDE),
+            capture_attributes(game.env, include_rng, self._CORE_EXCLUDE),
+            rng,
+        )
+
+    def restore(self, layer: Any, state: Any) -> None:
+        attributes, game_attributes, core_attributes, rng = state
+        super().restore(layer, attributes)
+        game = layer.game
+        restore_attributes(game, game_attributes, self._GAME_EXCLUDE)
+        restore_attributes(game.env, core_attributes, self._CORE_EXCLUDE)
+        if rng is None:
+            return
+        outer, inner = rng
+        if inner is None:
+            game.env.random = game.random
+        elif game.env.random is game.random:
+            game.env.random = np.random.RandomState()
+        game.random.set_state(outer)
+        if inner is not None:
+            game.env.random.set_state(inner)
+
+
 class OptInAdapter:
     """A layer's own ``vine_get_state()`` / ``vine_set_state(state)``; it saves whatever randomness it chooses."""
 
@@ -370,6 +443,7 @@ class OptInAdapter:
 _ATTRIBUTES = AttributeAdapter()
 _MUJOCO = MujocoAdapter()
 _ALE = AleAdapter()
+_MINATAR = MinatarAdapter()
 _OPT_IN = OptInAdapter()
 _ATTRIBUTE_CORE_MODULES = ("gymnasium.envs.classic_control", "gymnasium.envs.toy_text")
 
@@ -393,6 +467,13 @@ def _family_classes() -> tuple[tuple[type, ...], tuple[type, ...]]:
     return mujoco_types, ale_types
 
 
+def _minatar_class() -> type | None:
+    """``minatar.gym.BaseEnv`` if that module was imported (a MinAtar env exists only then), else ``None``."""
+    module = sys.modules.get("minatar.gym")
+    cls = getattr(module, "BaseEnv", None)
+    return cls if isinstance(cls, type) else None
+
+
 def _has_opt_in(layer: object) -> bool:
     return any(callable(getattr(layer, method, None)) for method in OPT_IN_METHODS)
 
@@ -408,12 +489,15 @@ def adapter_for(env: gym.Env, layer: Any) -> AttributeAdapter | OptInAdapter:
         return _MUJOCO
     if isinstance(layer, ale_types):
         return _ALE
+    minatar_type = _minatar_class()
+    if minatar_type is not None and isinstance(layer, minatar_type):
+        return _MINATAR
     if type(layer).__module__.startswith(_ATTRIBUTE_CORE_MODULES):
         return _ATTRIBUTES
     raise UnsupportedEnvError(
         f"The vine sampler cannot snapshot env {env_name(env)!r}: its core env {_class_name(layer)} is not a MuJoCo "
-        "env (gymnasium.envs.mujoco.MujocoEnv), an ALE env (ale_py.AtariEnv) nor a gymnasium classic-control or "
-        "toy-text env, so there is no known way to save and restore its full state. Define "
+        "env (gymnasium.envs.mujoco.MujocoEnv), an ALE env (ale_py.AtariEnv), a MinAtar env (minatar.gym.BaseEnv) nor "
+        "a gymnasium classic-control or toy-text env, so there is no known way to save and restore its full state. Define "
         f"{OPT_IN_METHODS[0]}() (returning a picklable copy of everything step() depends on, random state included) "
         f"and {OPT_IN_METHODS[1]}(state) on it."
     )
@@ -494,8 +578,28 @@ def clone_recipe(env: gym.Env) -> bytes:
     same arguments (``EzPickle``), classic-control envs copy their attributes. Wrappers keep their attributes.
     """
     buffer = io.BytesIO()
-    _RecipePickler(buffer).dump(env)
+    try:
+        _RecipePickler(buffer).dump(env)
+    except Exception as error:
+        raise _unpicklable(env, error) from error
     return buffer.getvalue()
+
+
+def _unpicklable(env: gym.Env, error: Exception) -> UnsupportedEnvError:
+    """The error of an env whose recipe cannot be pickled, naming the innermost layer that fails."""
+    culprit: Any = env
+    for layer in reversed(list(iter_layers(env))):
+        try:
+            _RecipePickler(io.BytesIO()).dump(layer)
+        except Exception:
+            culprit = layer
+            break
+    return UnsupportedEnvError(
+        f"The vine sampler cannot build branch copies of env {env_name(env)!r}: they are unpickled from the trunk env, "
+        f"and layer {_class_name(culprit)} cannot be pickled ({type(error).__name__}: {error}). Make it picklable, e.g. "
+        "with gymnasium.utils.EzPickle, which re-runs the constructor with the same arguments (its state is then set "
+        f"by the layer's {OPT_IN_METHODS[0]}()/{OPT_IN_METHODS[1]}() or by the adapter of its family)."
+    )
 
 
 def build_env(recipe: bytes, seed: int | None = None) -> gym.Env:
