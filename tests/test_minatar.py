@@ -21,6 +21,7 @@ from zoo_cli import zoo
 
 from sb3_trpo import TRPO
 from sb3_trpo.minatar import ENTRY_POINT, GAMES, MinAtarCNN, MinAtarCnnPolicy, env_ids, make_minatar_env
+from sb3_trpo.vine.sampler import VineSampler
 
 # MinAtar's minimal action sets (v1) and channel counts, from minatar 1.0.15
 MINIMAL_ACTIONS = {"Asterix": 5, "Breakout": 3, "Freeway": 3, "Seaquest": 6, "SpaceInvaders": 4}
@@ -158,7 +159,7 @@ def test_vine_sampler_on_minatar_learns() -> None:
     model = TRPO("MlpPolicy", "MinAtar/Breakout-v1", sampler="vine", vine_kwargs=dict(action_sampling="all"), seed=100)
     model.learn(2 * model.n_steps + 1)
     assert model._n_updates >= 2
-    assert model._vine is not None and model._vine.branch_steps > 0
+    assert isinstance(model._sampler, VineSampler) and model._sampler.branch_steps > 0
 
 
 def test_cnn_policy_learns_saves_and_loads(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
 from sb3_trpo import TRPO
 from sb3_trpo.minatar import env_ids as minatar_env_ids
 from sb3_trpo.vine import UnsupportedEnvError, build_env, capture_env, clone_recipe, restore_env
+from sb3_trpo.vine.sampler import VineSampler
 from sb3_trpo.vine.snapshot import check_env, snapshot_layers
 from sb3_trpo.vine.vecenv import ObservationPipeline, TrunkEnvs, layer_names
 
@@ -367,7 +368,7 @@ def test_opting_in_wrapper_over_an_opaque_env_learns_with_the_vine_sampler() -> 
     )
     model.learn(4 * 64 + 4 * 8 * 2 * 10)
     assert model._n_updates >= 2
-    assert model._vine is not None and model._vine.branch_steps > 0
+    assert isinstance(model._sampler, VineSampler) and model._sampler.branch_steps > 0
 
 
 def test_unpicklable_env_beneath_an_opting_in_wrapper_fails_at_construction() -> None:
