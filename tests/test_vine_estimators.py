@@ -17,10 +17,9 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from sb3_trpo.surrogate import all_actions_objective, self_normalized_objective
 from sb3_trpo.vine import build_env, capture_env, clone_recipe
 from sb3_trpo.vine.actions import ActionSampler, draw_first_actions
-from sb3_trpo.vine.branches import BranchPlan, run_branches
+from sb3_trpo.vine.branches import BranchPlan, InProcessBranchEnvs, run_branches
 from sb3_trpo.vine.buffer import VineBatch
 from sb3_trpo.vine.vecenv import ObservationPipeline
-from sb3_trpo.vine.workers import InProcessBranchEnvs
 
 
 def _log(x: list[list[float]]) -> th.Tensor:
