@@ -178,7 +178,7 @@ class _NormalizeStage(_StatelessStage):
         self.wrapper = wrapper
 
     def frozen(self) -> _NormalizeStage:
-        return _NormalizeStage(copy.deepcopy(self.wrapper))  # through VecNormalize.__getstate__: no VecEnv
+        return self  # pickles through VecNormalize.__getstate__ (statistics and settings, no VecEnv)
 
     def observe(self, slots: np.ndarray, obs: Observation) -> Observation:
         return self.wrapper.normalize_obs(obs)
@@ -292,8 +292,9 @@ class ObservationPipeline:
         self.stages = [stage for stage in (_stage_for(w) for w in reversed(wrappers)) if stage is not None]
 
     def frozen(self) -> ObservationPipeline:
-        """What branch workers get once per iteration: this pipeline with today's ``VecNormalize`` statistics, holding
-        no VecEnv (picklable; the per-branch frame stacks come with each branch job's wrapper state)."""
+        """What branch workers get once per iteration, to be pickled at once: this pipeline without the trunk's frame
+        stacks, whose ``VecNormalize`` pickles as its statistics and settings of that moment, without its VecEnv (the
+        per-branch frame stacks come with each branch job's wrapper state)."""
         clone = copy.copy(self)
         clone.stages = [stage.frozen() for stage in self.stages]
         return clone

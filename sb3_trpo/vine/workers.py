@@ -36,10 +36,11 @@ import os
 import pickle
 import signal
 import socket
+import threading
 import time
 import traceback
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, NoReturn, Protocol
@@ -264,6 +265,40 @@ def _worker_main(conn: Connection) -> None:
             worker.close()
 
 
+class _TearFlag(Protocol):
+    _torn: bool
+
+
+@contextlib.contextmanager
+def deferred_keyboard_interrupt(owner: _TearFlag | None = None) -> Iterator[None]:
+    """Hold back a Ctrl-C (SIGINT) until the block is done, so that a message is written or read whole.
+
+    Only in the main thread (where Python runs signal handlers) and when SIGINT has a Python handler; the held
+    signal goes to that handler after the block (``KeyboardInterrupt`` by default). A second Ctrl-C interrupts at
+    once, and marks ``owner._torn``: a pipe may then hold part of a message, so the pool must be stopped.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield
+        return
+    held: list[Any] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        held.append(frame)
+        if len(held) > 1:
+            if owner is not None:
+                owner._torn = True
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held and len(held) == 1:
+            previous(signal.SIGINT, held[0])  # the Ctrl-C wins over an exception of the block
+
+
 def _stop_processes(processes: list[Any], connections: list[Connection], grace: float) -> None:
     """Stop (``close`` message, then SIGTERM, then SIGKILL) and join every process; close the pipes."""
     if grace > 0:
@@ -318,7 +353,7 @@ class ProcessBranchRunner:
         self.connections: list[Connection] = []
         self._pending: dict[int, int] = {}  # worker -> sequence number of its unanswered request
         self._seq = 0
-        self._torn = False  # inside a send or receive: an interruption there leaves a pipe mid-message
+        self._torn = False  # a message was cut (a second Ctrl-C inside a send or a receive): the pool must go
         self._finalizer = weakref.finalize(self, _stop_processes, self.processes, self.connections, 0.0)
 
     @property
@@ -337,8 +372,7 @@ class ProcessBranchRunner:
             shared = pickle.dumps(SharedState(policy_weights(self.policy), batch.pipeline.frozen()), protocol=5)
             shipped = 0
             for w, job in enumerate(jobs):
-                shipped += self._send(w, ("run", self._seq, shared, pickle.dumps(job, protocol=5)))
-                self._pending[w] = self._seq
+                shipped += self._send(w, ("run", self._seq, shared, pickle.dumps(job, protocol=5)), self._seq)
             ship_seconds = time.perf_counter() - start
             parts = [self._receive(w, self._seq) for w in range(len(jobs))]
         except BaseException:
@@ -379,11 +413,13 @@ class ProcessBranchRunner:
             raise
 
     def _stop(self, grace: float) -> None:
-        _stop_processes(self.processes, self.connections, grace)
-        self.processes.clear()
-        self.connections.clear()
-        self._pending.clear()
-        self._torn = False
+        """Stop and reap every worker (Ctrl-C is held back meanwhile: no worker is left behind)."""
+        with deferred_keyboard_interrupt():
+            _stop_processes(self.processes, self.connections, grace)
+            self.processes.clear()
+            self.connections.clear()
+            self._pending.clear()
+            self._torn = False
 
     def _drain(self) -> None:
         """Collect and drop the replies to an interrupted run (a worker answers its requests in order)."""
@@ -392,15 +428,16 @@ class ProcessBranchRunner:
 
     # -- messages ------------------------------------------------------------------------------------------------
 
-    def _send(self, worker: int, message: tuple[Any, ...]) -> int:
+    def _send(self, worker: int, message: tuple[Any, ...], seq: int | None = None) -> int:
+        """Send ``message`` whole (Ctrl-C waits until it is written); ``seq``: the request's number, now pending."""
         data = pickle.dumps(message, protocol=5)
-        self._torn = True
         try:
-            self.connections[worker].send_bytes(data)
+            with deferred_keyboard_interrupt(self):
+                self.connections[worker].send_bytes(data)
+                if seq is not None:
+                    self._pending[worker] = seq
         except OSError:
-            self._torn = False
             self._fail(worker, "died")
-        self._torn = False
         return len(data)
 
     def _receive(self, worker: int, seq: int, expect: str = "result") -> Any:
@@ -414,17 +451,16 @@ class ProcessBranchRunner:
                 self._fail(worker, "timeout")
             if conn not in ready and not conn.poll():
                 self._fail(worker, "died")
-            self._torn = True
             try:
-                kind, reply_seq, payload = pickle.loads(conn.recv_bytes())
+                with deferred_keyboard_interrupt(self):
+                    kind, reply_seq, payload = pickle.loads(conn.recv_bytes())
+                    if kind == expect and reply_seq == seq:
+                        self._pending.pop(worker, None)
             except (EOFError, OSError):
-                self._torn = False
                 self._fail(worker, "died")
-            self._torn = False
             if kind == "error":
                 self._fail(worker, "raised", payload)
             if kind == expect and reply_seq == seq:
-                self._pending.pop(worker, None)
                 return payload
 
     def _fail(self, worker: int, how: str, worker_traceback: str = "") -> NoReturn:
