@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import multiprocessing
 import os
 import signal
 import sys
@@ -44,14 +43,15 @@ VINE = dict(n_states=16, n_actions=3, horizon=10, n_branch_envs=12)  # 48 branch
 
 
 class SlowInWorkers(gym.Wrapper):
-    """Sleeps ``delay`` seconds per step in worker processes (branch copies), never in the trunk."""
+    """Sleeps ``delay`` seconds per step in other processes than the trunk's (branch workers, Ray actors)."""
 
     def __init__(self, env: gym.Env, delay: float) -> None:
         super().__init__(env)
         self.delay = delay
+        self.trunk_pid = os.getpid()  # copied into the branch copies with the wrapper's attributes
 
     def step(self, action: Any) -> Any:
-        if multiprocessing.parent_process() is not None:
+        if os.getpid() != self.trunk_pid:
             time.sleep(self.delay)
         return self.env.step(action)
 
@@ -242,9 +242,15 @@ def ctrl_c_at(delay: float, worker_pids: Callable[[], list[int]]) -> threading.T
     return thread
 
 
-def interrupt_at_many_moments(model: TRPO, steps: int, pids: Callable[[], list[int]], seed: int = 0) -> dict[str, int]:
-    """``learn(steps)`` interrupted at random moments until the trunk, the branches and the policy step were each hit
-    at least twice (60 tries at most); returns the count per phase."""
+def interrupt_at_many_moments(
+    model: TRPO,
+    steps: int,
+    pids: Callable[[], list[int]],
+    phases: tuple[str, ...] = ("trunk", "branches", "train"),
+    seed: int = 0,
+) -> dict[str, int]:
+    """``learn(steps)`` interrupted at random moments until each of ``phases`` was hit at least twice (60 tries at
+    most); returns the count per phase."""
     started = time.monotonic()
     model.learn(steps, reset_num_timesteps=False)
     duration = time.monotonic() - started
@@ -261,7 +267,7 @@ def interrupt_at_many_moments(model: TRPO, steps: int, pids: Callable[[], list[i
             hits[_phase(interrupt.__traceback__)] += 1
         for thread in threads:
             thread.join()
-        if min(hits["trunk"], hits["branches"], hits["train"]) >= 2:
+        if min(hits[phase] for phase in phases) >= 2:
             break
     return hits
 

@@ -61,6 +61,15 @@ def connect(n_cpus: int) -> None:
         ray.init(num_cpus=n_cpus, include_dashboard=False)
 
 
+class RayBranchWorker(BranchWorker):
+    """A :class:`BranchWorker` on a Ray actor: it names its node in :meth:`info`."""
+
+    def info(self) -> tuple[int, str]:
+        ray = import_ray()
+        context = ray.get_runtime_context()
+        return os.getpid(), f"node {context.get_node_id()[:12]} at {ray.util.get_node_ip_address()}"
+
+
 _actor_class: Any = None
 
 
@@ -68,7 +77,7 @@ def _remote_worker_class() -> Any:
     global _actor_class
     if _actor_class is None:
         ray = import_ray()
-        _actor_class = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(BranchWorker)
+        _actor_class = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(RayBranchWorker)
     return _actor_class
 
 

@@ -65,6 +65,13 @@ from sb3_trpo.vine.vecenv import ObservationPipeline
 
 BACKENDS = ("process", "ray")
 
+if "forkserver" in mp.get_all_start_methods():
+    # Worker processes fork from multiprocessing's fork server: let it import this module (torch, SB3) once, when it
+    # starts, so that a pool starts in a fraction of a second instead of importing torch in every worker. Set at import
+    # because the server may start before any pool does (a SubprocVecEnv trunk, whose workers then start faster too);
+    # it has no effect on a server already running.
+    mp.set_forkserver_preload([__name__])
+
 
 class BranchWorkerError(RuntimeError):
     """A branch worker raised, died or stopped answering; the pool was stopped (the next run starts a new one)."""
@@ -391,9 +398,6 @@ class ProcessBranchRunner:
     def _start(self) -> None:
         """Start every worker and wait until each has built its copies and its policy (all or none)."""
         context = mp.get_context(self.start_method)
-        if self.start_method == "forkserver":
-            # Worker processes are forked from a server that has imported this package (and torch) once
-            context.set_forkserver_preload([__name__])  # type: ignore[attr-defined]
         policy = pickled_policy(self.policy)
         try:
             for w, seeds in enumerate(self.seeds):
