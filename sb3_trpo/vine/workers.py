@@ -19,11 +19,14 @@ streams: with common random numbers, or for envs whose ``step`` draws no random 
 
 Faults: a worker that raises, dies, or does not answer within ``timeout`` seconds makes :meth:`run` raise
 :class:`BranchWorkerError` naming the worker, its pid and exit code (with the worker's traceback where there is
-one), after every worker of the pool was stopped and reaped; the next :meth:`run` starts a fresh pool. Worker
-processes ignore SIGINT (Ctrl-C reaches the whole process group; the main process decides): a ``KeyboardInterrupt``
-in the main process while it waits for replies leaves the pool usable (each request has a sequence number, and the
-next run first collects and drops the replies of the interrupted one); one that tears a message apart (mid-send or
-mid-receive) stops the pool, and the next run starts a new one. Non-finite branch data comes back as a
+one), after every worker of the pool was stopped and reaped; the next :meth:`run` starts a fresh pool.
+
+Ctrl-C: worker processes ignore SIGINT (a terminal's Ctrl-C reaches the whole process group; the main process
+decides). In the main process a ``KeyboardInterrupt`` is held back while a message is being written or read, so that
+no pipe is left holding half a message, and is raised right after; while the main process waits for replies it is
+raised at once. Either way the pool stays: each request has a sequence number, and the next run first collects and
+drops the replies of the interrupted one. A second Ctrl-C inside a write or a read interrupts it at once; the pool is
+then stopped, and the next run starts a new one. Non-finite branch data comes back as a
 :class:`~sb3_trpo.vine.branches.BranchDataError` (a ``ValueError``), raised in the main process.
 """
 
