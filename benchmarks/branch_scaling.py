@@ -5,9 +5,10 @@ pi_old each, horizon H, common random numbers, critic bootstrap) of an untrained
 the same ``BranchRunner.run`` that ``TRPO(..., sampler="vine")`` calls once per iteration. The runners alternate,
 repetition after repetition, so that a noisy machine's drifts hit all of them; each pool is started (and warmed up by
 one run) before timing. Branch steps/s is the total branch steps over the total wall time of the timed runs; the
-ratio is to the in-process runner. Per-iteration overhead: main-process time to serialize and ship the weights, the
-frozen observation pipeline and the jobs (``RunStats.ship_seconds``), and the bytes shipped. Q_hat is checked to be
-the same bits for every runner.
+ratio is to the in-process runner. The machine's ceiling is measured beside them: two processes stepping the env
+with random actions (no policy, nothing shipped) against one. Per-iteration overhead: main-process time to serialize
+and ship the weights, the frozen observation pipeline and the jobs (``RunStats.ship_seconds``), and the bytes
+shipped. Q_hat is checked to be the same bits for every runner.
 
     python benchmarks/branch_scaling.py [--envs Hopper-v5 Humanoid-v5] [--repeats 5] [--n-states 64] [--n-actions 4]
         [--horizon 50] [--backends in_process process ray] [--out benchmarks/results/branch_scaling]
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import multiprocessing as mp
 import os
 import platform
 import sys
@@ -42,6 +44,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from sb3_trpo import TRPO
 from sb3_trpo.vine.branches import BranchEstimates
 from sb3_trpo.vine.sampler import VineSampler
+from sb3_trpo.vine.snapshot import build_env
 from sb3_trpo.vine.vecenv import TrunkEnvs, base_vec_env
 from sb3_trpo.vine.workers import BranchBatch, BranchRunner, InProcessBranchRunner, ProcessBranchRunner, worker_seeds
 
@@ -76,6 +79,32 @@ def cpu_description() -> str:
 def load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
+
+
+def _step_env(recipe: bytes, n_steps: int, seed: int) -> float:
+    """Seconds to step a branch copy ``n_steps`` times with random actions (resetting at episode ends)."""
+    env = build_env(recipe, seed)
+    env.action_space.seed(seed)
+    start = time.perf_counter()
+    for _ in range(n_steps):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            env.reset()
+    return time.perf_counter() - start
+
+
+def parallel_ceiling(recipe: bytes, n_steps: int) -> float:
+    """What the machine allows: the speed of two processes stepping the env at once (``n_steps`` each), over one
+    process stepping ``2 * n_steps`` (no policy, no shipping: an upper bound for 2 workers over 1)."""
+    with mp.get_context("spawn").Pool(2) as pool:
+        pool.starmap(_step_env, [(recipe, 10, 0), (recipe, 10, 1)])  # start both processes (not timed)
+        start = time.perf_counter()
+        pool.apply(_step_env, (recipe, 2 * n_steps, 0))
+        one = time.perf_counter() - start
+        start = time.perf_counter()
+        pool.starmap(_step_env, [(recipe, n_steps, 1), (recipe, n_steps, 2)])
+        two = time.perf_counter() - start
+    return one / two
 
 
 def branch_batch(env_id: str, n_states: int, n_actions: int, horizon: int, seed: int) -> tuple[VineSampler, BranchBatch]:
@@ -129,8 +158,10 @@ def make_runners(sampler: VineSampler, backends: list[str]) -> dict[str, tuple[T
     return runners
 
 
-def measure(env_id: str, args: argparse.Namespace) -> list[Timing]:
+def measure(env_id: str, args: argparse.Namespace) -> tuple[list[Timing], float]:
+    """The runners' timings, and the machine's parallel ceiling for this env."""
     sampler, batch = branch_batch(env_id, args.n_states, args.n_actions, args.horizon, seed=0)
+    ceiling = parallel_ceiling(sampler._recipe, n_steps=int(batch.plan.horizon * len(batch.plan) // 4))
     runners = make_runners(sampler, args.backends)
     reference: BranchEstimates | None = None
     for timing, runner in runners.values():  # start the pools, warm up, check the bits
@@ -151,15 +182,16 @@ def measure(env_id: str, args: argparse.Namespace) -> list[Timing]:
             timing.shipped_bytes.append(runner.stats.shipped_bytes)
     for _, runner in runners.values():
         runner.close()
-    return [timing for timing, _ in runners.values()]
+    return [timing for timing, _ in runners.values()], ceiling
 
 
-def report(env_id: str, timings: list[Timing], load_before: str, load_after: str) -> list[dict[str, Any]]:
+def report(env_id: str, timings: list[Timing], ceiling: float, load_before: str, load_after: str) -> list[dict[str, Any]]:
     base = next((t for t in timings if t.backend == "in_process"), timings[0])
     base_rate = base.steps / base.seconds
     rows = []
     per_run = base.steps // max(1, len(base.ship_seconds))
     print(f"\n{env_id}: {per_run} branch steps per run ({load_before} before, {load_after} after)")
+    print(f"  machine ceiling: 2 processes stepping the env at once (random actions) go {ceiling:.2f}x as fast as 1")
     header = ("runner", "steps/s", "x in-proc", "x 1 worker", "ship ms", "shipped KB", "start s")
     print("  " + " ".join(f"{h:>10s}" for h in header))
     one_worker = {t.backend: t.steps / t.seconds for t in timings if t.n_workers == 1}
@@ -184,6 +216,7 @@ def report(env_id: str, timings: list[Timing], load_before: str, load_after: str
                 ship_ms=round(ship_ms, 2),
                 shipped_kb=round(shipped_kb, 1),
                 start_s=round(t.start_seconds, 2),
+                env_parallel_ceiling=round(ceiling, 3),
                 load_before=load_before,
                 load_after=load_after,
             )
@@ -213,8 +246,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     rows = []
     for env_id in args.envs:
         before = load()
-        timings = measure(env_id, args)
-        rows.extend(report(env_id, timings, before, load()))
+        timings, ceiling = measure(env_id, args)
+        rows.extend(report(env_id, timings, ceiling, before, load()))
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "branch_scaling.csv", "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]))
