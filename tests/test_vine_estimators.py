@@ -24,10 +24,9 @@ from sb3_trpo.surrogate import (
 )
 from sb3_trpo.vine import build_env, capture_env, clone_recipe
 from sb3_trpo.vine.actions import ActionSampler, check_action_sampling, draw_first_actions
-from sb3_trpo.vine.branches import BranchPlan, run_branches
+from sb3_trpo.vine.branches import BranchPlan, InProcessBranchEnvs, run_branches
 from sb3_trpo.vine.buffer import VineBatch
 from sb3_trpo.vine.vecenv import ObservationPipeline
-from sb3_trpo.vine.workers import InProcessBranchEnvs
 
 
 def _log(x: list[list[float]]) -> th.Tensor:
@@ -324,3 +323,70 @@ def test_antithetic_first_actions_are_mirrored_pairs_from_pi_old() -> None:
         check_action_sampling("antithetic", policy.action_space, 3)
     with pytest.raises(ValueError, match="needs a Box action space"):
         check_action_sampling("antithetic", spaces.Discrete(3), None)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The critic's data of branches: returns-to-go G_t of the states visited after the first action, same bootstrap as Q_hat
+
+
+def _counter_branches(
+    positions: list[int], first_actions: list[int], horizon: int, bootstrap: bool, n_copies: int, critic_data: bool = True
+) -> Any:
+    """Branch j starts in cell ``positions[j]`` with action ``first_actions[j]``; ``n_copies`` env copies (chunks)."""
+    snapshots = []
+    env = CounterEnv()
+    for position in positions:
+        env.position = position
+        snapshots.append(capture_env(env, include_rng=True))
+    n = len(positions)
+    plan = BranchPlan(
+        states=np.arange(n),
+        first_actions=np.array(first_actions),
+        noise=np.zeros((n, horizon, 1)),
+        noise_rows=np.arange(n),
+        horizon=horizon,
+        gamma=0.5,
+        bootstrap=bootstrap,
+        critic_data=critic_data,
+    )
+    pool = InProcessBranchEnvs(clone_recipe(env), list(range(n_copies)))
+    policy: Any = ZeroPolicy()
+    return run_branches(pool, ObservationPipeline(DummyVecEnv([CounterEnv])), policy, snapshots, [()] * n, plan)
+
+
+def test_critic_targets_until_termination() -> None:
+    """From cell 0 with action 1: rewards (2, 1, 1), terminated after 3 steps. G_1 = 1 + 0.5 * 1, G_2 = 1 (no
+    bootstrap after termination); from cell 1 with action 0: rewards (1, 1), G_1 = 1. Q_hat = r_0 + gamma G_1."""
+    out = _counter_branches([0, 1], [1, 0], horizon=5, bootstrap=True, n_copies=2)
+    np.testing.assert_array_equal(out.q_values, [2 + 0.5 * 1 + 0.25 * 1, 1 + 0.5 * 1])
+    np.testing.assert_array_equal(out.terminated, [True, True])
+    np.testing.assert_array_equal(out.bootstrapped, [False, False])
+    critic = out.critic
+    np.testing.assert_array_equal(critic.observations, [[1.0], [2.0], [2.0]])
+    np.testing.assert_array_equal(critic.returns, [1 + 0.5 * 1, 1, 1])
+    np.testing.assert_array_equal(critic.branches, [0, 0, 1])
+    np.testing.assert_array_equal(critic.steps, [1, 2, 1])
+
+
+def test_critic_targets_bootstrap_with_the_q_hat_value() -> None:
+    """Horizon 2, three branches on two copies (two chunks). From cell 0, action 1: r = (2, 1), stops at the
+    horizon in cell 2: G_1 = 1 + 0.5 V(cell 2) = 1 + 0.5 * 20. From cell 1, action 1: r = (2, 1), terminates in cell 3
+    at the horizon: G_1 = 1, no bootstrap. From cell 2, action 0: terminates at once, no visited state."""
+    out = _counter_branches([0, 1, 2], [1, 1, 0], horizon=2, bootstrap=True, n_copies=2)
+    np.testing.assert_array_equal(out.q_values, [2 + 0.5 * 1 + 0.25 * 20, 2 + 0.5 * 1, 1])
+    np.testing.assert_array_equal(out.lengths, [2, 2, 1])
+    np.testing.assert_array_equal(out.bootstrapped, [True, False, False])
+    np.testing.assert_array_equal(out.terminated, [False, True, True])
+    critic = out.critic
+    np.testing.assert_array_equal(critic.observations, [[1.0], [2.0]])
+    np.testing.assert_array_equal(critic.returns, [1 + 0.5 * 20, 1])
+    np.testing.assert_array_equal(critic.branches, [0, 1])
+    np.testing.assert_array_equal(out.q_values[critic.branches], [2 + 0.5 * r for r in critic.returns])  # r_0 = 2
+    without = _counter_branches([0], [1], horizon=2, bootstrap=False, n_copies=1)
+    np.testing.assert_array_equal(without.critic.returns, [1])
+
+
+def test_critic_data_is_empty_but_shaped_when_no_branch_goes_past_its_first_step() -> None:
+    out = _counter_branches([2, 2], [0, 1], horizon=3, bootstrap=True, n_copies=2)
+    assert out.critic is not None and len(out.critic) == 0 and out.critic.observations.shape == (0, 1)
+    assert _counter_branches([0], [1], horizon=3, bootstrap=True, n_copies=1, critic_data=False).critic is None

@@ -22,10 +22,9 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 from sb3_trpo import TRPO
 from sb3_trpo.surrogate import HybridBatch
 from sb3_trpo.vine import BranchWorkerError, UnsupportedEnvError, VineSampler, capture_env, clone_recipe
-from sb3_trpo.vine.branches import run_branches
+from sb3_trpo.vine.branches import InProcessBranchEnvs, run_branches
 from sb3_trpo.vine.buffer import VineBatch
 from sb3_trpo.vine.vecenv import ObservationPipeline
-from sb3_trpo.vine.workers import InProcessBranchEnvs
 
 gym.register_envs(ale_py)
 

@@ -19,9 +19,11 @@ its constructor (:class:`sb3_trpo.samplers.Sampler` is the interface it implemen
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import multiprocessing as mp
 import numbers
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,11 +43,11 @@ from sb3_trpo.mlp_mirror import ActorCriticMirror
 from sb3_trpo.samplers import Collection, CriticBatch, TrunkCollector
 from sb3_trpo.surrogate import HybridBatch, SurrogateBatch, branch_advantages
 from sb3_trpo.vine.actions import ACTION_SAMPLING, ActionSampler, check_action_sampling, draw_first_actions
-from sb3_trpo.vine.branches import BranchEstimates, BranchPlan, run_branches
+from sb3_trpo.vine.branches import BranchDataError, BranchEstimates, BranchPlan
 from sb3_trpo.vine.buffer import RolloutSet, VineBatch
 from sb3_trpo.vine.snapshot import EnvSnapshot, build_env, capture_env, check_env, restore_env
 from sb3_trpo.vine.vecenv import ObservationPipeline, SnapshotTap, TrunkEnvs, base_vec_env
-from sb3_trpo.vine.workers import BranchEnvs, InProcessBranchEnvs, WorkerBranchEnvs
+from sb3_trpo.vine.workers import BACKENDS, BranchBatch, BranchRunner, make_runner
 
 SURROGATES = ("hybrid", "paper")
 
@@ -70,13 +72,22 @@ class VineOptions:
         keeps its own random streams and draws its own noise
     :param bootstrap: Whether to add ``gamma^T V(s_T)`` (the critic) when a branch stops at the horizon or a time
         limit; never after termination
-    :param n_workers: Number of worker processes that hold the branch env copies (0: all in the main process);
-        worth it for expensive envs (Humanoid, Atari)
-    :param n_branch_envs: Number of branch env copies stepped in lockstep with one batched policy call per step; the
-        N*K branches run in successive batches of this size
+    :param n_workers: Number of branch workers (0: every branch runs in the main process); worth it for expensive
+        envs (Humanoid, Atari). Each worker holds ``n_branch_envs`` env copies and a copy of the policy, receives the
+        policy's weights and the VecNormalize statistics once per iteration, runs whole chunks of branches locally and
+        sends back their estimates. Same seed, same options: the same Q_hat bits with any backend and any number of
+        workers (with common random numbers, or for envs whose step draws no random numbers)
+    :param n_branch_envs: Number of branch env copies stepped in lockstep with one batched policy call per step: the
+        N*K branches run in chunks of this size, whole chunks per worker (so keep it at most N*K / n_workers for every
+        worker to get work)
+    :param backend: Where the workers run: ``"process"`` (worker processes on this machine) or ``"ray"`` (Ray actors
+        on the Ray cluster this process is connected to, or the one named by ``RAY_ADDRESS``, else a local Ray
+        instance with ``n_workers`` CPUs; ``pip install "sb3-trpo[ray]"``). Ignored with ``n_workers=0``. Either way
+        a worker that dies, raises or exceeds ``worker_timeout`` raises ``BranchWorkerError`` (the pool is stopped,
+        and the next ``learn()`` starts a new one), and Ctrl-C leaves the model usable
     :param worker_timeout: Seconds to wait for a worker's reply before raising (``None``: as long as it lives)
-    :param start_method: Multiprocessing start method of the workers (``None``: ``"forkserver"`` where available,
-        else ``"spawn"``)
+    :param start_method: Multiprocessing start method of the process workers (``None``: ``"forkserver"`` where
+        available, else ``"spawn"``)
     :param surrogate: The policy step's estimator. ``"hybrid"``: everything the iteration paid for, the trunk's
         single-path surrogate (eq. 14, GAE) on all trunk states plus the N*K branch pairs with advantages from their
         returns (leave-one-out baseline), each pair weighted ``branch_weight``, and the Fisher matrix and the KL on all
@@ -93,6 +104,7 @@ class VineOptions:
     bootstrap: bool = True
     n_workers: int = 0
     n_branch_envs: int = 64
+    backend: str = "process"
     worker_timeout: float | None = 600.0
     start_method: str | None = None
     surrogate: str = "hybrid"
@@ -165,7 +177,7 @@ class VineSampler:
         self.actions = ActionSampler(policy, mirror)
         self._rng = np.random.default_rng(None if seed is None else [seed, 0x76696E65])
         self._env: VecEnv | None = None
-        self._branch_envs: BranchEnvs | None = None
+        self._runner: BranchRunner | None = None
         self.branch_batch: VineBatch | None = None
         self.trunk_steps = 0
         self.branch_steps = 0
@@ -190,24 +202,48 @@ class VineSampler:
         self.close()
         self._env, self._trunk_envs, self._pipeline, self._recipe = env, trunk, pipeline, recipe
 
-    def _pool(self) -> BranchEnvs:
+    def _pool(self) -> BranchRunner:
+        """The branch runner (built on first use): env copies here, or workers that hold them."""
         options = self.options
-        if self._branch_envs is None:
-            size = min(options.n_branch_envs, options.n_states * self.n_actions)
+        if self._runner is None:
+            n_branches = options.n_states * self.n_actions
+            size = min(options.n_branch_envs, n_branches)
             seeds = [int(s) for s in self._rng.integers(2**31 - 1, size=size)]
-            if options.n_workers == 0:
-                self._branch_envs = InProcessBranchEnvs(self._recipe, seeds)
-            else:
-                self._branch_envs = WorkerBranchEnvs(
-                    self._recipe, seeds, options.n_workers, options.worker_timeout, options.start_method
+            n_chunks = -(-n_branches // size)
+            if options.n_workers > n_chunks:
+                warnings.warn(
+                    f"vine_kwargs n_workers={options.n_workers} but the {n_branches} branches make only {n_chunks} "
+                    f"chunk(s) of n_branch_envs={size}: {options.n_workers - n_chunks} worker(s) get no work. Lower "
+                    "n_branch_envs to at most n_states * n_actions / n_workers.",
+                    stacklevel=2,
                 )
-        return self._branch_envs
+            self._runner = make_runner(
+                options.backend,
+                options.n_workers,
+                self._recipe,
+                seeds,
+                self.actions,
+                options.worker_timeout,
+                options.start_method,
+            )
+        return self._runner
 
     def close(self) -> None:
         """Close the branch env copies (and stop the workers)."""
-        if self._branch_envs is not None:
-            self._branch_envs.close()
-            self._branch_envs = None
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
+
+    def _run_plan(self, rollout_set: RolloutSet, plan: BranchPlan) -> BranchEstimates:
+        """The branches of ``plan`` on the branch runner; non-finite branch data raises ``ValueError`` naming the
+        env, the rollout-set state (and its trunk position) and the branch step, before any policy step."""
+        batch = BranchBatch(plan, rollout_set.snapshots, rollout_set.wrapper_states, self._pipeline)
+        try:
+            return self._pool().run(batch)
+        except BranchDataError as error:
+            n = error.state
+            where = f" (trunk step {rollout_set.steps[n]} of sub-env {rollout_set.env_indices[n]})"
+            raise error.at(where) from None
 
     # -- one iteration -------------------------------------------------------------------------------------------
 
@@ -284,9 +320,7 @@ class VineSampler:
         sampling = self.options.action_sampling
         first_actions, log_q = draw_first_actions(self.actions, distribution, n, sampling, k, self._rng)
         plan = self.plan(first_actions, self.actions.distribution_parameters(distribution))
-        estimates = run_branches(
-            self._pool(), self._pipeline, self.actions, rollout_set.snapshots, rollout_set.wrapper_states, plan
-        )
+        estimates = self._run_plan(rollout_set, plan)
         space = policy.action_space
         self.branch_batch = VineBatch(
             observations=observations,
@@ -360,6 +394,10 @@ def _check_option(name: str, value: object) -> None:
         check_choice(f"vine_kwargs {name}", value, SURROGATES)
     elif name == "branch_weight":
         check_real(f"vine_kwargs {name}", value, low=0.0)
+    elif name == "backend":
+        check_choice(f"vine_kwargs {name}", value, BACKENDS)
+        if value == "ray" and importlib.util.find_spec("ray") is None:
+            raise ImportError('vine_kwargs backend="ray" needs Ray, which is not installed: pip install "sb3-trpo[ray]"')
     else:
         check_choice(f"vine_kwargs {name}", value, mp.get_all_start_methods())
 

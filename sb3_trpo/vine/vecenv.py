@@ -9,13 +9,16 @@
   wrappers would have: ``VecNormalize`` with its statistics frozen (never updated by branch steps),
   ``VecFrameStack`` with one stack per branch restored from the trunk's stack, ``VecTransposeImage``,
   ``VecExtractDictObs``. ``VecMonitor``, ``VecCheckNan`` and ``VecVideoRecorder`` do not change what the policy sees and
-  are skipped (so branch steps are never recorded).
+  are skipped (so branch steps are never recorded). :meth:`ObservationPipeline.frozen` is the copy that branch workers
+  receive once per iteration: the ``VecNormalize`` statistics and settings of that moment (pickled by SB3's own
+  ``VecNormalize.__getstate__``, without the wrapped VecEnv) and what each stage needs to know, no VecEnv.
 * :class:`SnapshotTap` wraps the trunk for one collection and calls back before each step, when the sub-envs are in
   the states the policy is acting from.
 """
 
 from __future__ import annotations
 
+import copy
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -135,6 +138,8 @@ class TrunkEnvs:
 
 
 class _Stage(Protocol):
+    def frozen(self) -> _Stage: ...
+
     def capture(self, index: int) -> Any: ...
 
     def start(self, n_slots: int, slots: np.ndarray, states: Sequence[Any]) -> None: ...
@@ -145,6 +150,9 @@ class _Stage(Protocol):
 
 
 class _StatelessStage:
+    def frozen(self) -> Any:
+        return self
+
     def capture(self, index: int) -> Any:
         return None
 
@@ -159,10 +167,18 @@ class _StatelessStage:
 
 
 class _NormalizeStage(_StatelessStage):
-    """``VecNormalize`` with frozen statistics: ``normalize_obs`` / ``normalize_reward`` never update them."""
+    """``VecNormalize`` with frozen statistics: ``normalize_obs`` / ``normalize_reward`` never update them.
+
+    In the main process ``wrapper`` is the trunk's own ``VecNormalize``; pickled (for branch workers) it travels
+    through SB3's ``VecNormalize.__getstate__``, which leaves out the wrapped VecEnv, so a worker gets the statistics
+    and settings alone.
+    """
 
     def __init__(self, wrapper: VecNormalize) -> None:
         self.wrapper = wrapper
+
+    def frozen(self) -> _NormalizeStage:
+        return self  # pickles through VecNormalize.__getstate__ (statistics and settings, no VecEnv)
 
     def observe(self, slots: np.ndarray, obs: Observation) -> Observation:
         return self.wrapper.normalize_obs(obs)
@@ -172,11 +188,21 @@ class _NormalizeStage(_StatelessStage):
 
 
 class _TransposeStage(_StatelessStage):
+    """``VecTransposeImage``: channel-last images to channel-first (the image keys of a Dict space)."""
+
     def __init__(self, wrapper: VecTransposeImage) -> None:
-        self.wrapper = wrapper
+        self.skip = wrapper.skip
+        self.image_keys: list[str] | None = list(wrapper.image_space_keys) if hasattr(wrapper, "image_space_keys") else None
 
     def observe(self, slots: np.ndarray, obs: Observation) -> Observation:
-        return self.wrapper.transpose_observations(obs)
+        if self.skip:
+            return obs
+        if isinstance(obs, dict):
+            obs = dict(obs)
+            for key in self.image_keys or ():
+                obs[key] = VecTransposeImage.transpose_image(obs[key])
+            return obs
+        return VecTransposeImage.transpose_image(obs)
 
 
 class _ExtractStage(_StatelessStage):
@@ -192,13 +218,23 @@ class _FrameStackStage(_StatelessStage):
     """``VecFrameStack``: one stack per branch slot, started from the trunk sub-env's stack at the snapshot."""
 
     def __init__(self, wrapper: VecFrameStack) -> None:
-        self.stacker = wrapper.stacked_obs
-        if not hasattr(self.stacker, "stacked_obs"):
+        stacker = wrapper.stacked_obs
+        if not hasattr(stacker, "stacked_obs"):
             raise UnsupportedEnvError("The vine sampler supports VecFrameStack on Box observations only (not Dict)")
-        self.buffer = np.zeros((0, *self.stacker.stacked_obs.shape[1:]), dtype=self.stacker.stacked_obs.dtype)
+        self.trunk: Any = stacker  # the trunk's stacks, read by capture() in the main process only
+        self.axis = stacker.stack_dimension
+        self.channels_first = stacker.channels_first
+        self.buffer = np.zeros((0, *stacker.stacked_obs.shape[1:]), dtype=stacker.stacked_obs.dtype)
+
+    def frozen(self) -> _FrameStackStage:
+        """A copy without the trunk's stacks or the branch slots' buffer: each branch job brings its own stack."""
+        clone = copy.copy(self)
+        clone.trunk = None
+        clone.buffer = self.buffer[:0].copy()
+        return clone
 
     def capture(self, index: int) -> Any:
-        return self.stacker.stacked_obs[index].copy()
+        return self.trunk.stacked_obs[index].copy()
 
     def start(self, n_slots: int, slots: np.ndarray, states: Sequence[Any]) -> None:
         if len(self.buffer) < n_slots:
@@ -207,10 +243,10 @@ class _FrameStackStage(_StatelessStage):
 
     def observe(self, slots: np.ndarray, obs: Observation) -> Observation:
         assert isinstance(obs, np.ndarray)
-        axis = self.stacker.stack_dimension
+        axis = self.axis
         shift = -obs.shape[axis]
         rows = np.roll(self.buffer[slots], shift, axis=axis)
-        if self.stacker.channels_first:
+        if self.channels_first:
             rows[:, shift:, ...] = obs
         else:
             rows[..., shift:] = obs
@@ -254,6 +290,14 @@ class ObservationPipeline:
             env = env.venv
         self.raw_space = env.observation_space
         self.stages = [stage for stage in (_stage_for(w) for w in reversed(wrappers)) if stage is not None]
+
+    def frozen(self) -> ObservationPipeline:
+        """What branch workers get once per iteration, to be pickled at once: this pipeline without the trunk's frame
+        stacks, whose ``VecNormalize`` pickles as its statistics and settings of that moment, without its VecEnv (the
+        per-branch frame stacks come with each branch job's wrapper state)."""
+        clone = copy.copy(self)
+        clone.stages = [stage.frozen() for stage in self.stages]
+        return clone
 
     def capture(self, index: int) -> tuple[Any, ...]:
         """The wrappers' state for trunk sub-env ``index`` (e.g. its frame stack)."""
