@@ -8,8 +8,9 @@ Three configurations per task, run by rl-zoo's pipeline (:mod:`benchmarks.zoo_ru
   critic fit as the ``trpo.yml`` entry, plus the vine sampler with its default policy step (``surrogate="hybrid"``:
   the trunk's surrogate on all trunk states plus the branch pairs, Fisher and KL on all states); ``--vine-kwargs``
   changes its options;
-* ``vine_paper``: the same with ``surrogate="paper"``: eq. 16 (eq. 15 with every action rolled out) on the
-  rollout-set states alone, with the Fisher and the KL on them (section 5.2).
+* ``vine_paper``: the same with ``surrogate="paper"`` and ``critic_data=False``: eq. 16 (eq. 15 with every action
+  rolled out) on the rollout-set states alone, with the Fisher and the KL on them (section 5.2), and the critic fit
+  on the trunk alone (the vine sampler before its policy step used everything it paid for).
 
 The vine sampler adds its branch steps to ``num_timesteps``, so the budget counts them; its evaluations are made more
 often in trunk steps so that they stay about ``--eval-freq`` env steps apart.
@@ -65,15 +66,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     add_run_arguments(parser, TASKS, f"env steps per run, branch steps included ({budgets})", RESULTS_DIR / "vine")
     parser.set_defaults(seeds=list(SEEDS), budget=None)
     parser.add_argument("--vine-kwargs", nargs="+", default=[], metavar="NAME=VALUE", help="change every task's vine options")
+    parser.add_argument("--configurations", nargs="+", default=list(LABELS), choices=LABELS, help="which to run and report")
     args = parser.parse_args(argv)
     args.vine_overrides = parse_assignments(args.vine_kwargs)
     return args
 
 
-def vine_options(args: argparse.Namespace, env_id: str, surrogate: str) -> dict[str, Any]:
-    """The vine options of a run: the task's ``trpo_vine.yml`` entry's, the command line's changes, and the surrogate."""
+def vine_options(args: argparse.Namespace, env_id: str, label: str) -> dict[str, Any]:
+    """The vine options of a run: the task's ``trpo_vine.yml`` entry's, the command line's changes, and for
+    ``vine_paper`` the paper's estimator without branch states in the critic fit."""
     shipped = config_entry(CONFIG_DIR / "trpo_vine.yml", env_id)["vine_kwargs"]
-    return {**shipped, **args.vine_overrides, "surrogate": surrogate}
+    paper = {"surrogate": "paper", "critic_data": False} if label == "vine_paper" else {}
+    return {**shipped, **args.vine_overrides, **paper}
 
 
 def budget(args: argparse.Namespace, env_id: str) -> int:
@@ -101,9 +105,12 @@ def run_specs(args: argparse.Namespace) -> list[RunSpec]:
     for env_id in args.tasks:
         for seed in args.seeds:
             n = budget(args, env_id)
-            specs.append(RunSpec(BASELINE, "trpo", env_id, seed, n, eval_freq(args, env_id, None), args.eval_episodes))
-            for label, surrogate in (("vine", "hybrid"), ("vine_paper", "paper")):
-                vine = vine_options(args, env_id, surrogate)
+            if BASELINE in args.configurations:
+                specs.append(RunSpec(BASELINE, "trpo", env_id, seed, n, eval_freq(args, env_id, None), args.eval_episodes))
+            for label in ("vine", "vine_paper"):
+                if label not in args.configurations:
+                    continue
+                vine = vine_options(args, env_id, label)
                 changed = label == "vine_paper" or bool(args.vine_overrides)
                 hyperparams = (("vine_kwargs", repr(vine)),) if changed else ()
                 freq = eval_freq(args, env_id, vine)
@@ -116,9 +123,10 @@ def task_table(results: Sequence[RunResult], env_id: str) -> pd.DataFrame:
     summary = summarize(results).set_index(["env", "label"])
     groups = group(results)
     rows = []
-    for label in LABELS:
+    for label in [label for label in LABELS if (env_id, label) in summary.index]:
         row = summary.loc[(env_id, label)]
-        versus = "" if label == BASELINE else format_comparison(compare(results, env_id, label, BASELINE))
+        has_baseline = (env_id, BASELINE) in summary.index
+        versus = "" if label == BASELINE or not has_baseline else format_comparison(compare(results, env_id, label, BASELINE))
         share = f"{100 * branch_share(groups[(env_id, label)]):.0f}%" if label != BASELINE else ""
         rows.append(
             {
@@ -137,7 +145,7 @@ def task_table(results: Sequence[RunResult], env_id: str) -> pd.DataFrame:
 def plot_task(results: Sequence[RunResult], env_id: str, path: Path) -> Path:
     figure, axes = new_figure()
     groups = group(results)
-    for label in LABELS:
+    for label in [label for label in LABELS if (env_id, label) in groups]:
         plot_mean_curve(axes[0], groups[(env_id, label)], label, COLORS[label])
     style_axes(axes[0], f"{env_id}: vine vs single path")
     return save_figure(figure, path)
@@ -156,7 +164,7 @@ def write_outputs(args: argparse.Namespace, argv: Sequence[str], results: Sequen
         "- `sb3_trpo`: the task's entry of zoo_configs/trpo.yml (`--algo trpo`); `vine`: its entry of "
         "zoo_configs/trpo_vine.yml (`--algo trpo_vine`: the same trunk and critic fit, plus these vine options); "
         "`vine_paper`: the same with `surrogate='paper'`",
-        *[f"  - {env_id}: `{vine_options(args, env_id, 'hybrid')}`" for env_id in args.tasks],
+        *[f"  - {env_id}: `{vine_options(args, env_id, 'vine')}`" for env_id in args.tasks],
         f"- evaluation: about every {args.eval_freq} env steps, {args.eval_episodes} episodes of the "
         "deterministic policy on a separate env with frozen VecNormalize statistics (rl-zoo's EvalCallback)",
         FINAL_RETURN_LINE,

@@ -116,6 +116,7 @@ def test_learning_and_ablation_scripts(tmp_path: Path) -> None:
     for label, surrogate in (("vine", "hybrid"), ("vine_paper", "paper")):
         spec = json.loads((runs / label / TASK / f"n{BUDGET}-seed0" / "spec.json").read_text())
         assert f"'surrogate': '{surrogate}'" in spec["hyperparams"]["vine_kwargs"]
+        assert f"'critic_data': {surrogate == 'hybrid'}" in spec["hyperparams"]["vine_kwargs"]
     report = (vine_out / "report.md").read_text()
     assert all(f"| {label} |" in report for label in ("sb3_trpo", "vine", "vine_paper")) and "vs single path" in report
     assert_small_png(vine_out / "Hopper-v5.png")

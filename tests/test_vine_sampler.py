@@ -365,3 +365,22 @@ def test_policy_batch_of_each_surrogate(surrogate: str) -> None:
 def test_invalid_vine_2_options(vine_kwargs: dict, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         TRPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=64, sampler="vine", vine_kwargs=vine_kwargs)
+
+
+@pytest.mark.parametrize("critic_data", [True, False])
+def test_branch_states_join_the_critic_fit(critic_data: bool) -> None:
+    """With critic_data, the critic fits the 256 trunk states and every state a branch visited after its first action
+    (N * K * (H - 1) = 16 * 3 * 9 here, fewer where a branch ended early), with the branches' returns-to-go."""
+    model = _model(_pendulum(), critic_data=critic_data)
+    model.learn(256)
+    rollout = next(model.rollout_buffer.get(batch_size=None))
+    batch = model._sampler.critic_batch(rollout)
+    extra = len(batch.returns) - 256
+    if not critic_data:
+        assert extra == 0 and model._sampler.branch_critic is None
+        return
+    branches = model._sampler.branch_critic
+    assert extra == len(branches) and 0 < extra <= 16 * 3 * 9
+    np.testing.assert_array_equal(batch.returns[256:].numpy(), branches.returns.astype(np.float32))
+    np.testing.assert_array_equal(batch.observations[256:].numpy(), branches.observations)
+    assert batch.observations.dtype == rollout.observations.dtype

@@ -43,7 +43,7 @@ from sb3_trpo.mlp_mirror import ActorCriticMirror
 from sb3_trpo.samplers import Collection, CriticBatch, TrunkCollector
 from sb3_trpo.surrogate import HybridBatch, SurrogateBatch, branch_advantages
 from sb3_trpo.vine.actions import ACTION_SAMPLING, ActionSampler, check_action_sampling, draw_first_actions
-from sb3_trpo.vine.branches import BranchDataError, BranchEstimates, BranchPlan
+from sb3_trpo.vine.branches import BranchCriticData, BranchDataError, BranchEstimates, BranchPlan
 from sb3_trpo.vine.buffer import RolloutSet, VineBatch
 from sb3_trpo.vine.snapshot import EnvSnapshot, build_env, capture_env, check_env, restore_env
 from sb3_trpo.vine.vecenv import ObservationPipeline, SnapshotTap, TrunkEnvs, base_vec_env
@@ -94,6 +94,9 @@ class VineOptions:
         trunk states (:class:`sb3_trpo.surrogate.HybridBatch`). ``"paper"``: eq. 16 (eq. 15 with
         ``action_sampling="all"``) on the N rollout-set states only, with the Fisher and the KL on them (section 5.2)
     :param branch_weight: c, the weight of one branch pair against one trunk state in the ``"hybrid"`` surrogate
+    :param critic_data: Whether the states the branches visit after their first action join the critic fit, with
+        their discounted returns-to-go as targets (bootstrapped with the critic where Q_hat is); about N*K*(H - 1)
+        more states per fit, each an on-policy n-step target
     """
 
     n_states: int = 64
@@ -109,6 +112,7 @@ class VineOptions:
     start_method: str | None = None
     surrogate: str = "hybrid"
     branch_weight: float = 8.0
+    critic_data: bool = True
 
     @classmethod
     def names(cls) -> list[str]:
@@ -179,6 +183,7 @@ class VineSampler:
         self._env: VecEnv | None = None
         self._runner: BranchRunner | None = None
         self.branch_batch: VineBatch | None = None
+        self.branch_critic: BranchCriticData | None = None
         self.trunk_steps = 0
         self.branch_steps = 0
         if env is not None:
@@ -277,8 +282,25 @@ class VineSampler:
         )
 
     def critic_batch(self, rollout: RolloutBufferSamples) -> CriticBatch:
-        """The trunk's states and lambda-returns."""
-        return CriticBatch.of(rollout)
+        """The trunk's states and lambda-returns, followed by the branches' visited states and returns-to-go
+        (``critic_data``)."""
+        trunk = CriticBatch.of(rollout)
+        branches = self.branch_critic
+        if branches is None or len(branches) == 0:
+            return trunk
+        device = self.policy.device
+        returns = th.cat([trunk.returns, th.as_tensor(branches.returns, dtype=trunk.returns.dtype, device=device)])
+        extra = branches.observations
+        if isinstance(trunk.observations, dict):
+            assert isinstance(extra, dict)
+            obs: Any = {
+                key: th.cat([value, th.as_tensor(extra[key], dtype=value.dtype, device=device)])
+                for key, value in trunk.observations.items()
+            }
+        else:
+            assert isinstance(trunk.observations, th.Tensor) and isinstance(extra, np.ndarray)
+            obs = th.cat([trunk.observations, th.as_tensor(extra, dtype=trunk.observations.dtype, device=device)])
+        return CriticBatch(obs, returns)
 
     def _choose_rollout_set(self, n_rollout_steps: int, n_envs: int) -> tuple[np.ndarray, np.ndarray]:
         positions = np.sort(self._rng.choice(n_rollout_steps * n_envs, size=self.options.n_states, replace=False))
@@ -321,6 +343,7 @@ class VineSampler:
         first_actions, log_q = draw_first_actions(self.actions, distribution, n, sampling, k, self._rng)
         plan = self.plan(first_actions, self.actions.distribution_parameters(distribution))
         estimates = self._run_plan(rollout_set, plan)
+        self.branch_critic = estimates.critic
         space = policy.action_space
         self.branch_batch = VineBatch(
             observations=observations,
@@ -349,6 +372,7 @@ class VineSampler:
             horizon=horizon,
             gamma=self.gamma,
             bootstrap=self.options.bootstrap,
+            critic_data=self.options.critic_data,
         )
 
     def _records(self, estimates: BranchEstimates) -> dict[str, float]:
@@ -384,7 +408,7 @@ def _check_option(name: str, value: object) -> None:
         return
     if name in ("n_states", "n_actions", "horizon", "n_workers", "n_branch_envs"):
         check_int(f"vine_kwargs {name}", value, {"n_actions": 2, "n_workers": 0}.get(name, 1))
-    elif name in ("common_random_numbers", "bootstrap"):
+    elif name in ("common_random_numbers", "bootstrap", "critic_data"):
         check_bool(f"vine_kwargs {name}", value)
     elif name == "worker_timeout":
         _check_positive(name, value)
