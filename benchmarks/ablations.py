@@ -46,6 +46,7 @@ from benchmarks.report import (
     save_figure,
     style_axes,
     summarize,
+    task_sections,
 )
 from benchmarks.zoo_runs import (
     RESULTS_DIR,
@@ -288,9 +289,7 @@ def write_outputs(
         markdown_table(step_size_table(step_sizes)),
         "",
     ]
-    for env_id in args.tasks:
-        figure = plot_task(results, env_id, args.out / f"{env_id}.png")
-        lines += [f"## {env_id}", "", markdown_table(task_table(results, env_id)), "", f"![{env_id}]({figure.name})", ""]
+    lines += task_sections(args.tasks, results, args.out, task_table, plot_task)
     markdown = "\n".join(lines)
     (args.out / "report.md").write_text(markdown)
     return markdown

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,3 +177,18 @@ def format_p(p_value: float) -> str:
     if not np.isfinite(p_value):
         return "n/a"
     return "< 0.01" if p_value < 0.01 else f"{p_value:.2f}"
+
+
+def task_sections(
+    tasks: Sequence[str],
+    results: Sequence[RunResult],
+    out: Path,
+    table: Callable[[Sequence[RunResult], str], pd.DataFrame],
+    plot: Callable[[Sequence[RunResult], str, Path], Path],
+) -> list[str]:
+    """One markdown section per task: its table and its figure (written to ``out/<task>.png``)."""
+    lines: list[str] = []
+    for env_id in tasks:
+        figure = plot(results, env_id, out / f"{env_id.replace('/', '-')}.png")
+        lines += [f"## {env_id}", "", markdown_table(table(results, env_id)), "", f"![{env_id}]({figure.name})", ""]
+    return lines

@@ -40,12 +40,12 @@ from benchmarks.report import (
     format_comparison,
     format_return,
     group,
-    markdown_table,
     new_figure,
     plot_mean_curve,
     save_figure,
     style_axes,
     summarize,
+    task_sections,
 )
 from benchmarks.zoo_runs import RESULTS_DIR, RunResult, RunSpec, add_run_arguments, finish, report_header, run_all
 from sb3_trpo.zoo import CONFIG_DIR, config_entry
@@ -170,9 +170,7 @@ def write_outputs(args: argparse.Namespace, argv: Sequence[str], results: Sequen
         FINAL_RETURN_LINE,
         "",
     ]
-    for env_id in args.tasks:
-        figure = plot_task(results, env_id, args.out / f"{env_id}.png")
-        lines += [f"## {env_id}", "", markdown_table(task_table(results, env_id)), "", f"![{env_id}]({figure.name})", ""]
+    lines += task_sections(args.tasks, results, args.out, task_table, plot_task)
     markdown = "\n".join(lines)
     (args.out / "report.md").write_text(markdown)
     return markdown
