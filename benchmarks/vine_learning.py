@@ -163,7 +163,8 @@ def write_outputs(args: argparse.Namespace, argv: Sequence[str], results: Sequen
         + ", ".join(f"{env_id} {budget(args, env_id)}" for env_id in args.tasks),
         "- `sb3_trpo`: the task's entry of zoo_configs/trpo.yml (`--algo trpo`); `vine`: its entry of "
         "zoo_configs/trpo_vine.yml (`--algo trpo_vine`: the same trunk and critic fit, plus these vine options); "
-        "`vine_paper`: the same with `surrogate='paper'`",
+        "`vine_paper`: the same with `surrogate='paper'` and `critic_data=False` (the paper's estimator, and the critic "
+        "fit on the trunk alone)",
         *[f"  - {env_id}: `{vine_options(args, env_id, 'vine')}`" for env_id in args.tasks],
         f"- evaluation: about every {args.eval_freq} env steps, {args.eval_episodes} episodes of the "
         "deterministic policy on a separate env with frozen VecNormalize statistics (rl-zoo's EvalCallback)",
