@@ -57,6 +57,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from benchmarks.machine import machine_description
+from benchmarks.zoo_runs import checkout_commit
 from sb3_trpo import TRPO
 from sb3_trpo.zoo import split_entry
 
@@ -72,6 +73,7 @@ class Estimator:
     n_steps: int
     vine_kwargs: dict[str, Any] | None = None
     single_path_reference: bool = False  # a single-path estimator used to fit the noise constant ``s``
+    default: bool = True  # measured unless --estimators names others (the rest: the budgets tried once)
 
     def describe(self) -> str:
         if self.vine_kwargs is None:
@@ -90,25 +92,28 @@ ESTIMATORS: dict[str, list[Estimator]] = {
         Estimator("sp2048", 1024, single_path_reference=True),
         Estimator("sp4096", 2048, single_path_reference=True),
         Estimator("paper_N32K4H16", **_vine(1024, n_states=32, n_actions=4, horizon=16, surrogate="paper")),
-        Estimator("paper_N128K2H8", **_vine(1024, n_states=128, n_actions=2, horizon=8, surrogate="paper")),
+        Estimator("paper_N128K2H8", **_vine(1024, n_states=128, n_actions=2, horizon=8, surrogate="paper"), default=False),
         Estimator("hybrid1_N32K4H16", **_vine(1024, n_states=32, n_actions=4, horizon=16, branch_weight=1.0)),
         Estimator("hybrid8_N32K4H16", **_vine(1024, n_states=32, n_actions=4, horizon=16, branch_weight=8.0)),
         Estimator("hybrid16_N32K4H16", **_vine(1024, n_states=32, n_actions=4, horizon=16, branch_weight=16.0)),
         Estimator(
             "hybrid16_anti_N64K2H16",
             **_vine(1024, n_states=64, n_actions=2, horizon=16, action_sampling="antithetic", branch_weight=16.0),
+            default=False,
         ),
         Estimator(
             "hybrid16_anti_T1024_N96K2H16",
             **_vine(512, n_states=96, n_actions=2, horizon=16, action_sampling="antithetic", branch_weight=16.0),
+            default=False,
         ),
         # smaller branch budgets per iteration (512 and 1024 branch steps per 2048 trunk steps)
-        Estimator("hybrid8_N32K2H8", **_vine(1024, n_states=32, n_actions=2, horizon=8, branch_weight=8.0)),
-        Estimator("hybrid8_N16K4H8", **_vine(1024, n_states=16, n_actions=4, horizon=8, branch_weight=8.0)),
-        Estimator("hybrid8_N64K2H8", **_vine(1024, n_states=64, n_actions=2, horizon=8, branch_weight=8.0)),
+        Estimator("hybrid8_N32K2H8", **_vine(1024, n_states=32, n_actions=2, horizon=8, branch_weight=8.0), default=False),
+        Estimator("hybrid8_N16K4H8", **_vine(1024, n_states=16, n_actions=4, horizon=8, branch_weight=8.0), default=False),
+        Estimator("hybrid8_N64K2H8", **_vine(1024, n_states=64, n_actions=2, horizon=8, branch_weight=8.0)),  # shipped
         Estimator(
             "hybrid8_anti_N32K2H8",
             **_vine(1024, n_states=32, n_actions=2, horizon=8, action_sampling="antithetic", branch_weight=8.0),
+            default=False,
         ),
     ],
     "CartPole-v1": [
@@ -382,7 +387,7 @@ def plot(summary: pd.DataFrame, path: Path, title: str) -> None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="Hopper-v5", choices=sorted(ESTIMATORS))
-    parser.add_argument("--estimators", nargs="+", help="names (default: all of the task's)")
+    parser.add_argument("--estimators", nargs="+", help="names (default: the task's default set; see ESTIMATORS)")
     parser.add_argument("--repeats", type=int, default=12, help="independent estimates per estimator (>= 2)")
     parser.add_argument("--reference-states", type=int, default=16384, help="states of the reference batch")
     parser.add_argument("--checkpoint-steps", type=int, default=60_000, help="single-path steps before the fixed policy")
@@ -406,7 +411,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     th.set_num_threads(1)
-    estimators = [e for e in ESTIMATORS[args.task] if args.estimators is None or e.name in args.estimators]
+    chosen = (lambda e: e.default) if args.estimators is None else (lambda e: e.name in args.estimators)
+    estimators = [e for e in ESTIMATORS[args.task] if chosen(e)]
     if not any(e.single_path_reference for e in estimators):
         estimators = [e for e in ESTIMATORS[args.task] if e.single_path_reference] + estimators
     task = Task.from_zoo(args.task)
@@ -445,7 +451,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         f"# Estimator quality on {args.task}",
         "",
         f"- command: `{command.strip()}`",
-        f"- date: {datetime.date.today().isoformat()}; machine: {machine_description()}",
+        f"- date: {datetime.date.today().isoformat()}; machine: {machine_description()}; code: sb3-trpo commit {checkout_commit()}",
         f"- checkpoint: single-path TRPO, zoo hyperparameters, {args.checkpoint_steps} steps, seed {args.seed}"
         + (f" (mean training return {task.stats['checkpoint_return']:.1f})" if task.stats else ""),
         f"- reference: one single-path batch of {args.reference_states} states; {args.repeats} repeats per estimator "

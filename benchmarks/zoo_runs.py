@@ -352,8 +352,8 @@ def file_digest(paths: Iterable[Path]) -> str:
     return digest.hexdigest()[:12]
 
 
-def code_record(spec: RunSpec) -> dict[str, Any]:
-    """``code.json`` of a run: the fingerprint, the checkout's commit, whether the package had uncommitted changes."""
+def checkout_commit() -> str:
+    """This checkout's commit, and whether the ``sb3_trpo`` package has uncommitted changes."""
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
@@ -361,7 +361,12 @@ def code_record(spec: RunSpec) -> dict[str, Any]:
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
     if git("status", "--porcelain", "--", "sb3_trpo"):
         commit += " with uncommitted changes in sb3_trpo/"
-    return {"fingerprint": code_fingerprint(spec.algo), "commit": commit}
+    return commit
+
+
+def code_record(spec: RunSpec) -> dict[str, Any]:
+    """``code.json`` of a run: the fingerprint, the checkout's commit, whether the package had uncommitted changes."""
+    return {"fingerprint": code_fingerprint(spec.algo), "commit": checkout_commit()}
 
 
 def code_versions(results: Sequence[RunResult]) -> str:
