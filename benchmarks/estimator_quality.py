@@ -451,7 +451,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         f"# Estimator quality on {args.task}",
         "",
         f"- command: `{command.strip()}`",
-        f"- date: {datetime.date.today().isoformat()}; machine: {machine_description()}; code: sb3-trpo commit {checkout_commit()}",
+        f"- date: {datetime.date.today().isoformat()}; machine: {machine_description()}",
+        f"- code: sb3-trpo commit {checkout_commit()}",
         f"- checkpoint: single-path TRPO, zoo hyperparameters, {args.checkpoint_steps} steps, seed {args.seed}"
         + (f" (mean training return {task.stats['checkpoint_return']:.1f})" if task.stats else ""),
         f"- reference: one single-path batch of {args.reference_states} states; {args.repeats} repeats per estimator "
