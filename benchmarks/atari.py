@@ -1,0 +1,497 @@
+"""One ALE learning run of single-path sb3_trpo.TRPO with the zoo's shipped ``atari`` entry, against published figures.
+
+The run is ``python -m sb3_trpo.zoo train --algo trpo --env <ALE id>`` (see :mod:`benchmarks.zoo_runs`): the env's
+entry of ``zoo_configs/trpo.yml`` (the ``atari`` block: ``FourFrameAtariWrapper`` on an ALE env made with
+``frameskip=1``, so 4 emulator frames per agent step, 4 stacked frames, ``CnnPolicy`` with the critic's own CNN,
+8 envs x 256 steps per iteration), unchanged unless ``--hyperparams`` says otherwise. rl-zoo evaluates it every
+``--eval-freq`` agent steps on a separate env with SB3's ``EvalCallback``: ``--eval-episodes`` full games (all
+lives; the game's own, unclipped score, as the Monitor below the Atari wrapper records it) of the stochastic policy,
+since rl-zoo's ``ExperimentManager`` sets ``deterministic_eval`` to False for Atari ids. The run is resumable: a
+finished run of the same spec and code is loaded, not run again (``--report-only`` never trains).
+
+    python -m benchmarks.atari [--env ALE/Breakout-v5] [--seeds 0] [--budget 1000000] [--eval-freq 50000]
+
+Writes to ``--out``, named after the env (``ALE/Breakout-v5`` -> ``ALE-Breakout-v5``): ``<name>.csv`` (every
+evaluation of every seed), ``<name>.png`` (evaluation and training-game scores against agent steps, with random
+play and published TRPO figures as lines) and ``<name>.md`` (the report). Random play is also measured here: the
+same env, wrappers and game protocol with uniformly drawn actions. Published figures: Schulman et al. (2015),
+Table 1 (random play, single path and vine) and Table 3 (their budgets); OpenAI Baselines' ``trpo_mpi`` at 10M
+agent steps (``benchmarks_atari10M.htm``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ale_py
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+from rl_zoo3.exp_manager import ExperimentManager
+from rl_zoo3.utils import get_wrapper_class
+from scipy import stats
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+
+from benchmarks.report import (
+    FINAL_FRACTION,
+    curves_table,
+    final_return,
+    format_p,
+    markdown_table,
+    new_figure,
+    save_figure,
+    style_axes,
+)
+from benchmarks.zoo_runs import (
+    RESULTS_DIR,
+    RUN_CSV,
+    SPEC_JSON,
+    RunResult,
+    RunSpec,
+    code_fingerprint,
+    describe,
+    finish,
+    load_result,
+    report_header,
+    run_all,
+)
+from sb3_trpo.zoo import split_entry
+
+gym.register_envs(ale_py)
+
+MODULE = "benchmarks.atari"
+LABEL = "sb3_trpo_atari"
+ALGO = "trpo"  # sb3_trpo.TRPO, single-path sampler
+ENV_ID = "ALE/Breakout-v5"
+SEEDS = (0,)
+BUDGET = 1_000_000  # agent steps
+EVAL_FREQ = 50_000
+EVAL_EPISODES = 10
+RANDOM_GAMES = 100  # random play is cheap: about 5 s per 20 Breakout games here
+# The `atari` entry's FourFrameAtariWrapper repeats each action for 4 emulator frames on an ALE env made with
+# frameskip=1 (tests/test_zoo_atari.py counts them).
+FRAMES_PER_STEP = 4
+TRAINING_GAMES = "rollout/ep_rew_mean"  # SB3's mean score of the last 100 training games (full games, unclipped)
+TIMESTEPS = "time/total_timesteps"
+WELCH_THRESHOLD = 0.05
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Published figures
+
+
+@dataclass(frozen=True)
+class Published:
+    """Scores one source gives for one method on the Atari games, and the budget behind them.
+
+    :param method: The method as the source names it
+    :param label: A short name for the figure's legend
+    :param source: The citation
+    :param budget: The training budget, in the source's own unit and in emulator frames where it is known
+    :param scores: Score per game (the game's name as in ``ALE/<Game>-v5``)
+    """
+
+    method: str
+    label: str
+    source: str
+    budget: str
+    scores: dict[str, float]
+
+
+TRPO_PAPER = "Schulman et al. (2015), Trust Region Policy Optimization, ICML, Table 1 (budgets: Table 3)"
+# Table 3: 500 policy iterations of 100K (single path) or 400K (vine) simulator steps, one run per game. The paper
+# preprocesses frames as Mnih et al. (2013), who act every 4th frame, but does not say whether a simulator step is
+# one frame or one agent step.
+PAPER_BUDGET = "500 iterations x {per_iteration} simulator steps = {total} simulator steps; one run"
+RANDOM_PLAY = Published(
+    "random play",
+    "random play (paper)",
+    TRPO_PAPER,
+    "none",
+    {"BeamRider": 354, "Breakout": 1.2, "Enduro": 0, "Pong": -20.4, "Qbert": 157, "Seaquest": 110, "SpaceInvaders": 179},
+)
+PUBLISHED = (
+    Published(
+        "TRPO, single path",
+        "paper: single path, 50M sim. steps",
+        TRPO_PAPER,
+        PAPER_BUDGET.format(per_iteration="100K", total="50M"),
+        {
+            "BeamRider": 1425.2,
+            "Breakout": 10.8,
+            "Enduro": 534.6,
+            "Pong": 20.9,
+            "Qbert": 1973.5,
+            "Seaquest": 1908.6,
+            "SpaceInvaders": 568.4,
+        },
+    ),
+    Published(
+        "TRPO, vine",
+        "paper: vine, 200M sim. steps",
+        TRPO_PAPER,
+        PAPER_BUDGET.format(per_iteration="400K", total="200M"),
+        {
+            "BeamRider": 859.5,
+            "Breakout": 34.2,
+            "Enduro": 430.8,
+            "Pong": 20.9,
+            "Qbert": 7732.5,
+            "Seaquest": 788.4,
+            "SpaceInvaders": 450.2,
+        },
+    ),
+    Published(
+        "TRPO (baselines trpo_mpi: max_kl 0.001, 512 steps per batch, small CNN)",
+        "baselines trpo_mpi, 40M frames",
+        "OpenAI Baselines, benchmarks_atari10M.htm (commit cbd21ef), github.com/openai/baselines",
+        "10M agent steps = 40M frames (4-frame skip); training games, mean of 6 runs",
+        {
+            "BeamRider": 683.11,
+            "Breakout": 14.98,
+            "Enduro": 24.83,
+            "Pong": 2.82,
+            "Qbert": 2486.18,
+            "Seaquest": 710.07,
+            "SpaceInvaders": 457.7,
+        },
+    ),
+)
+
+
+def game_name(env_id: str) -> str:
+    """``ALE/Breakout-v5`` and ``BreakoutNoFrameskip-v4`` -> ``Breakout``."""
+    match = re.fullmatch(r"(?:ALE/)?([A-Za-z]+?)(?:NoFrameskip|Deterministic)?-v\d+", env_id)
+    return match.group(1) if match else env_id
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default=ENV_ID, help="an ALE env id (its entry of zoo_configs/trpo.yml is used)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument("--budget", type=int, default=BUDGET, help="agent steps per run (4 emulator frames each)")
+    parser.add_argument("--eval-freq", type=int, default=EVAL_FREQ, help="agent steps between evaluations")
+    parser.add_argument("--eval-episodes", type=int, default=EVAL_EPISODES, help="full games per evaluation")
+    parser.add_argument("--random-games", type=int, default=RANDOM_GAMES, help="games of random play measured here")
+    parser.add_argument(
+        "--hyperparams", nargs="+", default=[], metavar="NAME:VALUE", help="overrides of the config entry (zoo syntax)"
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (one process each)")
+    parser.add_argument("--runs-dir", type=Path, default=RESULTS_DIR / "tmp" / "runs", help="zoo logs and run CSVs")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "atari", help="CSV, figure and report")
+    parser.add_argument("--report-only", action="store_true", help="never train: report from the finished runs in --runs-dir")
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+    return args
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse what would fail or mislead only after the zoo started (argparse errors name the option)."""
+    if args.env not in gym.envs.registry:
+        parser.error(f"--env {args.env!r} is not a registered gymnasium id")
+    if not ExperimentManager.is_atari(args.env):
+        parser.error(f"--env {args.env!r} is not an ALE env (this benchmark runs the zoo's `atari` entry)")
+    for name in ("budget", "eval_freq", "eval_episodes", "random_games", "jobs"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    if args.eval_freq > args.budget:
+        parser.error(f"--eval-freq {args.eval_freq} exceeds --budget {args.budget}: the run would have no evaluation")
+    args.overrides = parse_overrides(parser, args.hyperparams)
+
+
+def parse_overrides(parser: argparse.ArgumentParser, assignments: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """``["n_steps:32"]`` as ``(("n_steps", "32"),)``: the zoo's ``--hyperparams`` pairs (values stay expressions)."""
+    pairs = []
+    for assignment in assignments:
+        name, sep, value = assignment.partition(":")
+        if not sep or not name.isidentifier() or not value:
+            parser.error(f"--hyperparams expects NAME:VALUE (e.g. n_steps:128), got {assignment!r}")
+        if name == "callback":
+            parser.error("--hyperparams callback is reserved (the benchmark's clock is given to the zoo that way)")
+        pairs.append((name, value))
+    return tuple(pairs)
+
+
+def run_specs(args: argparse.Namespace) -> list[RunSpec]:
+    """One single-path run per seed."""
+    return [
+        RunSpec(LABEL, ALGO, args.env, seed, args.budget, args.eval_freq, args.eval_episodes, args.overrides)
+        for seed in args.seeds
+    ]
+
+
+def finished_results(specs: Sequence[RunSpec], runs_dir: Path) -> list[RunResult]:
+    """The finished runs of ``specs``, made with whatever code made them; never trains (``--report-only``).
+
+    A run counts when its folder has ``run.csv`` and a ``spec.json`` equal to the spec; otherwise ``SystemExit``
+    names the folder. A run made with other code than this checkout's is used, and the report says so.
+    """
+    results = []
+    for spec in specs:
+        folder = spec.folder(runs_dir)
+        if not (folder / RUN_CSV).is_file() or not (folder / SPEC_JSON).is_file():
+            raise SystemExit(f"--report-only: no finished run of {spec.env_id} seed {spec.seed} in {folder}")
+        if json.loads((folder / SPEC_JSON).read_text()) != spec.as_json():
+            raise SystemExit(f"--report-only: the run in {folder} was made with other options: {folder / SPEC_JSON}")
+        results.append(load_result(spec, folder, cached=True))
+    return results
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Random play
+
+
+class UniformPolicy:
+    """Draws every action uniformly from the action space: the random-play baseline, as an SB3 policy predictor.
+
+    :param action_space: The (vectorized) env's action space
+    :param n_envs: Number of envs it acts for
+    :param seed: Seed of its draws
+    """
+
+    def __init__(self, action_space: gym.spaces.Space, n_envs: int, seed: int) -> None:
+        self.action_space = action_space
+        self.n_envs = n_envs
+        self.action_space.seed(seed)
+
+    def predict(
+        self,
+        observation: Any,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        return np.array([self.action_space.sample() for _ in range(self.n_envs)]), state
+
+
+def random_play(env_id: str, episodes: int, seed: int) -> np.ndarray:
+    """Scores of ``episodes`` full games of uniformly random actions, on the env the zoo evaluates on.
+
+    The env is made as rl-zoo makes it from the config entry (its ``env_kwargs`` and ``env_wrapper``, a Monitor
+    below the wrapper, ``make_vec_env`` seeded with ``seed``); frame stacking is left out, random actions ignore it.
+    SB3's ``evaluate_policy`` counts the Monitor's episodes: whole games, unclipped.
+    """
+    _, zoo_settings = split_entry(env_id, ALGO)
+    env = make_vec_env(
+        env_id,
+        n_envs=1,
+        seed=seed,
+        env_kwargs=zoo_settings.get("env_kwargs"),
+        wrapper_class=get_wrapper_class(zoo_settings),
+    )
+    try:
+        policy = UniformPolicy(env.action_space, env.num_envs, seed)
+        scores, _ = evaluate_policy(policy, env, n_eval_episodes=episodes, return_episode_rewards=True)
+    finally:
+        env.close()
+    return np.asarray(scores, dtype=float)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Figures of a run
+
+
+def final_games(result: RunResult) -> np.ndarray:
+    """Every game score of the evaluations in the final window (the last ``FINAL_FRACTION`` of the budget).
+
+    As :func:`benchmarks.report.final_return`, a run without an evaluation in that window gives its last one.
+    """
+    (path,) = sorted((result.folder / "zoo").glob("*/*/evaluations.npz"))
+    data = np.load(path)
+    timesteps, scores = data["timesteps"], data["results"]
+    window = timesteps >= (1.0 - FINAL_FRACTION) * result.spec.budget
+    if not window.any():
+        window = timesteps == timesteps[-1]
+    return np.asarray(scores[window], dtype=float).ravel()
+
+
+def spread(scores: np.ndarray) -> float:
+    """Standard deviation of game scores (ddof=1; 0 for a single game)."""
+    return float(scores.std(ddof=1)) if scores.size > 1 else 0.0
+
+
+def training_curve(result: RunResult) -> pd.DataFrame:
+    """``timesteps`` and ``score``: SB3's mean of the last 100 training games' scores, per iteration."""
+    progress = result.progress()
+    if TRAINING_GAMES not in progress:
+        return pd.DataFrame({"timesteps": [], "score": []})
+    rows = progress[[TIMESTEPS, TRAINING_GAMES]].dropna()
+    return pd.DataFrame({"timesteps": rows[TIMESTEPS].astype(int), "score": rows[TRAINING_GAMES]})
+
+
+def run_dates(result: RunResult) -> str:
+    """When the run started (its ``spec.json`` was written) and finished (``run.csv``), local time."""
+
+    def stamp(name: str) -> str:
+        moment = datetime.datetime.fromtimestamp((result.folder / name).stat().st_mtime)
+        return moment.strftime("%Y-%m-%d %H:%M")
+
+    return f"{stamp(SPEC_JSON)} to {stamp(RUN_CSV)}"
+
+
+def run_table(results: Sequence[RunResult]) -> pd.DataFrame:
+    """One row per seed: the curve's figures, time and throughput."""
+    rows = []
+    for result in sorted(results, key=lambda r: r.spec.seed):
+        curve, timing = result.curve, result.timing
+        best = curve.loc[curve["return_mean"].idxmax()]
+        games = final_games(result)
+        training = training_curve(result)
+        steps = int(timing["num_timesteps"])
+        rows.append(
+            {
+                "seed": result.spec.seed,
+                "agent steps": f"{steps:,}",
+                "frames": f"{steps * FRAMES_PER_STEP:,}",
+                "final score": f"{final_return(curve, result.spec.budget):.1f} ± {spread(games):.1f} ({games.size} games)",
+                "last evaluation": f"{curve['return_mean'].iloc[-1]:.1f} at {int(curve['timesteps'].iloc[-1]):,}",
+                "best evaluation": f"{best['return_mean']:.1f} at {int(best['timesteps']):,}",
+                "training games (last 100)": f"{training['score'].iloc[-1]:.1f}" if len(training) else "n/a",
+                "wall time (h)": f"{timing['wall_seconds'] / 3600:.2f}",
+                "evaluation time (h)": f"{timing['eval_seconds'] / 3600:.2f}",
+                "train env-steps/s": f"{result.steps_per_second:.0f}",
+                "run (local time)": run_dates(result),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def against_random(results: Sequence[RunResult], random_scores: np.ndarray) -> str:
+    """The final window's games against the random games measured here (Welch's t-test over games, one-sided view)."""
+    games = np.concatenate([final_games(result) for result in results])
+    if games.size < 2 or random_scores.size < 2 or (games.std() == 0 and random_scores.std() == 0):
+        verdict, p_text = ("above" if games.mean() > random_scores.mean() else "not above"), "n/a"
+    else:
+        p_value = float(stats.ttest_ind(games, random_scores, equal_var=False).pvalue)
+        p_text = format_p(p_value)
+        verdict = "above" if p_value < WELCH_THRESHOLD and games.mean() > random_scores.mean() else "not above"
+    return (
+        f"final window {games.mean():.1f} ± {spread(games):.1f} over {games.size} games vs "
+        f"random play {random_scores.mean():.1f} ± {spread(random_scores):.1f} over "
+        f"{random_scores.size} games: **{verdict} random play** (Welch's t-test over games, p {p_text})"
+    )
+
+
+def published_table(game: str) -> pd.DataFrame:
+    """The published figures for ``game``, with their budgets and sources."""
+    rows = []
+    for entry in (RANDOM_PLAY, *PUBLISHED):
+        if game not in entry.scores:
+            continue
+        score = entry.scores[game]
+        rows.append({"method": entry.method, "score": f"{score:g}", "budget": entry.budget, "source": entry.source})
+    return pd.DataFrame(rows)
+
+
+def plot_run(results: Sequence[RunResult], game: str, random_scores: np.ndarray, title: str, path: Path) -> Path:
+    """Evaluation scores (mean ± std over the games of each evaluation), training games, random and published lines."""
+    figure, axes = new_figure()
+    ax = axes[0]
+    for index, result in enumerate(sorted(results, key=lambda r: r.spec.seed)):
+        curve, color = result.curve, f"C{index}"
+        steps, mean, std = curve["timesteps"], curve["return_mean"], curve["return_std"]
+        ax.plot(steps, mean, color=color, linewidth=1.5, label=f"evaluation, seed {result.spec.seed}")
+        ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+        training = training_curve(result)
+        ax.plot(training["timesteps"], training["score"], color=color, linewidth=0.8, linestyle=":", label="training games")
+    ax.axhline(float(random_scores.mean()), color="grey", linewidth=0.8, linestyle="--", label="random play (here)")
+    for entry, style in zip(PUBLISHED, ("-.", "--", ":"), strict=True):
+        if game in entry.scores:
+            ax.axhline(entry.scores[game], color="k", linewidth=0.6, linestyle=style, label=entry.label)
+    style_axes(ax, title)
+    ax.set_xlabel("agent steps (4 frames each)", fontsize=8)
+    ax.set_ylabel("game score", fontsize=8)
+    ax.legend(fontsize=6, loc="best")
+    return save_figure(figure, path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The record
+
+
+def file_stem(env_id: str) -> str:
+    """A file name for ``env_id``: ``ALE/Breakout-v5`` -> ``ALE-Breakout-v5``."""
+    return env_id.replace("/", "-")
+
+
+def code_note(results: Sequence[RunResult]) -> str:
+    """Whether the runs were made with this checkout's code (the report may be regenerated from another one)."""
+    current = code_fingerprint(ALGO)
+    if all(result.code == current for result in results):
+        return "the same as this checkout's"
+    return f"not this checkout's ({current}): the report reads runs made with other code"
+
+
+def write_outputs(args: argparse.Namespace, argv: Sequence[str], results: Sequence[RunResult]) -> str:
+    """CSV, figure and report in ``args.out``; returns the markdown."""
+    game, stem = game_name(args.env), file_stem(args.env)
+    random_scores = random_play(args.env, args.random_games, seed=min(args.seeds))
+    args.out.mkdir(parents=True, exist_ok=True)
+    curves_table(results).to_csv(args.out / f"{stem}.csv", index=False)
+    title = f"{args.env}: single-path sb3_trpo, zoo `atari` entry"
+    figure = plot_run(results, game, random_scores, title, args.out / f"{stem}.png")
+    ours = float(np.mean([final_return(result.curve, result.spec.budget) for result in results]))
+    overrides = ", ".join(f"{name}={value}" for name, value in args.overrides) or "none"
+    lines = [
+        f"# {title}",
+        "",
+        *report_header(MODULE, argv, args.jobs, results),
+        f"- code of the runs: {code_note(results)}",
+        f"- env: {args.env} (sticky actions at the id's default); seeds: {' '.join(map(str, args.seeds))}; budget: "
+        f"{args.budget:,} agent steps = {args.budget * FRAMES_PER_STEP:,} emulator frames per run; hyperparameters: "
+        f"the env's entry of zoo_configs/trpo.yml, overrides: {overrides}",
+        f"- evaluation (rl-zoo's EvalCallback on a separate env): every {args.eval_freq:,} agent steps, "
+        f"{args.eval_episodes} full games (all lives, unclipped game score) of the **stochastic** policy (rl-zoo's "
+        "ExperimentManager evaluates Atari ids with deterministic=False)",
+        f"- final score: mean over the evaluations in the last {FINAL_FRACTION:.0%} of the budget, ± the std over their "
+        "games; training games: SB3's mean score of the last 100 training games (full games, unclipped)",
+        "- wall time: the whole zoo process (start-up, training, evaluations, saving); train env-steps/s: agent steps "
+        "divided by training time without evaluations",
+        "",
+        markdown_table(run_table(results)),
+        "",
+        f"**Against random play** (measured here: the same env and game protocol, uniformly random actions, seed "
+        f"{min(args.seeds)}): {against_random(results, random_scores)}.",
+        "",
+        f"**Published figures for {game}** (ours: {ours:.1f} at {args.budget * FRAMES_PER_STEP / 1e6:g}M frames; theirs at "
+        "far larger budgets, other preprocessing and, for baselines, other hyperparameters):",
+        "",
+        markdown_table(published_table(game)) if game in RANDOM_PLAY.scores else "no published figures listed",
+        "",
+        f"![{stem}]({figure.name})",
+        "",
+    ]
+    markdown = "\n".join(lines)
+    (args.out / f"{stem}.md").write_text(markdown)
+    return markdown
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    specs = run_specs(args)
+    if args.report_only:
+        results = finished_results(specs, args.runs_dir)
+        for result in results:
+            print(describe(result), flush=True)
+    else:
+        print(f"{len(specs)} run(s), {args.jobs} at a time; logs under {args.runs_dir}", flush=True)
+        results = run_all(specs, args.runs_dir, args.jobs)
+    finish(MODULE, argv, write_outputs(args, argv, results), args.out)
+
+
+if __name__ == "__main__":
+    main()
