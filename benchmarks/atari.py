@@ -35,11 +35,13 @@ import ale_py
 import gymnasium as gym
 import numpy as np
 import pandas as pd
+import torch as th
 from rl_zoo3.exp_manager import ExperimentManager
 from rl_zoo3.utils import get_wrapper_class
 from scipy import stats
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 
 from benchmarks.report import (
     FINAL_FRACTION,
@@ -64,6 +66,7 @@ from benchmarks.zoo_runs import (
     report_header,
     run_all,
 )
+from sb3_trpo import TRPO
 from sb3_trpo.zoo import split_entry
 
 gym.register_envs(ale_py)
@@ -77,6 +80,7 @@ BUDGET = 1_000_000  # agent steps
 EVAL_FREQ = 50_000
 EVAL_EPISODES = 10
 RANDOM_GAMES = 100  # random play is cheap: about 5 s per 20 Breakout games here
+ENTROPY_STEPS = 2000  # agent steps of the final policy over which its action entropy is measured
 # The `atari` entry's FourFrameAtariWrapper repeats each action for 4 emulator frames on an ALE env made with
 # frameskip=1 (tests/test_zoo_atari.py counts them).
 FRAMES_PER_STEP = 4
@@ -187,6 +191,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--eval-episodes", type=int, default=EVAL_EPISODES, help="full games per evaluation")
     parser.add_argument("--random-games", type=int, default=RANDOM_GAMES, help="games of random play measured here")
     parser.add_argument(
+        "--entropy-steps", type=int, default=ENTROPY_STEPS, help="agent steps of the final policy for its entropy"
+    )
+    parser.add_argument(
         "--hyperparams", nargs="+", default=[], metavar="NAME:VALUE", help="overrides of the config entry (zoo syntax)"
     )
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (one process each)")
@@ -204,7 +211,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--env {args.env!r} is not a registered gymnasium id")
     if not ExperimentManager.is_atari(args.env):
         parser.error(f"--env {args.env!r} is not an ALE env (this benchmark runs the zoo's `atari` entry)")
-    for name in ("budget", "eval_freq", "eval_episodes", "random_games", "jobs"):
+    for name in ("budget", "eval_freq", "eval_episodes", "random_games", "entropy_steps", "jobs"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     if args.eval_freq > args.budget:
@@ -284,6 +291,19 @@ def random_play(env_id: str, episodes: int, seed: int) -> np.ndarray:
     below the wrapper, ``make_vec_env`` seeded with ``seed``); frame stacking is left out, random actions ignore it.
     SB3's ``evaluate_policy`` counts the Monitor's episodes: whole games, unclipped.
     """
+    env = evaluation_env(env_id, seed)
+    try:
+        policy = UniformPolicy(env.action_space, env.num_envs, seed)
+        scores, _ = evaluate_policy(policy, env, n_eval_episodes=episodes, return_episode_rewards=True)
+    finally:
+        env.close()
+    return np.asarray(scores, dtype=float)
+
+
+def evaluation_env(env_id: str, seed: int, frame_stack: bool = False) -> VecEnv:
+    """One env as rl-zoo makes it from the config entry: its ``env_kwargs`` and ``env_wrapper`` (a Monitor below the
+    wrapper), ``make_vec_env`` seeded with ``seed``; with ``frame_stack``, the entry's frame stack too (what a
+    trained policy observes)."""
     _, zoo_settings = split_entry(env_id, ALGO)
     env = make_vec_env(
         env_id,
@@ -292,12 +312,78 @@ def random_play(env_id: str, episodes: int, seed: int) -> np.ndarray:
         env_kwargs=zoo_settings.get("env_kwargs"),
         wrapper_class=get_wrapper_class(zoo_settings),
     )
+    n_stack = zoo_settings.get("frame_stack")
+    return VecFrameStack(env, n_stack) if frame_stack and n_stack else env
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Did the policy move? Its action distribution at the end of the run
+
+
+@dataclass(frozen=True)
+class PolicyStats:
+    """The action distribution of a policy over the states it visits.
+
+    :param entropy: Mean entropy of its action distribution, nats
+    :param uniform: Entropy of the uniform distribution over the actions (``ln n``): where an untrained SB3 policy
+        starts (its action head is initialized near zero)
+    :param max_probability: Mean probability of its most likely action
+    :param frequencies: How often it took each action
+    :param steps: Agent steps measured
+    """
+
+    entropy: float
+    uniform: float
+    max_probability: float
+    frequencies: tuple[float, ...]
+    steps: int
+
+    def describe(self) -> str:
+        shares = ", ".join(f"{100 * f:.0f}%" for f in self.frequencies)
+        return (
+            f"mean action entropy {self.entropy:.3f} nats against {self.uniform:.3f} for uniform play (ratio "
+            f"{self.entropy / self.uniform:.2f}); mean probability of its likeliest action {self.max_probability:.2f}; "
+            f"actions taken: {shares} ({self.steps:,} agent steps of the stochastic policy)"
+        )
+
+
+def final_model(result: RunResult) -> Path:
+    """The model the zoo saved at the end of the run (``<env name>.zip``, not ``best_model.zip``)."""
+    paths = [path for path in sorted((result.folder / "zoo").glob("*/*/*.zip")) if path.name != "best_model.zip"]
+    if len(paths) != 1:
+        raise SystemExit(f"expected one final model under {result.folder / 'zoo'}, found {[str(p) for p in paths]}")
+    return paths[0]
+
+
+def policy_stats(model_path: Path, env_id: str, steps: int, seed: int) -> PolicyStats:
+    """Entropy and action frequencies of the saved policy, acting stochastically for ``steps`` agent steps on an
+    evaluation env (full games, restarted when one ends)."""
+    model = TRPO.load(model_path, device="cpu")
+    env = evaluation_env(env_id, seed, frame_stack=True)
+    entropies, max_probabilities, counts = [], [], np.zeros(env.action_space.n)  # type: ignore[attr-defined]
     try:
-        policy = UniformPolicy(env.action_space, env.num_envs, seed)
-        scores, _ = evaluate_policy(policy, env, n_eval_episodes=episodes, return_episode_rewards=True)
+        obs = env.reset()
+        for _ in range(steps):
+            assert isinstance(obs, np.ndarray)
+            with th.no_grad():
+                tensor, _ = model.policy.obs_to_tensor(obs)
+                distribution = model.policy.get_distribution(tensor).distribution
+            assert isinstance(distribution, th.distributions.Categorical)
+            probabilities = distribution.probs.numpy()[0]
+            entropies.append(float(distribution.entropy()[0]))
+            max_probabilities.append(float(probabilities.max()))
+            action, _ = model.predict(obs, deterministic=False)
+            counts[int(action[0])] += 1
+            obs, _, _, _ = env.step(action)
     finally:
         env.close()
-    return np.asarray(scores, dtype=float)
+    return PolicyStats(
+        float(np.mean(entropies)),
+        float(np.log(counts.size)),
+        float(np.mean(max_probabilities)),
+        tuple(float(c) for c in counts / counts.sum()),
+        steps,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -465,6 +551,14 @@ def write_outputs(args: argparse.Namespace, argv: Sequence[str], results: Sequen
         "",
         f"**Against random play** (measured here: the same env and game protocol, uniformly random actions, seed "
         f"{min(args.seeds)}): {against_random(results, random_scores)}.",
+        "",
+        "**Did the policy move?** The final model's action distribution on an evaluation env (seed + 2000):",
+        "",
+        *[
+            f"- seed {result.spec.seed}: "
+            + policy_stats(final_model(result), args.env, args.entropy_steps, result.spec.seed + 2000).describe()
+            for result in sorted(results, key=lambda r: r.spec.seed)
+        ],
         "",
         f"**Published figures for {game}** (ours: {ours:.1f} at {args.budget * FRAMES_PER_STEP / 1e6:g}M frames; theirs at "
         "far larger budgets, other preprocessing and, for baselines, other hyperparameters):",
