@@ -135,6 +135,24 @@ def test_estimator_quality_script(tmp_path: Path) -> None:
     assert_small_png(tmp_path / "CartPole-v1.png")
 
 
+def test_minatar_script(tmp_path: Path) -> None:
+    """All four algorithms on one MinAtar game, one iteration each; the report, its tables and the figure."""
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    game = "MinAtar/Breakout-v1"
+    tiny = ["--tasks", game, "--seeds", "0", "--budget", "1024", "--eval-freq", "1024", "--eval-episodes", "1"]
+    stdout = run_module("benchmarks.minatar", *tiny, "--random-episodes", "3", "--jobs", "2", "--runs-dir", runs, "--out", out)
+    assert "command: python -m benchmarks.minatar --tasks MinAtar/Breakout-v1" in stdout
+    summary = pd.read_csv(out / "summary.csv")
+    assert sorted(summary["label"]) == ["ppo", "sb3_contrib", "sb3_trpo", "vine"]
+    ppo = zoo_config(runs / "ppo" / game / "n1024-seed0")
+    assert ppo["policy"] == "MlpPolicy" and ppo["n_epochs"] == 4 and ppo["env_kwargs"] == {"max_episode_steps": 2500}
+    vine = json.loads((runs / "vine" / game / "n1024-seed0" / "spec.json").read_text())
+    assert vine["algo"] == "trpo_vine"
+    report = (out / "report.md").read_text()
+    assert "| random play |" in report and "sb3_trpo vs sb3_contrib" in report and "deterministic" in report
+    assert_small_png(out / "MinAtar-Breakout-v1.png")
+
+
 def test_code_versions_lists_each_fingerprint_once_with_its_commits() -> None:
     def result(code: str, commit: str) -> RunResult:
         spec = RunSpec("sb3_trpo", "trpo", TASK, 0, BUDGET, 1024, 1)

@@ -66,6 +66,7 @@ FALLBACK_ENV = {"default": "Pusher-v5", "atari": "ALE/Freeway-v5"}
 ROLLOUT_STEPS = 256  # steps per update in the smoke runs (n_steps * n_envs)
 RL_ZOO_TRPO_CONFIG = Path(rl_zoo3.__file__).resolve().parent / "hyperparams" / "trpo.yml"
 # The vine entries for classic control that trpo_vine.yml must have (besides CartPole-v1 and `default`)
+MINATAR_COPIES = [f"MinAtar/{game}-v1" for game in ("SpaceInvaders", "Asterix", "Freeway", "Seaquest")]
 VINE_CLASSIC = ["Pendulum-v1", "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0"]
 PYBULLET_PACKAGE = "pybullet_envs_gymnasium"  # registers the *BulletEnv-v0 ids of rl-zoo's trpo.yml
 
@@ -97,6 +98,8 @@ def config_entries() -> list[Any]:
             marks = []
             if "Bullet" in key and pybullet_missing:
                 marks.append(pytest.mark.skip(reason=f"{key} is registered by {PYBULLET_PACKAGE}, which is not installed"))
+            if key in MINATAR_COPIES:  # copies of the Breakout entry (test_minatar_entries_are_one_entry)
+                marks.append(pytest.mark.slow)
             params.append(pytest.param(algo, key, id=f"{algo}:{key}", marks=marks))
     return params
 
@@ -165,6 +168,17 @@ def test_vine_config_has_default_and_classic_entries() -> None:
             name: value for name, value in trpo[key].items() if name not in ("n_timesteps", "use_sde", "sde_sample_freq")
         }
         assert {name: vine[key][name] for name in shared} == shared, key
+
+
+@pytest.mark.parametrize("algo", ["trpo", "trpo_vine"])
+def test_minatar_entries_are_one_entry(algo: str) -> None:
+    """The five MinAtar games share one entry per file (its comment says how it was chosen)."""
+    config = load_config(algo)
+    assert all(config[env_id] == config["MinAtar/Breakout-v1"] for env_id in MINATAR_COPIES)
+    assert config["MinAtar/Breakout-v1"]["env_kwargs"] == {"max_episode_steps": 2500}
+    if algo == "trpo_vine":  # eq. 15: every action of the minimal action set rolled out, with common random numbers
+        vine = config["MinAtar/Breakout-v1"]["vine_kwargs"]
+        assert vine["action_sampling"] == "all" and vine["common_random_numbers"]
 
 
 @pytest.mark.parametrize("algo", ["trpo", "trpo_vine"])
