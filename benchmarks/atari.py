@@ -8,6 +8,9 @@ entry of ``zoo_configs/trpo.yml`` (the ``atari`` block: ``FourFrameAtariWrapper`
 lives; the game's own, unclipped score, as the Monitor below the Atari wrapper records it) of the stochastic policy,
 since rl-zoo's ``ExperimentManager`` sets ``deterministic_eval`` to False for Atari ids. The run is resumable: a
 finished run of the same spec and code is loaded, not run again (``--report-only`` never trains).
+``--report-only --include-stopped`` also reports a run that was stopped before its budget (no ``run.csv``), from
+its ``evaluations.npz`` and ``progress.csv``: the report says where it stopped, takes the final window over the
+steps it reached and measures the entropy of its best evaluation's model (there is no final one).
 
     python -m benchmarks.atari [--env ALE/Breakout-v5] [--seeds 0] [--budget 1000000] [--eval-freq 50000]
 
@@ -54,6 +57,7 @@ from benchmarks.report import (
     style_axes,
 )
 from benchmarks.zoo_runs import (
+    PROGRESS_CSV,
     RESULTS_DIR,
     RUN_CSV,
     SPEC_JSON,
@@ -63,6 +67,7 @@ from benchmarks.zoo_runs import (
     describe,
     finish,
     load_result,
+    load_stopped_result,
     report_header,
     run_all,
 )
@@ -87,6 +92,7 @@ FRAMES_PER_STEP = 4
 TRAINING_GAMES = "rollout/ep_rew_mean"  # SB3's mean score of the last 100 training games (full games, unclipped)
 TIMESTEPS = "time/total_timesteps"
 WELCH_THRESHOLD = 0.05
+BEST_MODEL = "best_model.zip"  # EvalCallback's model of the best evaluation
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -200,6 +206,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--runs-dir", type=Path, default=RESULTS_DIR / "tmp" / "runs", help="zoo logs and run CSVs")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "atari", help="CSV, figure and report")
     parser.add_argument("--report-only", action="store_true", help="never train: report from the finished runs in --runs-dir")
+    parser.add_argument(
+        "--include-stopped",
+        action="store_true",
+        help="with --report-only: also report runs stopped before their budget (no run.csv), from their logs",
+    )
     args = parser.parse_args(argv)
     check_args(parser, args)
     return args
@@ -216,6 +227,9 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     if args.eval_freq > args.budget:
         parser.error(f"--eval-freq {args.eval_freq} exceeds --budget {args.budget}: the run would have no evaluation")
+    if args.include_stopped and not args.report_only:
+        # Training would start a stopped run again from scratch (its folder is replaced), not report it.
+        parser.error("--include-stopped only applies with --report-only")
     args.overrides = parse_overrides(parser, args.hyperparams)
 
 
@@ -240,20 +254,30 @@ def run_specs(args: argparse.Namespace) -> list[RunSpec]:
     ]
 
 
-def finished_results(specs: Sequence[RunSpec], runs_dir: Path) -> list[RunResult]:
+def finished_results(specs: Sequence[RunSpec], runs_dir: Path, include_stopped: bool = False) -> list[RunResult]:
     """The finished runs of ``specs``, made with whatever code made them; never trains (``--report-only``).
 
-    A run counts when its folder has ``run.csv`` and a ``spec.json`` equal to the spec; otherwise ``SystemExit``
-    names the folder. A run made with other code than this checkout's is used, and the report says so.
+    A run counts when its folder has a ``spec.json`` equal to the spec and ``run.csv``; with ``include_stopped``, a
+    folder without ``run.csv`` counts as a run stopped before its budget (see
+    :func:`benchmarks.zoo_runs.load_stopped_result`). Otherwise ``SystemExit`` names the folder. A run made with
+    other code than this checkout's is used, and the report says so.
     """
     results = []
     for spec in specs:
         folder = spec.folder(runs_dir)
-        if not (folder / RUN_CSV).is_file() or not (folder / SPEC_JSON).is_file():
+        if not (folder / SPEC_JSON).is_file():
             raise SystemExit(f"--report-only: no finished run of {spec.env_id} seed {spec.seed} in {folder}")
         if json.loads((folder / SPEC_JSON).read_text()) != spec.as_json():
             raise SystemExit(f"--report-only: the run in {folder} was made with other options: {folder / SPEC_JSON}")
-        results.append(load_result(spec, folder, cached=True))
+        if (folder / RUN_CSV).is_file():
+            results.append(load_result(spec, folder, cached=True))
+        elif include_stopped:
+            results.append(load_stopped_result(spec, folder))
+        else:
+            hint = " (pass --include-stopped to report it as stopped)" if (folder / PROGRESS_CSV).is_file() else ""
+            raise SystemExit(
+                f"--report-only: no finished run of {spec.env_id} seed {spec.seed} in {folder}: it has no {RUN_CSV}{hint}"
+            )
     return results
 
 
@@ -330,6 +354,7 @@ class PolicyStats:
     :param max_probability: Mean probability of its most likely action
     :param frequencies: How often it took each action
     :param steps: Agent steps measured
+    :param actions: The actions' names (the ALE's ``get_action_meanings()``)
     """
 
     entropy: float
@@ -337,9 +362,10 @@ class PolicyStats:
     max_probability: float
     frequencies: tuple[float, ...]
     steps: int
+    actions: tuple[str, ...]
 
     def describe(self) -> str:
-        shares = ", ".join(f"{100 * f:.0f}%" for f in self.frequencies)
+        shares = ", ".join(f"{name} {100 * f:.0f}%" for name, f in zip(self.actions, self.frequencies, strict=True))
         return (
             f"mean action entropy {self.entropy:.3f} nats against {self.uniform:.3f} for uniform play (ratio "
             f"{self.entropy / self.uniform:.2f}); mean probability of its likeliest action {self.max_probability:.2f}; "
@@ -349,10 +375,31 @@ class PolicyStats:
 
 def final_model(result: RunResult) -> Path:
     """The model the zoo saved at the end of the run (``<env name>.zip``, not ``best_model.zip``)."""
-    paths = [path for path in sorted((result.folder / "zoo").glob("*/*/*.zip")) if path.name != "best_model.zip"]
+    paths = [path for path in sorted((result.folder / "zoo").glob("*/*/*.zip")) if path.name != BEST_MODEL]
     if len(paths) != 1:
         raise SystemExit(f"expected one final model under {result.folder / 'zoo'}, found {[str(p) for p in paths]}")
     return paths[0]
+
+
+def best_evaluation(result: RunResult) -> pd.Series:
+    """The run's best evaluation (its first one where several tie: SB3's ``EvalCallback`` saves the model on a
+    strictly better mean)."""
+    return result.curve.loc[result.curve["return_mean"].idxmax()]
+
+
+def measured_model(result: RunResult) -> tuple[Path, str]:
+    """The model whose action distribution is reported, and how the report names it: the final model, or for a
+    stopped run (which has none) ``best_model.zip``, saved by ``EvalCallback`` at the run's best evaluation."""
+    if not result.stopped:
+        return final_model(result), "final model"
+    paths = sorted((result.folder / "zoo").glob(f"*/*/{BEST_MODEL}"))
+    if len(paths) != 1:
+        raise SystemExit(f"expected one {BEST_MODEL} under {result.folder / 'zoo'}, found {[str(p) for p in paths]}")
+    best = best_evaluation(result)
+    return paths[0], (
+        f"best evaluation's model ({BEST_MODEL}, saved at {int(best['timesteps']):,} agent steps, where the "
+        f"evaluation scored {best['return_mean']:.1f}; the run stopped before saving a final model)"
+    )
 
 
 def policy_stats(model_path: Path, env_id: str, steps: int, seed: int) -> PolicyStats:
@@ -361,6 +408,7 @@ def policy_stats(model_path: Path, env_id: str, steps: int, seed: int) -> Policy
     model = TRPO.load(model_path, device="cpu")
     env = evaluation_env(env_id, seed, frame_stack=True)
     entropies, max_probabilities, counts = [], [], np.zeros(env.action_space.n)  # type: ignore[attr-defined]
+    (actions,) = env.env_method("get_action_meanings")
     try:
         obs = env.reset()
         for _ in range(steps):
@@ -383,6 +431,7 @@ def policy_stats(model_path: Path, env_id: str, steps: int, seed: int) -> Policy
         float(np.mean(max_probabilities)),
         tuple(float(c) for c in counts / counts.sum()),
         steps,
+        tuple(actions),
     )
 
 
@@ -390,15 +439,26 @@ def policy_stats(model_path: Path, env_id: str, steps: int, seed: int) -> Policy
 # Figures of a run
 
 
+def reached_steps(result: RunResult) -> int:
+    """The agent steps the final window is the last ``FINAL_FRACTION`` of: the budget, or where a stopped run stopped."""
+    return int(result.timing["num_timesteps"]) if result.stopped else result.spec.budget
+
+
+def final_score(result: RunResult) -> float:
+    """The mean evaluation score over the final window (:func:`benchmarks.report.final_return`)."""
+    return final_return(result.curve, reached_steps(result))
+
+
 def final_games(result: RunResult) -> np.ndarray:
-    """Every game score of the evaluations in the final window (the last ``FINAL_FRACTION`` of the budget).
+    """Every game score of the evaluations in the final window (the last ``FINAL_FRACTION`` of the budget, or of the
+    steps a stopped run reached).
 
     As :func:`benchmarks.report.final_return`, a run without an evaluation in that window gives its last one.
     """
     (path,) = sorted((result.folder / "zoo").glob("*/*/evaluations.npz"))
     data = np.load(path)
     timesteps, scores = data["timesteps"], data["results"]
-    window = timesteps >= (1.0 - FINAL_FRACTION) * result.spec.budget
+    window = timesteps >= (1.0 - FINAL_FRACTION) * reached_steps(result)
     if not window.any():
         window = timesteps == timesteps[-1]
     return np.asarray(scores[window], dtype=float).ravel()
@@ -419,13 +479,28 @@ def training_curve(result: RunResult) -> pd.DataFrame:
 
 
 def run_dates(result: RunResult) -> str:
-    """When the run started (its ``spec.json`` was written) and finished (``run.csv``), local time."""
+    """When the run started (its ``spec.json`` was written) and finished (``run.csv``) or, stopped, last logged an
+    iteration (``progress.csv``), local time."""
 
     def stamp(name: str) -> str:
         moment = datetime.datetime.fromtimestamp((result.folder / name).stat().st_mtime)
         return moment.strftime("%Y-%m-%d %H:%M")
 
+    if result.stopped:
+        return f"{stamp(SPEC_JSON)} to {stamp(PROGRESS_CSV)} (last log)"
     return f"{stamp(SPEC_JSON)} to {stamp(RUN_CSV)}"
+
+
+def run_state(result: RunResult) -> str:
+    """``finished``, or how much of its budget a stopped run reached."""
+    if not result.stopped:
+        return "finished"
+    return f"**stopped** at {reached_steps(result) / result.spec.budget:.0%} of the budget"
+
+
+def hours(seconds: float) -> str:
+    """Seconds as hours with two decimals; ``n/a`` when not recorded (NaN)."""
+    return "n/a" if np.isnan(seconds) else f"{seconds / 3600:.2f}"
 
 
 def run_table(results: Sequence[RunResult]) -> pd.DataFrame:
@@ -433,7 +508,7 @@ def run_table(results: Sequence[RunResult]) -> pd.DataFrame:
     rows = []
     for result in sorted(results, key=lambda r: r.spec.seed):
         curve, timing = result.curve, result.timing
-        best = curve.loc[curve["return_mean"].idxmax()]
+        best = best_evaluation(result)
         games = final_games(result)
         training = training_curve(result)
         steps = int(timing["num_timesteps"])
@@ -442,12 +517,13 @@ def run_table(results: Sequence[RunResult]) -> pd.DataFrame:
                 "seed": result.spec.seed,
                 "agent steps": f"{steps:,}",
                 "frames": f"{steps * FRAMES_PER_STEP:,}",
-                "final score": f"{final_return(curve, result.spec.budget):.1f} ± {spread(games):.1f} ({games.size} games)",
+                "run": run_state(result),
+                "final score": f"{final_score(result):.1f} ± {spread(games):.1f} ({games.size} games)",
                 "last evaluation": f"{curve['return_mean'].iloc[-1]:.1f} at {int(curve['timesteps'].iloc[-1]):,}",
                 "best evaluation": f"{best['return_mean']:.1f} at {int(best['timesteps']):,}",
                 "training games (last 100)": f"{training['score'].iloc[-1]:.1f}" if len(training) else "n/a",
-                "wall time (h)": f"{timing['wall_seconds'] / 3600:.2f}",
-                "evaluation time (h)": f"{timing['eval_seconds'] / 3600:.2f}",
+                "wall time (h)": hours(timing["wall_seconds"]),
+                "evaluation time (h)": hours(timing["eval_seconds"]),
                 "train env-steps/s": f"{result.steps_per_second:.0f}",
                 "run (local time)": run_dates(result),
             }
@@ -493,6 +569,9 @@ def plot_run(results: Sequence[RunResult], game: str, random_scores: np.ndarray,
         ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
         training = training_curve(result)
         ax.plot(training["timesteps"], training["score"], color=color, linewidth=0.8, linestyle=":", label="training games")
+        if result.stopped:
+            stop = reached_steps(result)
+            ax.axvline(stop, color=color, linewidth=0.8, linestyle="-.", label=f"seed {result.spec.seed} stopped at {stop:,}")
     ax.axhline(float(random_scores.mean()), color="grey", linewidth=0.8, linestyle="--", label="random play (here)")
     for entry, style in zip(PUBLISHED, ("-.", "--", ":"), strict=True):
         if game in entry.scores:
@@ -521,6 +600,30 @@ def code_note(results: Sequence[RunResult]) -> str:
     return f"not this checkout's ({current}): the report reads runs made with other code"
 
 
+def stopped_notes(results: Sequence[RunResult]) -> list[str]:
+    """One report line per run stopped before its budget: where it stopped and what its figures are read from."""
+    lines = []
+    for result in sorted(results, key=lambda r: r.spec.seed):
+        if not result.stopped:
+            continue
+        steps, last = reached_steps(result), int(result.curve["timesteps"].iloc[-1])
+        evaluations = f"{len(result.curve)} evaluation{'' if len(result.curve) == 1 else 's'}"
+        lines.append(
+            f"- **seed {result.spec.seed} was stopped** at {steps:,} of the budget's {result.spec.budget:,} agent "
+            f"steps ({steps / result.spec.budget:.0%}; {steps * FRAMES_PER_STEP:,} frames) and never finished: no "
+            f"final model, timing.json or {RUN_CSV}. Its figures come from the zoo's evaluations.npz ({evaluations}, "
+            f"the last at {last:,} steps) and the logger's {PROGRESS_CSV}; its final window is the last "
+            f"{FINAL_FRACTION:.0%} of the {steps:,} steps it reached, not of the budget"
+        )
+    return lines
+
+
+def entropy_line(result: RunResult, env_id: str, steps: int) -> str:
+    """The "Did the policy move?" line of one run: which model was measured, and its action distribution."""
+    path, name = measured_model(result)
+    return f"- seed {result.spec.seed}, {name}: " + policy_stats(path, env_id, steps, result.spec.seed + 2000).describe()
+
+
 def write_outputs(args: argparse.Namespace, argv: Sequence[str], results: Sequence[RunResult]) -> str:
     """CSV, figure and report in ``args.out``; returns the markdown."""
     game, stem = game_name(args.env), file_stem(args.env)
@@ -529,8 +632,10 @@ def write_outputs(args: argparse.Namespace, argv: Sequence[str], results: Sequen
     curves_table(results).to_csv(args.out / f"{stem}.csv", index=False)
     title = f"{args.env}: single-path sb3_trpo, zoo `atari` entry"
     figure = plot_run(results, game, random_scores, title, args.out / f"{stem}.png")
-    ours = float(np.mean([final_return(result.curve, result.spec.budget) for result in results]))
+    ours = float(np.mean([final_score(result) for result in results]))
+    frames = sorted({reached_steps(result) * FRAMES_PER_STEP / 1e6 for result in results})
     overrides = ", ".join(f"{name}={value}" for name, value in args.overrides) or "none"
+    ordered = sorted(results, key=lambda r: r.spec.seed)
     lines = [
         f"# {title}",
         "",
@@ -542,26 +647,32 @@ def write_outputs(args: argparse.Namespace, argv: Sequence[str], results: Sequen
         f"- evaluation (rl-zoo's EvalCallback on a separate env): every {args.eval_freq:,} agent steps, "
         f"{args.eval_episodes} full games (all lives, unclipped game score) of the **stochastic** policy (rl-zoo's "
         "ExperimentManager evaluates Atari ids with deterministic=False)",
-        f"- final score: mean over the evaluations in the last {FINAL_FRACTION:.0%} of the budget, ± the std over their "
-        "games; training games: SB3's mean score of the last 100 training games (full games, unclipped)",
+        *stopped_notes(results),
+        f"- final score: mean over the evaluations in the last {FINAL_FRACTION:.0%} of the budget"
+        + (" (of a stopped run: of the agent steps it reached)" if any(r.stopped for r in results) else "")
+        + ", ± the std over their games; training games: SB3's mean score of the last 100 training games (full "
+        "games, unclipped)",
         "- wall time: the whole zoo process (start-up, training, evaluations, saving); train env-steps/s: agent steps "
-        "divided by training time without evaluations",
+        "divided by training time without evaluations"
+        + (
+            " (of a stopped run: SB3's time/time_elapsed at its last logged iteration, the time of learn() with its "
+            "evaluations and without the process's start-up, for both; its evaluation time was not recorded: n/a)"
+            if any(r.stopped for r in results)
+            else ""
+        ),
         "",
         markdown_table(run_table(results)),
         "",
         f"**Against random play** (measured here: the same env and game protocol, uniformly random actions, seed "
         f"{min(args.seeds)}): {against_random(results, random_scores)}.",
         "",
-        "**Did the policy move?** The final model's action distribution on an evaluation env (seed + 2000):",
+        "**Did the policy move?** The action distribution of each run's final model (of a stopped run: of its best "
+        "evaluation's model) on an evaluation env (seed + 2000):",
         "",
-        *[
-            f"- seed {result.spec.seed}: "
-            + policy_stats(final_model(result), args.env, args.entropy_steps, result.spec.seed + 2000).describe()
-            for result in sorted(results, key=lambda r: r.spec.seed)
-        ],
+        *[entropy_line(result, args.env, args.entropy_steps) for result in ordered],
         "",
-        f"**Published figures for {game}** (ours: {ours:.1f} at {args.budget * FRAMES_PER_STEP / 1e6:g}M frames; theirs at "
-        "far larger budgets, other preprocessing and, for baselines, other hyperparameters):",
+        f"**Published figures for {game}** (ours: {ours:.1f} at {' / '.join(f'{f:.3g}' for f in frames)}M frames; theirs "
+        "at far larger budgets, other preprocessing and, for baselines, other hyperparameters):",
         "",
         markdown_table(published_table(game)) if game in RANDOM_PLAY.scores else "no published figures listed",
         "",
@@ -578,7 +689,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     specs = run_specs(args)
     if args.report_only:
-        results = finished_results(specs, args.runs_dir)
+        results = finished_results(specs, args.runs_dir, args.include_stopped)
         for result in results:
             print(describe(result), flush=True)
     else:

@@ -96,6 +96,8 @@ class RunResult:
     ``length_mean``. ``timing`` holds ``wall_seconds`` (the whole process: start-up, training, evaluations, saving),
     ``train_seconds`` (training only), ``eval_seconds`` and ``num_timesteps``. ``code`` says which code the run was
     made with (its fingerprint, see :func:`code_fingerprint`), ``commit`` the sb3-trpo checkout that ran it.
+    ``stopped`` marks a run that ended before its budget without finishing (see :func:`load_stopped_result`): its
+    ``timing`` is read from its logs, ``num_timesteps`` is where it stopped and ``eval_seconds`` is NaN.
     """
 
     spec: RunSpec
@@ -105,6 +107,7 @@ class RunResult:
     code: str
     commit: str
     cached: bool = field(default=False, compare=False)
+    stopped: bool = field(default=False, compare=False)
 
     @property
     def steps_per_second(self) -> float:
@@ -253,6 +256,34 @@ def load_result(spec: RunSpec, folder: Path, cached: bool = False) -> RunResult:
     return RunResult(spec, folder, curve, timing, code["fingerprint"], code["commit"], cached)
 
 
+def load_stopped_result(spec: RunSpec, folder: Path) -> RunResult:
+    """The result of a run that was stopped (killed, or its machine went away) before it finished its budget.
+
+    Such a folder has ``spec.json``, ``code.json``, the zoo's ``evaluations.npz`` and ``progress.csv``, but no
+    ``run.csv`` or ``timing.json``. The curve is read from ``evaluations.npz``. From ``progress.csv``'s last row:
+    ``num_timesteps`` (``time/total_timesteps``, where the run stopped) and ``wall_seconds`` = ``train_seconds`` =
+    ``time/time_elapsed`` (SB3's clock of ``learn()``: evaluations included, the process's start-up not);
+    ``eval_seconds`` is NaN, as the run's clock never wrote it.
+    """
+    for name in (SPEC_JSON, CODE_JSON, PROGRESS_CSV):
+        if not (folder / name).is_file():
+            raise RunFailedError(f"the stopped run in {folder} has no {name}")
+    progress = pd.read_csv(folder / PROGRESS_CSV)
+    logged = progress[["time/total_timesteps", "time/time_elapsed"]].dropna()  # a row cut short by the stop is dropped
+    if logged.empty:
+        raise RunFailedError(f"the stopped run in {folder} logged no iteration ({folder / PROGRESS_CSV})")
+    last = logged.iloc[-1]
+    timing = {
+        "wall_seconds": float(last["time/time_elapsed"]),
+        "train_seconds": float(last["time/time_elapsed"]),
+        "eval_seconds": float("nan"),
+        "num_timesteps": float(last["time/total_timesteps"]),
+    }
+    code = json.loads((folder / CODE_JSON).read_text())
+    curve = read_evaluations(folder)
+    return RunResult(spec, folder, curve, timing, code["fingerprint"], code["commit"], cached=True, stopped=True)
+
+
 def read_evaluations(folder: Path) -> pd.DataFrame:
     """The evaluation curve from the zoo's ``evaluations.npz`` (one row per evaluation)."""
     paths = sorted((folder / "zoo").glob("*/*/evaluations.npz"))
@@ -307,9 +338,11 @@ def run_all(
 
 
 def describe(result: RunResult) -> str:
-    """One line about a finished run."""
+    """One line about a run (finished, or stopped before its budget)."""
     spec, last = result.spec, result.curve.iloc[-1]
     origin = "cached" if result.cached else f"{result.timing['wall_seconds']:.0f} s wall"
+    if result.stopped:
+        origin += f", stopped at {int(result.timing['num_timesteps']):,} of {spec.budget:,} steps"
     return (
         f"{spec.label} {spec.env_id} seed {spec.seed}: last evaluation {last['return_mean']:.1f} at "
         f"{int(last['timesteps'])} steps, {result.steps_per_second:.0f} env-steps/s ({origin})"

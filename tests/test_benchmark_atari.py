@@ -1,16 +1,18 @@
-"""benchmarks/atari.py end to end on a tiny budget (2 iterations of 2 envs x 32 steps), its report-only mode and its
-argument checks."""
+"""benchmarks/atari.py end to end on a tiny budget (2 iterations of 2 envs x 32 steps), its report-only mode (of
+finished and of stopped runs) and its argument checks."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks.atari import PUBLISHED, RANDOM_PLAY, game_name, main, parse_args, random_play
+from benchmarks.atari import PUBLISHED, RANDOM_PLAY, game_name, main, parse_args, random_play, run_specs
+from benchmarks.zoo_runs import run_one
 
 ENV_ID = "ALE/Breakout-v5"
 BUDGET = 128
@@ -65,6 +67,52 @@ def test_atari_benchmark_runs_reports_and_reuses_the_run(tmp_path: Path, capsys:
     assert "the same as this checkout's" in (out / "ALE-Breakout-v5.md").read_text()
 
 
+def stop_after_first_iteration(folder: Path) -> None:
+    """Make a finished tiny run look like one killed after its first iteration (64 of 128 agent steps): no run.csv,
+    timing.json or final model, and only the first iteration's evaluation and logger row."""
+    for path in (folder / "run.csv", folder / "timing.json", *(folder / "zoo").glob("*/*/ALE-Breakout-v5.zip")):
+        path.unlink()
+    (evaluations,) = (folder / "zoo").glob("*/*/evaluations.npz")
+    data = dict(np.load(evaluations))
+    np.savez(evaluations, **{name: values[:1] for name, values in data.items()})
+    progress = pd.read_csv(folder / "progress.csv")
+    progress[progress["time/total_timesteps"] <= 64].to_csv(folder / "progress.csv", index=False)
+
+
+def test_report_only_reports_a_stopped_run_as_stopped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    (spec,) = run_specs(parse_args(TINY))
+    folder = run_one(spec, runs).folder  # the tiny run, trained without a report
+    stop_after_first_iteration(folder)
+    elapsed = float(pd.read_csv(folder / "progress.csv")["time/time_elapsed"].iloc[-1])
+    first_score = float(np.load(next((folder / "zoo").glob("*/*/evaluations.npz")))["results"].mean())
+
+    # Without --include-stopped the stopped run is refused, with a hint.
+    with pytest.raises(SystemExit, match=re.escape("has no run.csv (pass --include-stopped")):
+        run_atari(capsys, *TINY, "--runs-dir", runs, "--out", out, "--report-only")
+    stopped = ("--runs-dir", runs, "--out", out, "--report-only", "--include-stopped", "--entropy-steps", "50")
+    printed = run_atari(capsys, *TINY, *stopped)
+    assert "stopped at 64 of 128 steps" in printed
+    report = (out / "ALE-Breakout-v5.md").read_text()
+    for text in (
+        "**seed 0 was stopped** at 64 of the budget's 128 agent steps (50%; 256 frames) and never finished",
+        "(1 evaluation, the last at 64 steps)",
+        "its final window is the last 10% of the 64 steps it reached, not of the budget",
+        "(of a stopped run: of the agent steps it reached)",
+        # seed, agent steps, frames, run, final score (the one evaluation's game), last evaluation
+        f"| 0 | 64 | 256 | **stopped** at 50% of the budget | {first_score:.1f} ± 0.0 (1 games) | {first_score:.1f} at 64 |",
+        f"| {elapsed / 3600:.2f} | n/a |",  # wall time from the logger's clock; evaluation time not recorded
+        "(last log)",
+        "- seed 0, best evaluation's model (best_model.zip, saved at 64 agent steps",
+        "mean action entropy",
+        "(50 agent steps of the stochastic policy)",
+        f"(ours: {first_score:.1f} at 0.000256M frames;",
+    ):
+        assert text in report, text
+    assert (out / "ALE-Breakout-v5.png").read_bytes().startswith(PNG_MAGIC)
+    assert list(pd.read_csv(out / "ALE-Breakout-v5.csv")["timesteps"]) == [64]
+
+
 def test_report_only_without_a_finished_run_names_the_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit, match="no finished run of ALE/Breakout-v5 seed 0") as raised:
         run_atari(capsys, *TINY, "--runs-dir", tmp_path / "runs", "--out", tmp_path / "out", "--report-only")
@@ -81,6 +129,7 @@ def test_report_only_without_a_finished_run_names_the_folder(tmp_path: Path, cap
         (["--hyperparams", "callback:[]"], "--hyperparams callback is reserved"),
         (["--budget", "0"], "--budget must be a positive integer"),
         (["--eval-freq", "256"], "--eval-freq 256 exceeds --budget 128"),
+        (["--include-stopped"], "--include-stopped only applies with --report-only"),
     ],
 )
 def test_bad_arguments_are_refused_before_training(
