@@ -250,7 +250,21 @@ def interrupt_at_many_moments(
     seed: int = 0,
 ) -> dict[str, int]:
     """``learn(steps)`` interrupted at random moments until each of ``phases`` was hit at least twice (60 tries at
-    most); returns the count per phase."""
+    most); returns the count per phase.
+
+    SIGINT raises ``KeyboardInterrupt`` here as in a terminal, also where pytest was started with SIGINT ignored
+    (a shell's background job: Python then installs no handler of its own).
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return _interrupt_at_many_moments(model, steps, pids, phases, seed)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupt_at_many_moments(
+    model: TRPO, steps: int, pids: Callable[[], list[int]], phases: tuple[str, ...], seed: int
+) -> dict[str, int]:
     started = time.monotonic()
     model.learn(steps, reset_num_timesteps=False)
     duration = time.monotonic() - started
