@@ -111,8 +111,10 @@ class RunResult:
 
     @property
     def steps_per_second(self) -> float:
-        """Training throughput: env steps per second of training, evaluations excluded."""
-        return self.timing["num_timesteps"] / self.timing["train_seconds"]
+        """Training throughput: env steps per second of training, evaluations excluded (NaN for a stopped run that
+        logged under one second: SB3's ``time/time_elapsed`` counts whole seconds)."""
+        seconds = self.timing["train_seconds"]
+        return self.timing["num_timesteps"] / seconds if seconds > 0 else float("nan")
 
     def progress(self) -> pd.DataFrame:
         """The model's logger records, one row per iteration (``train/...``, ``rollout/...``, ``time/...``)."""

@@ -61,6 +61,8 @@ CLASSIC = [
 ]
 PAPER_GAMES = ["BeamRider", "Breakout", "Enduro", "Pong", "Qbert", "Seaquest", "SpaceInvaders"]
 ATARI_IDS = [f"ALE/{game}-v5" for game in PAPER_GAMES] + [f"{game}NoFrameskip-v4" for game in PAPER_GAMES]
+# The game ids whose entries run only in the slow set (one id per family stays in the default run)
+ATARI_COPIES = [env_id for env_id in ATARI_IDS if env_id not in ("ALE/Pong-v5", "PongNoFrameskip-v4")]
 # Env ids that exercise the fallback keys (ids without an entry of their own).
 FALLBACK_ENV = {"default": "Pusher-v5", "atari": "ALE/Freeway-v5"}
 ROLLOUT_STEPS = 256  # steps per update in the smoke runs (n_steps * n_envs)
@@ -84,12 +86,14 @@ def load_rl_zoo_trpo_config() -> dict[str, dict[str, Any]]:
 
 
 def config_entries() -> list[Any]:
-    """``(algo, key)`` for every entry of both files, all in the default test run.
+    """``(algo, key)`` for every entry of both files.
 
-    ``atari`` runs on ALE/Freeway-v5 (no explicit entry); the paper's 14 game ids (copies of ``atari``, asserted in
-    ``test_game_entries_are_the_atari_entry``) run under their own ids, about 5 s each. The single-path Pong
-    entries of both id families also run a full 2048-step update in ``test_zoo_atari.py``. The PyBullet entries
-    (kept from rl-zoo) are skipped where their package is not installed.
+    ``atari`` runs on ALE/Freeway-v5 (no explicit entry). The paper's 14 game ids and the five MinAtar ids are
+    copies of one entry each (asserted in ``test_game_entries_are_the_atari_entry`` and
+    ``test_minatar_entries_are_one_entry``): one id per family runs in the default test run (ALE/Pong-v5,
+    PongNoFrameskip-v4, MinAtar/Breakout-v1), the other copies under their own ids in the slow set, which
+    ``.ci/run`` runs too. The single-path Pong entries of both id families also run a full 2048-step update in
+    ``test_zoo_atari.py``. The PyBullet entries (kept from rl-zoo) are skipped where their package is not installed.
     """
     pybullet_missing = importlib.util.find_spec(PYBULLET_PACKAGE) is None
     params = []
@@ -98,7 +102,7 @@ def config_entries() -> list[Any]:
             marks = []
             if "Bullet" in key and pybullet_missing:
                 marks.append(pytest.mark.skip(reason=f"{key} is registered by {PYBULLET_PACKAGE}, which is not installed"))
-            if key in MINATAR_COPIES:  # copies of the Breakout entry (test_minatar_entries_are_one_entry)
+            if key in MINATAR_COPIES or key in ATARI_COPIES:
                 marks.append(pytest.mark.slow)
             params.append(pytest.param(algo, key, id=f"{algo}:{key}", marks=marks))
     return params
