@@ -36,7 +36,6 @@ from benchmarks import learning
 from benchmarks.report import (
     FINAL_RETURN_LINE,
     compare,
-    curves_table,
     format_comparison,
     format_return,
     group,
@@ -44,6 +43,7 @@ from benchmarks.report import (
     new_figure,
     plot_mean_curve,
     save_figure,
+    save_tables,
     style_axes,
     summarize,
     task_sections,
@@ -53,9 +53,8 @@ from benchmarks.zoo_runs import (
     RunResult,
     RunSpec,
     add_run_arguments,
-    finish,
     report_header,
-    run_all,
+    run_benchmark,
 )
 from sb3_trpo.zoo import CONFIG_DIR, config_entry
 
@@ -264,9 +263,7 @@ def write_outputs(
     args: argparse.Namespace, argv: Sequence[str], results: Sequence[RunResult], step_sizes: dict[str, dict[str, float]]
 ) -> str:
     """Figures, CSVs and ``report.md`` in ``args.out``; returns the markdown."""
-    args.out.mkdir(parents=True, exist_ok=True)
-    curves_table(results).to_csv(args.out / "curves.csv", index=False)
-    summarize(results).to_csv(args.out / "summary.csv", index=False, float_format="%.4g")
+    save_tables(results, args.out)
     pd.DataFrame(step_sizes).T.rename_axis("env").to_csv(args.out / "step_sizes.csv", float_format="%.6g")
     lines = [
         "# Ablations of sb3_trpo.TRPO at equal env steps (paper section 8)",
@@ -299,10 +296,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     specs = first_specs(args)
-    print(f"{len(specs) + len(args.tasks) * len(args.seeds)} runs, {args.jobs} at a time; logs under {args.runs_dir}")
     scheduler = FixedStepScheduler(args)
-    results = run_all(specs, args.runs_dir, args.jobs, follow_up=scheduler)
-    finish(MODULE, argv, write_outputs(args, argv, results, scheduler.step_sizes), args.out)
+    run_benchmark(
+        MODULE,
+        argv,
+        args,
+        specs,
+        lambda results: write_outputs(args, argv, results, scheduler.step_sizes),
+        follow_up=scheduler,
+        n_runs=len(specs) + len(args.tasks) * len(args.seeds),
+    )
 
 
 if __name__ == "__main__":

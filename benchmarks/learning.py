@@ -25,7 +25,6 @@ import pandas as pd
 from benchmarks.report import (
     FINAL_RETURN_LINE,
     compare,
-    curves_table,
     format_comparison,
     format_return,
     group,
@@ -33,6 +32,7 @@ from benchmarks.report import (
     new_figure,
     plot_mean_curve,
     save_figure,
+    save_tables,
     style_axes,
     summarize,
 )
@@ -41,9 +41,8 @@ from benchmarks.zoo_runs import (
     RunResult,
     RunSpec,
     add_run_arguments,
-    finish,
     report_header,
-    run_all,
+    run_benchmark,
 )
 
 MODULE = "benchmarks.learning"
@@ -108,9 +107,7 @@ def plot_task(results: Sequence[RunResult], env_id: str, path: Path) -> Path:
 
 def write_outputs(args: argparse.Namespace, argv: Sequence[str], results: Sequence[RunResult]) -> str:
     """Figures, CSVs and ``summary.md`` in ``args.out``; returns the markdown."""
-    args.out.mkdir(parents=True, exist_ok=True)
-    curves_table(results).to_csv(args.out / "curves.csv", index=False)
-    summarize(results).to_csv(args.out / "summary.csv", index=False, float_format="%.4g")
+    save_tables(results, args.out)
     figures = [plot_task(results, env_id, args.out / f"{env_id}.png") for env_id in args.tasks]
     lines = [
         "# sb3_trpo.TRPO vs sb3_contrib.TRPO: learning curves",
@@ -137,9 +134,7 @@ def write_outputs(args: argparse.Namespace, argv: Sequence[str], results: Sequen
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    print(f"{len(args.tasks) * len(args.seeds) * 2} runs, {args.jobs} at a time; logs under {args.runs_dir}", flush=True)
-    results = run_all(run_specs(args), args.runs_dir, args.jobs)
-    finish(MODULE, argv, write_outputs(args, argv, results), args.out)
+    run_benchmark(MODULE, argv, args, run_specs(args), lambda results: write_outputs(args, argv, results))
 
 
 if __name__ == "__main__":

@@ -52,7 +52,6 @@ from benchmarks.atari import UniformPolicy, parse_overrides
 from benchmarks.report import (
     FINAL_RETURN_LINE,
     compare,
-    curves_table,
     format_comparison,
     format_return,
     group,
@@ -60,11 +59,12 @@ from benchmarks.report import (
     new_figure,
     plot_mean_curve,
     save_figure,
+    save_tables,
     style_axes,
     summarize,
 )
 from benchmarks.vine_learning import eval_freq as vine_eval_freq
-from benchmarks.zoo_runs import RESULTS_DIR, RunResult, RunSpec, add_run_arguments, finish, report_header, run_all
+from benchmarks.zoo_runs import RESULTS_DIR, RunResult, RunSpec, add_run_arguments, report_header, run_benchmark
 from sb3_trpo.minatar import env_ids
 from sb3_trpo.zoo import CONFIG_DIR, config_entry
 
@@ -291,9 +291,7 @@ def published_lines() -> list[str]:
 
 
 def write_outputs(args: argparse.Namespace, argv: Sequence[str], results: Sequence[RunResult]) -> str:
-    args.out.mkdir(parents=True, exist_ok=True)
-    curves_table(results).to_csv(args.out / "curves.csv", index=False)
-    summarize(results).to_csv(args.out / "summary.csv", index=False, float_format="%.4g")
+    save_tables(results, args.out)
     ppo = ", ".join(f"{name}={value}" for name, value in ppo_hyperparams())
     overrides = ", ".join(f"{name}={value}" for name, value in args.overrides) or "none"
     lines = [
@@ -342,10 +340,7 @@ def write_outputs(args: argparse.Namespace, argv: Sequence[str], results: Sequen
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    specs = run_specs(args)
-    print(f"{len(specs)} runs, {args.jobs} at a time; logs under {args.runs_dir}", flush=True)
-    results = run_all(specs, args.runs_dir, args.jobs)
-    finish(MODULE, argv, write_outputs(args, argv, results), args.out)
+    run_benchmark(MODULE, argv, args, run_specs(args), lambda results: write_outputs(args, argv, results))
 
 
 if __name__ == "__main__":

@@ -99,6 +99,13 @@ def curves_table(results: Sequence[RunResult]) -> pd.DataFrame:
     return table[["label", "env", "seed", *results[0].curve.columns]]
 
 
+def save_tables(results: Sequence[RunResult], out: Path) -> None:
+    """``curves.csv`` (every evaluation of every run) and ``summary.csv`` (one row per task and label) in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    curves_table(results).to_csv(out / "curves.csv", index=False)
+    summarize(results).to_csv(out / "summary.csv", index=False, float_format="%.4g")
+
+
 def mean_curve(results: Sequence[RunResult]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(steps, mean, std)`` of the evaluation return over seeds.
 

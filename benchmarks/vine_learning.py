@@ -36,18 +36,18 @@ from benchmarks.ablations import branch_share, parse_assignments
 from benchmarks.report import (
     FINAL_RETURN_LINE,
     compare,
-    curves_table,
     format_comparison,
     format_return,
     group,
     new_figure,
     plot_mean_curve,
     save_figure,
+    save_tables,
     style_axes,
     summarize,
     task_sections,
 )
-from benchmarks.zoo_runs import RESULTS_DIR, RunResult, RunSpec, add_run_arguments, finish, report_header, run_all
+from benchmarks.zoo_runs import RESULTS_DIR, RunResult, RunSpec, add_run_arguments, report_header, run_benchmark
 from sb3_trpo.zoo import CONFIG_DIR, config_entry
 
 MODULE = "benchmarks.vine_learning"
@@ -152,9 +152,7 @@ def plot_task(results: Sequence[RunResult], env_id: str, path: Path) -> Path:
 
 
 def write_outputs(args: argparse.Namespace, argv: Sequence[str], results: Sequence[RunResult]) -> str:
-    args.out.mkdir(parents=True, exist_ok=True)
-    curves_table(results).to_csv(args.out / "curves.csv", index=False)
-    summarize(results).to_csv(args.out / "summary.csv", index=False, float_format="%.4g")
+    save_tables(results, args.out)
     lines = [
         "# The vine sampler against single path at equal simulator steps",
         "",
@@ -180,10 +178,7 @@ def write_outputs(args: argparse.Namespace, argv: Sequence[str], results: Sequen
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    specs = run_specs(args)
-    print(f"{len(specs)} runs, {args.jobs} at a time; logs under {args.runs_dir}", flush=True)
-    results = run_all(specs, args.runs_dir, args.jobs)
-    finish(MODULE, argv, write_outputs(args, argv, results), args.out)
+    run_benchmark(MODULE, argv, args, run_specs(args), lambda results: write_outputs(args, argv, results))
 
 
 if __name__ == "__main__":

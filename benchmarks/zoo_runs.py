@@ -436,6 +436,25 @@ def report_header(module: str, argv: Sequence[str], jobs: int, results: Sequence
     ]
 
 
+def run_benchmark(
+    module: str,
+    argv: Sequence[str],
+    args: argparse.Namespace,
+    specs: Sequence[RunSpec],
+    write_outputs: Callable[[list[RunResult]], str],
+    follow_up: Callable[[RunResult], Iterable[RunSpec]] | None = None,
+    n_runs: int | None = None,
+) -> None:
+    """A benchmark's command: run ``specs`` (``args.jobs`` at a time, under ``args.runs_dir``), write its outputs to
+    ``args.out`` with ``write_outputs`` (which returns the report's markdown) and print them.
+
+    :param n_runs: The number of runs to announce, when ``follow_up`` adds runs to ``specs``
+    """
+    print(f"{n_runs or len(specs)} runs, {args.jobs} at a time; logs under {args.runs_dir}", flush=True)
+    results = run_all(specs, args.runs_dir, args.jobs, follow_up)
+    finish(module, argv, write_outputs(results), args.out)
+
+
 def finish(module: str, argv: Sequence[str], markdown: str, out: Path) -> None:
     """Print a benchmark's report, where it was written and the command that made it."""
     print()
