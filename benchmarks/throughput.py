@@ -7,6 +7,7 @@ figures are totals over all repetitions. Also measured: the env-only stepping ra
 (random actions), the ceiling that no agent can beat.
 
     python benchmarks/throughput.py [--iterations 5] [--repeats 3] [--env Hopper-v5]
+    python benchmarks/throughput.py --profile [--iterations 4]   # where sb3_trpo's time goes (cProfile), no timing
 
 Prints env-steps/s of each implementation, the throughput ratio, the ``train()`` time ratio, and the ceiling.
 Targets (issue 2): throughput ratio >= 2.0 and train() ratio >= 3.0 (not done below 1.5 / 2.0).
@@ -113,12 +114,52 @@ def env_only_rate(env_id: str, seed: int, n_steps: int) -> float:
     return n_steps * env.num_envs / elapsed
 
 
+def profile(env_id: str, iterations: int, top: int = 25) -> None:
+    """cProfile of ``iterations`` iterations of sb3_trpo.TRPO after one warm-up iteration: the functions with the
+    most cumulative time, and the shares of the VecEnv step, the policy's per-step call, ``RolloutBuffer.add`` and
+    ``train()`` in the total."""
+    import cProfile
+    import pstats
+
+    from sb3_trpo import TRPO
+
+    th.set_num_threads(1)
+    algo_kwargs, n_envs, _ = zoo_setup(env_id)
+    model = TRPO("MlpPolicy", make_env(env_id, seed=0), seed=0, **{k: v for k, v in algo_kwargs.items() if k != "policy"})
+    rollout_steps = algo_kwargs["n_steps"] * n_envs
+    model.learn(rollout_steps)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    model.learn(iterations * rollout_steps, reset_num_timesteps=False)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    total = stats.total_tt  # type: ignore[attr-defined]
+    cumulative = {f"{Path(file).name}:{name}": entry[3] for (file, _, name), entry in stats.stats.items()}  # type: ignore[attr-defined]
+    print(f"{env_id}: cProfile of {iterations} iterations of {rollout_steps} steps, {total:.2f} s in all")
+    for label, key in (
+        ("VecEnv step (env, Monitor, VecNormalize)", "base_vec_env.py:step"),
+        ("policy's per-step call", "samplers.py:act"),
+        ("RolloutBuffer.add", "buffers.py:add"),
+        ("train()", "trpo.py:train"),
+        ("  conjugate gradient", "trust_region.py:conjugate_gradient"),
+        ("  critic fit", "trpo.py:_fit_critic"),
+    ):
+        print(f"  {label:42s} {100 * cumulative.get(key, 0.0) / total:5.1f}%")
+    stats.sort_stats("cumulative").print_stats(top)
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="Hopper-v5")
     parser.add_argument("--iterations", type=int, default=5, help="timed TRPO iterations per run (2048 steps each)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each implementation")
+    parser.add_argument(
+        "--profile", action="store_true", help="instead: cProfile sb3_trpo.TRPO for --iterations iterations and print"
+    )
     args = parser.parse_args(argv)
+    if args.profile:
+        profile(args.env, args.iterations)
+        return {}
 
     import sb3_contrib
 

@@ -167,3 +167,13 @@ def test_code_versions_lists_each_fingerprint_once_with_its_commits() -> None:
 )
 def test_format_p(p_value: float, text: str) -> None:
     assert format_p(p_value) == text
+
+
+def test_throughput_profile_names_where_the_time_goes(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.throughput import main as throughput
+
+    assert throughput(["--profile", "--iterations", "1"]) == {}
+    out = capsys.readouterr().out
+    assert "cProfile of 1 iterations of 2048 steps" in out
+    for label in ("VecEnv step", "policy's per-step call", "RolloutBuffer.add", "train()", "conjugate gradient"):
+        assert label in out
