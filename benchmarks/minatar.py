@@ -65,7 +65,7 @@ from benchmarks.report import (
 )
 from benchmarks.vine_learning import eval_freq as vine_eval_freq
 from benchmarks.zoo_runs import RESULTS_DIR, RunResult, RunSpec, add_run_arguments, report_header, run_benchmark
-from sb3_trpo.minatar import env_ids
+from sb3_trpo.envs.minatar import env_ids
 from sb3_trpo.zoo import CONFIG_DIR, config_entry
 
 MODULE = "benchmarks.minatar"

@@ -7,7 +7,7 @@ critic minibatches of 256, on ``MinAtar/<Game>-v1`` (minimal action set, sticky 
 
 * ``mlp``: ``MlpPolicy`` (SB3's default 64x64 tanh actor and critic on the flattened grid; sb3-trpo's NumPy fast
   path).
-* ``cnn``: :class:`sb3_trpo.minatar.MinAtarCnnPolicy` (3x3 conv with 16 filters, 128 ReLU units, linear heads; one
+* ``cnn``: :class:`sb3_trpo.envs.minatar.MinAtarCnnPolicy` (3x3 conv with 16 filters, 128 ReLU units, linear heads; one
   network each for actor and critic).
 
 After ``--budget`` env steps each model is evaluated on a separate env (seed + 1000, same time limit) for
@@ -49,7 +49,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_trpo import TRPO
-from sb3_trpo.minatar import GAMES, MinAtarCnnPolicy
+from sb3_trpo.envs.minatar import GAMES, MinAtarCnnPolicy
 
 MODULE = "benchmarks.minatar_policies"
 POLICIES: dict[str, Any] = {"mlp": "MlpPolicy", "cnn": MinAtarCnnPolicy}

@@ -3,7 +3,7 @@
 ``from sb3_trpo import TRPO`` is a drop-in replacement for ``sb3_contrib.TRPO``.
 """
 
-from sb3_trpo.minatar import register_minatar_envs
+from sb3_trpo.envs.minatar import register_minatar_envs
 from sb3_trpo.trpo import TRPO
 from sb3_trpo.version import __version__
 

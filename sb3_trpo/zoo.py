@@ -61,10 +61,10 @@ from rl_zoo3.exp_manager import ExperimentManager
 from rl_zoo3.utils import ALGOS, StoreDict
 from sb3_contrib import TRPO as ContribTRPO
 
-from sb3_trpo.atari import FourFrameAtariWrapper, ale_frameskip
+from sb3_trpo.envs.atari import FourFrameAtariWrapper, ale_frameskip
 from sb3_trpo.trpo import CHOICE_ARGUMENTS, TRPO
 
-# Saved configs of earlier runs name the wrapper ``sb3_trpo.zoo.FourFrameAtariWrapper``; it now lives in sb3_trpo.atari.
+# Saved configs of earlier runs name the wrapper ``sb3_trpo.zoo.FourFrameAtariWrapper``; it now lives in sb3_trpo.envs.atari.
 __all__ = ["FourFrameAtariWrapper", "ZooUsageError", "ale_frameskip", "main", "register", "split_entry"]
 
 PROG = "sb3-trpo-zoo"
@@ -284,7 +284,7 @@ def with_eval_env_kwargs(options: list[str]) -> list[str]:
 
     rl-zoo (2.9.2) makes its evaluation envs with the command line's ``--env-kwargs`` only, not with the
     ``env_kwargs`` of the config entry (nor of ``--hyperparams``): an Atari evaluation env would keep ALE's own
-    frame skip, which :class:`~sb3_trpo.atari.FourFrameAtariWrapper` refuses.
+    frame skip, which :class:`~sb3_trpo.envs.atari.FourFrameAtariWrapper` refuses.
     """
     known = _known_options(options)
     if known.env_kwargs is not None or known.eval_env_kwargs is not None or known.conf_file is None:

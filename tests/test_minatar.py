@@ -20,7 +20,7 @@ from stable_baselines3.common.vec_env import SubprocVecEnv
 from zoo_cli import zoo
 
 from sb3_trpo import TRPO
-from sb3_trpo.minatar import ENTRY_POINT, GAMES, MinAtarCNN, MinAtarCnnPolicy, env_ids, make_minatar_env
+from sb3_trpo.envs.minatar import ENTRY_POINT, GAMES, MinAtarCNN, MinAtarCnnPolicy, env_ids, make_minatar_env
 from sb3_trpo.vine.sampler import VineSampler
 
 # MinAtar's minimal action sets (v1) and channel counts, from minatar 1.0.15
@@ -233,7 +233,7 @@ def _config(path: Path, env_id: str, **entry: object) -> Path:
 
 def test_zoo_trains_the_cnn_policy_with_subproc_workers(tmp_path: Path) -> None:
     """The zoo checks the id against the registry and builds forkserver workers, which import the entry point."""
-    conf = _config(tmp_path / "trpo.yml", "MinAtar/Breakout-v1", policy="sb3_trpo.minatar.MinAtarCnnPolicy")
+    conf = _config(tmp_path / "trpo.yml", "MinAtar/Breakout-v1", policy="sb3_trpo.envs.minatar.MinAtarCnnPolicy")
     zoo("train", "--algo", "trpo", "--env", "MinAtar/Breakout-v1", "-conf", conf, "-f", tmp_path / "logs", "--seed", "100",
         "--vec-env", "subproc", "--eval-freq", "-1")  # fmt: skip
     run = tmp_path / "logs" / "trpo" / "MinAtar-Breakout-v1_1"

@@ -16,7 +16,7 @@ from stable_baselines3.common.env_util import make_atari_env
 from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
 
 from sb3_trpo import TRPO
-from sb3_trpo.minatar import env_ids as minatar_env_ids
+from sb3_trpo.envs.minatar import env_ids as minatar_env_ids
 from sb3_trpo.vine import UnsupportedEnvError, build_env, capture_env, clone_recipe, restore_env
 from sb3_trpo.vine.sampler import VineSampler
 from sb3_trpo.vine.snapshot import check_env, snapshot_layers

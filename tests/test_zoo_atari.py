@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from zoo_cli import zoo
 
 import sb3_trpo.zoo
 from sb3_trpo import TRPO
-from sb3_trpo.atari import FourFrameAtariWrapper
+from sb3_trpo.envs.atari import FourFrameAtariWrapper
 from sb3_trpo.trpo import actor_parameters
 from sb3_trpo.zoo import CONFIG_DIR
 
@@ -162,8 +163,9 @@ def test_shared_cnn_would_get_no_critic_training() -> None:
 
 
 def test_atari_module_imports_no_zoo_package() -> None:
-    """``sb3_trpo.atari`` (named by the configs' ``env_wrapper``) needs neither rl_zoo3 nor Optuna nor sb3-contrib."""
-    code = "import sys, sb3_trpo.atari; print(sorted(set(sys.modules) & {'rl_zoo3', 'optuna', 'sb3_contrib', 'sb3_trpo.zoo'}))"
+    """``sb3_trpo.envs.atari`` (named by the configs' ``env_wrapper``) needs neither rl_zoo3 nor Optuna nor sb3-contrib."""
+    heavy = "{'rl_zoo3', 'optuna', 'sb3_contrib', 'sb3_trpo.zoo'}"
+    code = f"import sys, sb3_trpo.envs.atari; print(sorted(set(sys.modules) & {heavy}))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip() == "[]"
 
@@ -173,6 +175,8 @@ def test_configs_name_the_wrapper_in_sb3_trpo_atari() -> None:
         with open(CONFIG_DIR / name) as file:
             config = yaml.safe_load(file)
         wrappers = {str(entry.get("env_wrapper")) for entry in config.values() if entry.get("policy") == "CnnPolicy"}
-        assert wrappers == {str(["sb3_trpo.atari.FourFrameAtariWrapper"])}, name
+        assert wrappers == {str(["sb3_trpo.envs.atari.FourFrameAtariWrapper"])}, name
     # Runs saved before the move name sb3_trpo.zoo.FourFrameAtariWrapper in their config.yml: it still resolves.
     assert sb3_trpo.zoo.FourFrameAtariWrapper is FourFrameAtariWrapper
+    # and runs saved before sb3_trpo.envs existed name sb3_trpo.atari.FourFrameAtariWrapper
+    assert importlib.import_module("sb3_trpo.atari").FourFrameAtariWrapper is FourFrameAtariWrapper

@@ -12,7 +12,7 @@ adapter chosen from the layer's type:
   assumed constant after construction, as in gymnasium's envs; an env that edits its model must opt in (below).
 * ALE (``ale_py.AtariEnv``): ``ALEInterface.cloneState(include_rng=...)``, which carries the emulator and the
   sticky-action random state.
-* MinAtar (``minatar.gym.BaseEnv``, the ``MinAtar/*`` ids of :mod:`sb3_trpo.minatar`): the attributes of its
+* MinAtar (``minatar.gym.BaseEnv``, the ``MinAtar/*`` ids of :mod:`sb3_trpo.envs.minatar`): the attributes of its
   ``minatar.Environment`` (the last action, which sticky actions repeat) and of the game object inside it
   (positions, timers, entities), and with ``include_rng=True`` the ``RandomState`` of each, which the sticky actions
   and the game's spawns draw from (the two are one object after a seeded reset; the snapshot keeps that sharing).
