@@ -1,98 +1,60 @@
-"""One ALE learning run of single-path sb3_trpo.TRPO with the zoo's shipped ``atari`` entry, against published figures.
+"""The paper's seven Atari games with the shipped ``atari`` entry: resumable runs, random play, published figures.
 
-The run is ``python -m sb3_trpo.zoo train --algo trpo --env <ALE id>`` (see :mod:`benchmarks.zoo_runs`): the env's
-entry of ``zoo_configs/trpo.yml`` (the ``atari`` block: ``FourFrameAtariWrapper`` on an ALE env made with
-``frameskip=1``, so 4 emulator frames per agent step, 4 stacked frames, ``CnnPolicy`` with the critic's own CNN,
-8 envs x 256 steps per iteration), unchanged unless ``--hyperparams`` says otherwise. rl-zoo evaluates it every
-``--eval-freq`` agent steps on a separate env with SB3's ``EvalCallback``: ``--eval-episodes`` full games (all
-lives; the game's own, unclipped score, as the Monitor below the Atari wrapper records it) of the stochastic policy,
-since rl-zoo's ``ExperimentManager`` sets ``deterministic_eval`` to False for Atari ids. The run is resumable: a
-finished run of the same spec and code is loaded, not run again (``--report-only`` never trains).
-``--report-only --include-stopped`` also reports a run that was stopped before its budget (no ``run.csv``), from
-its ``evaluations.npz`` and ``progress.csv``: the report says where it stopped, takes the final window over the
-steps it reached and measures the entropy of its best evaluation's model (there is no final one).
+    python -m benchmarks.atari [--games BeamRider Breakout ...] [--seeds 0] [--frames 10000000] [--jobs 1]
 
-    python -m benchmarks.atari [--env ALE/Breakout-v5] [--seeds 0] [--budget 1000000] [--eval-freq 50000]
+Each run trains single-path ``sb3_trpo.TRPO`` with the game's ``trpo.yml`` entry (``ALE/<Game>-v5``: the vectorised
+ALE, 4 emulator frames per agent step, sticky actions 0.25) for ``--frames`` emulator frames, evaluating the
+stochastic policy on full games, unclipped, every ``--eval-every`` frames and on ``--final-games`` games at the end
+(:mod:`benchmarks.atari_runs`). A run killed at any moment resumes from its last checkpoint when the same command is
+run again; the report says where each run resumed. ``--report-only`` never trains: it reports what the runs reached.
 
-Writes to ``--out``, named after the env (``ALE/Breakout-v5`` -> ``ALE-Breakout-v5``): ``<name>.csv`` (every
-evaluation of every seed), ``<name>.png`` (evaluation and training-game scores against agent steps, with random
-play and published TRPO figures as lines) and ``<name>.md`` (the report). Random play is also measured here: the
-same env, wrappers and game protocol with uniformly drawn actions. Published figures: Schulman et al. (2015),
-Table 1 (random play, single path and vine) and Table 3 (their budgets); OpenAI Baselines' ``trpo_mpi`` at 10M
-agent steps (``benchmarks_atari10M.htm``).
+Random play is measured here (the same env and game protocol, uniformly random actions), each game's final score is
+tested against it (Welch's t-test over the final games), and the published figures are tabulated with their
+budgets: the paper's Table 1 (single path and vine, 500 iterations), OpenAI Baselines' ``trpo_mpi`` at 40M frames.
+
+Tuning runs use the same command with another ``--label``, ``--seeds 100 ...`` and ``--hyperparams``; ``--compare
+LABEL ...`` reports several labels side by side (final score, training games, policy entropy, largest per-state KL).
+
+Writes to ``--out``: ``atari.md`` (the report), ``atari.csv`` (every evaluation), ``<Game>.png`` (curves), and
+``random.csv`` (random-play scores, reused when present).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime
-import json
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import ale_py
-import gymnasium as gym
 import numpy as np
 import pandas as pd
-import torch as th
-from rl_zoo3.exp_manager import ExperimentManager
-from rl_zoo3.utils import get_wrapper_class
 from scipy import stats
-from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 
-from benchmarks.report import (
-    FINAL_FRACTION,
-    curves_table,
-    final_return,
-    format_p,
-    markdown_table,
-    new_figure,
-    save_figure,
-    style_axes,
-)
-from benchmarks.zoo_runs import (
-    PROGRESS_CSV,
-    RESULTS_DIR,
-    RUN_CSV,
-    SPEC_JSON,
-    RunResult,
-    RunSpec,
-    code_fingerprint,
-    describe,
-    finish,
-    load_result,
-    load_stopped_result,
-    report_header,
-    run_all,
-)
-from sb3_trpo import TRPO
-from sb3_trpo.zoo import split_entry
-
-gym.register_envs(ale_py)
+from benchmarks.atari_runs import FRAMES_PER_STEP, RunPlan, RunRecord, read_run, run_plans
+from benchmarks.machine import machine_description
+from benchmarks.report import format_p, markdown_table, new_figure, save_figure
+from benchmarks.zoo_runs import RESULTS_DIR, command_line
+from sb3_trpo.envs.atari import AtariVecEnv
 
 MODULE = "benchmarks.atari"
-LABEL = "sb3_trpo_atari"
-ALGO = "trpo"  # sb3_trpo.TRPO, single-path sampler
-ENV_ID = "ALE/Breakout-v5"
-SEEDS = (0,)
-BUDGET = 1_000_000  # agent steps
-EVAL_FREQ = 50_000
-EVAL_EPISODES = 10
-RANDOM_GAMES = 100  # random play is cheap: about 5 s per 20 Breakout games here
-ENTROPY_STEPS = 2000  # agent steps of the final policy over which its action entropy is measured
-# The `atari` entry's FourFrameAtariWrapper repeats each action for 4 emulator frames on an ALE env made with
-# frameskip=1 (tests/test_zoo_atari.py counts them).
-FRAMES_PER_STEP = 4
-TRAINING_GAMES = "rollout/ep_rew_mean"  # SB3's mean score of the last 100 training games (full games, unclipped)
-TIMESTEPS = "time/total_timesteps"
+GAMES = ("BeamRider", "Breakout", "Enduro", "Pong", "Qbert", "Seaquest", "SpaceInvaders")
+LABEL = "trpo"
+FRAMES = 10_000_000
+EVAL_EVERY = 1_000_000  # frames
+EVAL_GAMES = 10
+FINAL_GAMES = 30
+RANDOM_GAMES = 30
+RANDOM_SEED = 12_345
 WELCH_THRESHOLD = 0.05
-BEST_MODEL = "best_model.zip"  # EvalCallback's model of the best evaluation
+FINAL_FRACTION = 0.1  # the last 10% of the budget: training games and policy statistics averaged over it
+
+
+def env_id(game: str) -> str:
+    return f"ALE/{game}-v5"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -104,14 +66,12 @@ class Published:
     """Scores one source gives for one method on the Atari games, and the budget behind them.
 
     :param method: The method as the source names it
-    :param label: A short name for the figure's legend
     :param source: The citation
     :param budget: The training budget, in the source's own unit and in emulator frames where it is known
-    :param scores: Score per game (the game's name as in ``ALE/<Game>-v5``)
+    :param scores: Score per game
     """
 
     method: str
-    label: str
     source: str
     budget: str
     scores: dict[str, float]
@@ -124,578 +84,392 @@ TRPO_PAPER = "Schulman et al. (2015), Trust Region Policy Optimization, ICML, Ta
 PAPER_BUDGET = "500 iterations x {per_iteration} simulator steps = {total} simulator steps; one run"
 RANDOM_PLAY = Published(
     "random play",
-    "random play (paper)",
     TRPO_PAPER,
     "none",
     {"BeamRider": 354, "Breakout": 1.2, "Enduro": 0, "Pong": -20.4, "Qbert": 157, "Seaquest": 110, "SpaceInvaders": 179},
 )
-PUBLISHED = (
-    Published(
-        "TRPO, single path",
-        "paper: single path, 50M sim. steps",
-        TRPO_PAPER,
-        PAPER_BUDGET.format(per_iteration="100K", total="50M"),
-        {
-            "BeamRider": 1425.2,
-            "Breakout": 10.8,
-            "Enduro": 534.6,
-            "Pong": 20.9,
-            "Qbert": 1973.5,
-            "Seaquest": 1908.6,
-            "SpaceInvaders": 568.4,
-        },
-    ),
-    Published(
-        "TRPO, vine",
-        "paper: vine, 200M sim. steps",
-        TRPO_PAPER,
-        PAPER_BUDGET.format(per_iteration="400K", total="200M"),
-        {
-            "BeamRider": 859.5,
-            "Breakout": 34.2,
-            "Enduro": 430.8,
-            "Pong": 20.9,
-            "Qbert": 7732.5,
-            "Seaquest": 788.4,
-            "SpaceInvaders": 450.2,
-        },
-    ),
-    Published(
-        "TRPO (baselines trpo_mpi: max_kl 0.001, 512 steps per batch, small CNN)",
-        "baselines trpo_mpi, 40M frames",
-        "OpenAI Baselines, benchmarks_atari10M.htm (commit cbd21ef), github.com/openai/baselines",
-        "10M agent steps = 40M frames (4-frame skip); training games, mean of 6 runs",
-        {
-            "BeamRider": 683.11,
-            "Breakout": 14.98,
-            "Enduro": 24.83,
-            "Pong": 2.82,
-            "Qbert": 2486.18,
-            "Seaquest": 710.07,
-            "SpaceInvaders": 457.7,
-        },
-    ),
+PAPER_SINGLE_PATH = Published(
+    "TRPO, single path",
+    TRPO_PAPER,
+    PAPER_BUDGET.format(per_iteration="100K", total="50M"),
+    {
+        "BeamRider": 1425.2,
+        "Breakout": 10.8,
+        "Enduro": 534.6,
+        "Pong": 20.9,
+        "Qbert": 1973.5,
+        "Seaquest": 1908.6,
+        "SpaceInvaders": 568.4,
+    },
 )
-
-
-def game_name(env_id: str) -> str:
-    """``ALE/Breakout-v5`` and ``BreakoutNoFrameskip-v4`` -> ``Breakout``."""
-    match = re.fullmatch(r"(?:ALE/)?([A-Za-z]+?)(?:NoFrameskip|Deterministic)?-v\d+", env_id)
-    return match.group(1) if match else env_id
+PAPER_VINE = Published(
+    "TRPO, vine",
+    TRPO_PAPER,
+    PAPER_BUDGET.format(per_iteration="400K", total="200M"),
+    {
+        "BeamRider": 859.5,
+        "Breakout": 34.2,
+        "Enduro": 430.8,
+        "Pong": 20.9,
+        "Qbert": 7732.5,
+        "Seaquest": 788.4,
+        "SpaceInvaders": 450.2,
+    },
+)
+BASELINES = Published(
+    "baselines trpo_mpi (max_kl 0.001, 16 x 512 steps per batch, small CNN)",
+    "OpenAI Baselines, benchmarks_atari10M.htm (commit cbd21ef), github.com/openai/baselines",
+    "10M agent steps = 40M frames; training games, mean of 6 runs",
+    {
+        "BeamRider": 683.11,
+        "Breakout": 14.98,
+        "Enduro": 24.83,
+        "Pong": 2.82,
+        "Qbert": 2486.18,
+        "Seaquest": 710.07,
+        "SpaceInvaders": 457.7,
+    },
+)
+PUBLISHED = (PAPER_SINGLE_PATH, PAPER_VINE, BASELINES)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Command line
 
 
+def parse_value(text: str) -> Any:
+    """A ``--hyperparams`` value: a Python literal (``0.001``, ``True``, ``'max'``), else the text itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default=ENV_ID, help="an ALE env id (its entry of zoo_configs/trpo.yml is used)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
-    parser.add_argument("--budget", type=int, default=BUDGET, help="agent steps per run (4 emulator frames each)")
-    parser.add_argument("--eval-freq", type=int, default=EVAL_FREQ, help="agent steps between evaluations")
-    parser.add_argument("--eval-episodes", type=int, default=EVAL_EPISODES, help="full games per evaluation")
-    parser.add_argument("--random-games", type=int, default=RANDOM_GAMES, help="games of random play measured here")
-    parser.add_argument(
-        "--entropy-steps", type=int, default=ENTROPY_STEPS, help="agent steps of the final policy for its entropy"
-    )
-    parser.add_argument(
-        "--hyperparams", nargs="+", default=[], metavar="NAME:VALUE", help="overrides of the config entry (zoo syntax)"
-    )
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (one process each)")
-    parser.add_argument("--runs-dir", type=Path, default=RESULTS_DIR / "tmp" / "runs", help="zoo logs and run CSVs")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "atari", help="CSV, figure and report")
-    parser.add_argument("--report-only", action="store_true", help="never train: report from the finished runs in --runs-dir")
-    parser.add_argument(
-        "--include-stopped",
-        action="store_true",
-        help="with --report-only: also report runs stopped before their budget (no run.csv), from their logs",
-    )
+    parser.add_argument("--games", nargs="+", default=list(GAMES), help="game names as in ALE/<Game>-v5")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--frames", type=int, default=FRAMES, help="emulator frames per run (4 per agent step)")
+    parser.add_argument("--eval-every", type=int, default=EVAL_EVERY, help="emulator frames between evaluations")
+    parser.add_argument("--eval-games", type=int, default=EVAL_GAMES, help="full games per evaluation")
+    parser.add_argument("--final-games", type=int, default=FINAL_GAMES, help="full games of the final evaluation")
+    parser.add_argument("--random-games", type=int, default=RANDOM_GAMES, help="games of random play per game")
+    parser.add_argument("--label", default=LABEL, help="name of the configuration (run folders, tables)")
+    parser.add_argument("--hyperparams", nargs="+", default=[], metavar="NAME:VALUE", help="overrides of the trpo.yml entry")
+    parser.add_argument("--compare", nargs="+", default=[], metavar="LABEL", help="report these labels side by side")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (the cores are shared out)")
+    parser.add_argument("--device", default="auto", help="torch device of the runs (auto: CUDA when available)")
+    parser.add_argument("--runs-dir", type=Path, default=RESULTS_DIR / "tmp" / "atari", help="run folders")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "atari", help="report, CSV and figures")
+    parser.add_argument("--report-only", action="store_true", help="never train: report what the runs reached")
     args = parser.parse_args(argv)
-    check_args(parser, args)
+    unknown = [game for game in args.games if env_id(game) not in _registered_games()]
+    if unknown:
+        parser.error(f"--games: {unknown} are not ALE games (ALE/<Game>-v5)")
+    for name in ("frames", "eval_every", "eval_games", "final_games", "random_games", "jobs"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    args.overrides = {}
+    for assignment in args.hyperparams:
+        name, sep, value = assignment.partition(":")
+        if not sep or not name.isidentifier() or not value:
+            parser.error(f"--hyperparams expects NAME:VALUE (e.g. target_kl:0.001), got {assignment!r}")
+        args.overrides[name] = parse_value(value)
     return args
 
 
-def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Refuse what would fail or mislead only after the zoo started (argparse errors name the option)."""
-    if args.env not in gym.envs.registry:
-        parser.error(f"--env {args.env!r} is not a registered gymnasium id")
-    if not ExperimentManager.is_atari(args.env):
-        parser.error(f"--env {args.env!r} is not an ALE env (this benchmark runs the zoo's `atari` entry)")
-    for name in ("budget", "eval_freq", "eval_episodes", "random_games", "entropy_steps", "jobs"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
-    if args.eval_freq > args.budget:
-        parser.error(f"--eval-freq {args.eval_freq} exceeds --budget {args.budget}: the run would have no evaluation")
-    if args.include_stopped and not args.report_only:
-        # Training would start a stopped run again from scratch (its folder is replaced), not report it.
-        parser.error("--include-stopped only applies with --report-only")
-    args.overrides = parse_overrides(parser, args.hyperparams)
+def _registered_games() -> set[str]:
+    import ale_py
+    import gymnasium as gym
+
+    gym.register_envs(ale_py)
+    return {name for name in gym.envs.registry if name.startswith("ALE/")}
 
 
-def parse_overrides(parser: argparse.ArgumentParser, assignments: Sequence[str]) -> tuple[tuple[str, str], ...]:
-    """``["n_steps:32"]`` as ``(("n_steps", "32"),)``: the zoo's ``--hyperparams`` pairs (values stay expressions)."""
-    pairs = []
-    for assignment in assignments:
-        name, sep, value = assignment.partition(":")
-        if not sep or not name.isidentifier() or not value:
-            parser.error(f"--hyperparams expects NAME:VALUE (e.g. n_steps:128), got {assignment!r}")
-        if name == "callback":
-            parser.error("--hyperparams callback is reserved (the benchmark's clock is given to the zoo that way)")
-        pairs.append((name, value))
-    return tuple(pairs)
-
-
-def run_specs(args: argparse.Namespace) -> list[RunSpec]:
-    """One single-path run per seed."""
+def plans(args: argparse.Namespace, label: str | None = None, overrides: dict[str, Any] | None = None) -> list[RunPlan]:
+    """One run per game and seed (seeds first, so seed 0 of every game comes before seed 1 of any)."""
+    budget = args.frames // FRAMES_PER_STEP
+    eval_freq = max(1, args.eval_every // FRAMES_PER_STEP)
     return [
-        RunSpec(LABEL, ALGO, args.env, seed, args.budget, args.eval_freq, args.eval_episodes, args.overrides)
+        RunPlan(
+            label or args.label,
+            env_id(game),
+            seed,
+            budget,
+            eval_freq,
+            args.eval_games,
+            args.final_games,
+            args.overrides if overrides is None else overrides,
+            args.device,
+        )
         for seed in args.seeds
+        for game in args.games
     ]
-
-
-def finished_results(specs: Sequence[RunSpec], runs_dir: Path, include_stopped: bool = False) -> list[RunResult]:
-    """The finished runs of ``specs``, made with whatever code made them; never trains (``--report-only``).
-
-    A run counts when its folder has a ``spec.json`` equal to the spec and ``run.csv``; with ``include_stopped``, a
-    folder without ``run.csv`` counts as a run stopped before its budget (see
-    :func:`benchmarks.zoo_runs.load_stopped_result`). Otherwise ``SystemExit`` names the folder. A run made with
-    other code than this checkout's is used, and the report says so.
-    """
-    results = []
-    for spec in specs:
-        folder = spec.folder(runs_dir)
-        if not (folder / SPEC_JSON).is_file():
-            raise SystemExit(f"--report-only: no finished run of {spec.env_id} seed {spec.seed} in {folder}")
-        if json.loads((folder / SPEC_JSON).read_text()) != spec.as_json():
-            raise SystemExit(f"--report-only: the run in {folder} was made with other options: {folder / SPEC_JSON}")
-        if (folder / RUN_CSV).is_file():
-            results.append(load_result(spec, folder, cached=True))
-        elif include_stopped:
-            results.append(load_stopped_result(spec, folder))
-        else:
-            hint = " (pass --include-stopped to report it as stopped)" if (folder / PROGRESS_CSV).is_file() else ""
-            raise SystemExit(
-                f"--report-only: no finished run of {spec.env_id} seed {spec.seed} in {folder}: it has no {RUN_CSV}{hint}"
-            )
-    return results
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Random play
 
 
-class UniformPolicy:
-    """Draws every action uniformly from the action space: the random-play baseline, as an SB3 policy predictor.
-
-    :param action_space: The (vectorized) env's action space
-    :param n_envs: Number of envs it acts for
-    :param seed: Seed of its draws
-    """
-
-    def __init__(self, action_space: gym.spaces.Space, n_envs: int, seed: int) -> None:
-        self.action_space = action_space
-        self.n_envs = n_envs
-        self.action_space.seed(seed)
-
-    def predict(
-        self,
-        observation: Any,
-        state: tuple[np.ndarray, ...] | None = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = False,
-    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
-        return np.array([self.action_space.sample() for _ in range(self.n_envs)]), state
-
-
-def random_play(env_id: str, episodes: int, seed: int) -> np.ndarray:
-    """Scores of ``episodes`` full games of uniformly random actions, on the env the zoo evaluates on.
-
-    The env is made as rl-zoo makes it from the config entry (its ``env_kwargs`` and ``env_wrapper``, a Monitor
-    below the wrapper, ``make_vec_env`` seeded with ``seed``); frame stacking is left out, random actions ignore it.
-    SB3's ``evaluate_policy`` counts the Monitor's episodes: whole games, unclipped.
-    """
-    env = evaluation_env(env_id, seed)
+def random_play(game: str, games: int, seed: int = RANDOM_SEED) -> np.ndarray:
+    """Scores of ``games`` full games of uniformly random actions on the evaluation env (all lives, unclipped)."""
+    env = AtariVecEnv(env_id(game), min(games, 16), seed=seed)
+    rng = np.random.default_rng(seed)
+    n_actions = int(env.action_space.n)  # type: ignore[attr-defined]
+    scores: list[float] = []
+    per_env = [0] * env.num_envs
+    targets = [(games + i) // env.num_envs for i in range(env.num_envs)]
     try:
-        policy = UniformPolicy(env.action_space, env.num_envs, seed)
-        scores, _ = evaluate_policy(policy, env, n_eval_episodes=episodes, return_episode_rewards=True)
+        env.reset()
+        while sum(per_env) < games:
+            _, _, _, infos = env.step(rng.integers(0, n_actions, size=env.num_envs))
+            for i, info in enumerate(infos):
+                if "episode" in info and per_env[i] < targets[i]:
+                    scores.append(float(info["episode"]["r"]))
+                    per_env[i] += 1
     finally:
         env.close()
-    return np.asarray(scores, dtype=float)
+    return np.asarray(scores)
 
 
-def evaluation_env(env_id: str, seed: int, frame_stack: bool = False) -> VecEnv:
-    """One env as rl-zoo makes it from the config entry: its ``env_kwargs`` and ``env_wrapper`` (a Monitor below the
-    wrapper), ``make_vec_env`` seeded with ``seed``; with ``frame_stack``, the entry's frame stack too (what a
-    trained policy observes)."""
-    _, zoo_settings = split_entry(env_id, ALGO)
-    env = make_vec_env(
-        env_id,
-        n_envs=1,
-        seed=seed,
-        env_kwargs=zoo_settings.get("env_kwargs"),
-        wrapper_class=get_wrapper_class(zoo_settings),
-    )
-    n_stack = zoo_settings.get("frame_stack")
-    return VecFrameStack(env, n_stack) if frame_stack and n_stack else env
+def random_scores(out: Path, game_list: Sequence[str], games: int) -> dict[str, np.ndarray]:
+    """Random play per game, measured once and kept in ``out/random.csv``."""
+    path = out / "random.csv"
+    table = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["game", "score"])
+    for game in game_list:
+        if (table["game"] == game).sum() < games:
+            table = pd.concat([table[table["game"] != game], pd.DataFrame({"game": game, "score": random_play(game, games)})])
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+    return {game: table.loc[table["game"] == game, "score"].to_numpy(dtype=float) for game in game_list}
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Did the policy move? Its action distribution at the end of the run
+# Statistics of a run
 
 
-@dataclass(frozen=True)
-class PolicyStats:
-    """The action distribution of a policy over the states it visits.
-
-    :param entropy: Mean entropy of its action distribution, nats
-    :param uniform: Entropy of the uniform distribution over the actions (``ln n``): where an untrained SB3 policy
-        starts (its action head is initialized near zero)
-    :param max_probability: Mean probability of its most likely action
-    :param frequencies: How often it took each action
-    :param steps: Agent steps measured
-    :param actions: The actions' names (the ALE's ``get_action_meanings()``)
-    """
-
-    entropy: float
-    uniform: float
-    max_probability: float
-    frequencies: tuple[float, ...]
-    steps: int
-    actions: tuple[str, ...]
-
-    def describe(self) -> str:
-        shares = ", ".join(f"{name} {100 * f:.0f}%" for name, f in zip(self.actions, self.frequencies, strict=True))
-        return (
-            f"mean action entropy {self.entropy:.3f} nats against {self.uniform:.3f} for uniform play (ratio "
-            f"{self.entropy / self.uniform:.2f}); mean probability of its likeliest action {self.max_probability:.2f}; "
-            f"actions taken: {shares} ({self.steps:,} agent steps of the stochastic policy)"
-        )
+def welch(a: np.ndarray, b: np.ndarray) -> float:
+    """Welch's t-test p-value of ``mean(a) > mean(b)``'s difference (two-sided; NaN without two values each)."""
+    if a.size < 2 or b.size < 2:
+        return float("nan")
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
-def final_model(result: RunResult) -> Path:
-    """The model the zoo saved at the end of the run (``<env name>.zip``, not ``best_model.zip``)."""
-    paths = [path for path in sorted((result.folder / "zoo").glob("*/*/*.zip")) if path.name != BEST_MODEL]
-    if len(paths) != 1:
-        raise SystemExit(f"expected one final model under {result.folder / 'zoo'}, found {[str(p) for p in paths]}")
-    return paths[0]
+def window(frame: pd.DataFrame, run: RunRecord) -> pd.DataFrame:
+    """Rows of ``frame`` (with a ``timesteps`` column) in the last ``FINAL_FRACTION`` of the steps the run reached."""
+    if frame.empty:
+        return frame
+    reached = int(frame["timesteps"].max())
+    return frame[frame["timesteps"] >= (1 - FINAL_FRACTION) * min(reached, run.plan.budget)]
 
 
-def best_evaluation(result: RunResult) -> pd.Series:
-    """The run's best evaluation (its first one where several tie: SB3's ``EvalCallback`` saves the model on a
-    strictly better mean)."""
-    return result.curve.loc[result.curve["return_mean"].idxmax()]
+def progress_window(run: RunRecord, key: str) -> pd.Series:
+    progress = run.progress
+    if progress.empty or key not in progress:
+        return pd.Series(dtype=float)
+    rows = progress.rename(columns={"time/total_timesteps": "timesteps"})
+    return window(rows[["timesteps", key]].dropna(), run)[key]
 
 
-def measured_model(result: RunResult) -> tuple[Path, str]:
-    """The model whose action distribution is reported, and how the report names it: the final model, or for a
-    stopped run (which has none) ``best_model.zip``, saved by ``EvalCallback`` at the run's best evaluation."""
-    if not result.stopped:
-        return final_model(result), "final model"
-    paths = sorted((result.folder / "zoo").glob(f"*/*/{BEST_MODEL}"))
-    if len(paths) != 1:
-        raise SystemExit(f"expected one {BEST_MODEL} under {result.folder / 'zoo'}, found {[str(p) for p in paths]}")
-    best = best_evaluation(result)
-    return paths[0], (
-        f"best evaluation's model ({BEST_MODEL}, saved at {int(best['timesteps']):,} agent steps, where the "
-        f"evaluation scored {best['return_mean']:.1f}; the run stopped before saving a final model)"
-    )
+def reached(run: RunRecord) -> int:
+    """Agent steps of the run's last checkpoint."""
+    return int(run.state["segments"][-1].get("checkpoint_timesteps", 0))
 
 
-def policy_stats(model_path: Path, env_id: str, steps: int, seed: int) -> PolicyStats:
-    """Entropy and action frequencies of the saved policy, acting stochastically for ``steps`` agent steps on an
-    evaluation env (full games, restarted when one ends)."""
-    model = TRPO.load(model_path, device="cpu")
-    env = evaluation_env(env_id, seed, frame_stack=True)
-    entropies, max_probabilities, counts = [], [], np.zeros(env.action_space.n)  # type: ignore[attr-defined]
-    (actions,) = env.env_method("get_action_meanings")
-    try:
-        obs = env.reset()
-        for _ in range(steps):
-            assert isinstance(obs, np.ndarray)
-            with th.no_grad():
-                tensor, _ = model.policy.obs_to_tensor(obs)
-                distribution = model.policy.get_distribution(tensor).distribution
-            assert isinstance(distribution, th.distributions.Categorical)
-            probabilities = distribution.probs.numpy()[0]
-            entropies.append(float(distribution.entropy()[0]))
-            max_probabilities.append(float(probabilities.max()))
-            action, _ = model.predict(obs, deterministic=False)
-            counts[int(action[0])] += 1
-            obs, _, _, _ = env.step(action)
-    finally:
-        env.close()
-    return PolicyStats(
-        float(np.mean(entropies)),
-        float(np.log(counts.size)),
-        float(np.mean(max_probabilities)),
-        tuple(float(c) for c in counts / counts.sum()),
-        steps,
-        tuple(actions),
-    )
+def resumptions(run: RunRecord) -> str:
+    starts = [f"{segment['start_timesteps'] * FRAMES_PER_STEP / 1e6:.2f}M" for segment in run.state["segments"][1:]]
+    return "resumed at " + ", ".join(starts) + " frames" if starts else "no"
+
+
+def speed(run: RunRecord) -> float:
+    seconds = run.state.get("train_seconds", 0.0)
+    return reached(run) / seconds if seconds > 0 else float("nan")
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Figures of a run
+# Report
 
 
-def reached_steps(result: RunResult) -> int:
-    """The agent steps the final window is the last ``FINAL_FRACTION`` of: the budget, or where a stopped run stopped."""
-    return int(result.timing["num_timesteps"]) if result.stopped else result.spec.budget
+def run_row(run: RunRecord, random: np.ndarray) -> dict[str, str]:
+    scores = run.final_scores()
+    p_value = welch(scores, random)
+    above = scores.size > 1 and scores.mean() > random.mean() and p_value < WELCH_THRESHOLD
+    games = window(run.games, run)
+    entropy = progress_window(run, "train/entropy")
+    max_kl = progress_window(run, "train/max_kl")
+    state = "finished" if run.finished else f"**in progress** ({reached(run) / run.plan.budget:.0%})"
+    return {
+        "game": run.plan.env_id.split("/")[1].split("-")[0],
+        "seed": str(run.plan.seed),
+        "frames": f"{reached(run) * FRAMES_PER_STEP / 1e6:.2f}M",
+        "state": state,
+        "last evaluation": f"{scores.mean():.1f} ± {scores.std(ddof=1) if scores.size > 1 else 0:.1f} ({scores.size} games)"
+        if scores.size
+        else "n/a",
+        "training games (last 10%)": f"{games['score'].mean():.1f}" if not games.empty else "n/a",
+        "random play": f"{random.mean():.1f}",
+        "vs random (Welch)": f"{'above' if above else 'not above'}, p {format_p(p_value)}",
+        "entropy (nats)": f"{entropy.mean():.2f}" if not entropy.empty else "n/a",
+        "max per-state KL": f"{max_kl.median():.3f} / {max_kl.max():.3f}" if not max_kl.empty else "n/a",
+        "agent steps/s": f"{speed(run):.0f}",
+        "resumed": resumptions(run),
+    }
 
 
-def final_score(result: RunResult) -> float:
-    """The mean evaluation score over the final window (:func:`benchmarks.report.final_return`)."""
-    return final_return(result.curve, reached_steps(result))
-
-
-def final_games(result: RunResult) -> np.ndarray:
-    """Every game score of the evaluations in the final window (the last ``FINAL_FRACTION`` of the budget, or of the
-    steps a stopped run reached).
-
-    As :func:`benchmarks.report.final_return`, a run without an evaluation in that window gives its last one.
-    """
-    (path,) = sorted((result.folder / "zoo").glob("*/*/evaluations.npz"))
-    data = np.load(path)
-    timesteps, scores = data["timesteps"], data["results"]
-    window = timesteps >= (1.0 - FINAL_FRACTION) * reached_steps(result)
-    if not window.any():
-        window = timesteps == timesteps[-1]
-    return np.asarray(scores[window], dtype=float).ravel()
-
-
-def spread(scores: np.ndarray) -> float:
-    """Standard deviation of game scores (ddof=1; 0 for a single game)."""
-    return float(scores.std(ddof=1)) if scores.size > 1 else 0.0
-
-
-def training_curve(result: RunResult) -> pd.DataFrame:
-    """``timesteps`` and ``score``: SB3's mean of the last 100 training games' scores, per iteration."""
-    progress = result.progress()
-    if TRAINING_GAMES not in progress:
-        return pd.DataFrame({"timesteps": [], "score": []})
-    rows = progress[[TIMESTEPS, TRAINING_GAMES]].dropna()
-    return pd.DataFrame({"timesteps": rows[TIMESTEPS].astype(int), "score": rows[TRAINING_GAMES]})
-
-
-def run_dates(result: RunResult) -> str:
-    """When the run started (its ``spec.json`` was written) and finished (``run.csv``) or, stopped, last logged an
-    iteration (``progress.csv``), local time."""
-
-    def stamp(name: str) -> str:
-        moment = datetime.datetime.fromtimestamp((result.folder / name).stat().st_mtime)
-        return moment.strftime("%Y-%m-%d %H:%M")
-
-    if result.stopped:
-        return f"{stamp(SPEC_JSON)} to {stamp(PROGRESS_CSV)} (last log)"
-    return f"{stamp(SPEC_JSON)} to {stamp(RUN_CSV)}"
-
-
-def run_state(result: RunResult) -> str:
-    """``finished``, or how much of its budget a stopped run reached."""
-    if not result.stopped:
-        return "finished"
-    return f"**stopped** at {reached_steps(result) / result.spec.budget:.0%} of the budget"
-
-
-def hours(seconds: float) -> str:
-    """Seconds as hours with two decimals; ``n/a`` when not recorded (NaN)."""
-    return "n/a" if np.isnan(seconds) else f"{seconds / 3600:.2f}"
-
-
-def run_table(results: Sequence[RunResult]) -> pd.DataFrame:
-    """One row per seed: the curve's figures, time and throughput."""
+def published_table(games: Sequence[str], ours: dict[str, float], frames: str) -> pd.DataFrame:
     rows = []
-    for result in sorted(results, key=lambda r: r.spec.seed):
-        curve, timing = result.curve, result.timing
-        best = best_evaluation(result)
-        games = final_games(result)
-        training = training_curve(result)
-        steps = int(timing["num_timesteps"])
-        rows.append(
-            {
-                "seed": result.spec.seed,
-                "agent steps": f"{steps:,}",
-                "frames": f"{steps * FRAMES_PER_STEP:,}",
-                "run": run_state(result),
-                "final score": f"{final_score(result):.1f} ± {spread(games):.1f} ({games.size} games)",
-                "last evaluation": f"{curve['return_mean'].iloc[-1]:.1f} at {int(curve['timesteps'].iloc[-1]):,}",
-                "best evaluation": f"{best['return_mean']:.1f} at {int(best['timesteps']):,}",
-                "training games (last 100)": f"{training['score'].iloc[-1]:.1f}" if len(training) else "n/a",
-                "wall time (h)": hours(timing["wall_seconds"]),
-                "evaluation time (h)": hours(timing["eval_seconds"]),
-                "train env-steps/s": f"{result.steps_per_second:.0f}",
-                "run (local time)": run_dates(result),
-            }
-        )
+    for game in games:
+        row = {"game": game, f"sb3_trpo ({frames})": f"{ours[game]:.1f}" if game in ours else "n/a"}
+        for source in (RANDOM_PLAY, *PUBLISHED):
+            row[source.method.split(" (")[0]] = f"{source.scores[game]:g}" if game in source.scores else "n/a"
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
-def against_random(results: Sequence[RunResult], random_scores: np.ndarray) -> str:
-    """The final window's games against the random games measured here (Welch's t-test over games, one-sided view)."""
-    games = np.concatenate([final_games(result) for result in results])
-    if games.size < 2 or random_scores.size < 2 or (games.std() == 0 and random_scores.std() == 0):
-        verdict, p_text = ("above" if games.mean() > random_scores.mean() else "not above"), "n/a"
-    else:
-        p_value = float(stats.ttest_ind(games, random_scores, equal_var=False).pvalue)
-        p_text = format_p(p_value)
-        verdict = "above" if p_value < WELCH_THRESHOLD and games.mean() > random_scores.mean() else "not above"
-    return (
-        f"final window {games.mean():.1f} ± {spread(games):.1f} over {games.size} games vs "
-        f"random play {random_scores.mean():.1f} ± {spread(random_scores):.1f} over "
-        f"{random_scores.size} games: **{verdict} random play** (Welch's t-test over games, p {p_text})"
-    )
-
-
-def published_table(game: str) -> pd.DataFrame:
-    """The published figures for ``game``, with their budgets and sources."""
-    rows = []
-    for entry in (RANDOM_PLAY, *PUBLISHED):
-        if game not in entry.scores:
-            continue
-        score = entry.scores[game]
-        rows.append({"method": entry.method, "score": f"{score:g}", "budget": entry.budget, "source": entry.source})
-    return pd.DataFrame(rows)
-
-
-def plot_run(results: Sequence[RunResult], game: str, random_scores: np.ndarray, title: str, path: Path) -> Path:
-    """Evaluation scores (mean ± std over the games of each evaluation), training games, random and published lines."""
-    figure, axes = new_figure()
-    ax = axes[0]
-    for index, result in enumerate(sorted(results, key=lambda r: r.spec.seed)):
-        curve, color = result.curve, f"C{index}"
-        steps, mean, std = curve["timesteps"], curve["return_mean"], curve["return_std"]
-        ax.plot(steps, mean, color=color, linewidth=1.5, label=f"evaluation, seed {result.spec.seed}")
-        ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
-        training = training_curve(result)
-        ax.plot(training["timesteps"], training["score"], color=color, linewidth=0.8, linestyle=":", label="training games")
-        if result.stopped:
-            stop = reached_steps(result)
-            ax.axvline(stop, color=color, linewidth=0.8, linestyle="-.", label=f"seed {result.spec.seed} stopped at {stop:,}")
-    ax.axhline(float(random_scores.mean()), color="grey", linewidth=0.8, linestyle="--", label="random play (here)")
-    for entry, style in zip(PUBLISHED, ("-.", "--", ":"), strict=True):
-        if game in entry.scores:
-            ax.axhline(entry.scores[game], color="k", linewidth=0.6, linestyle=style, label=entry.label)
-    style_axes(ax, title)
-    ax.set_xlabel("agent steps (4 frames each)", fontsize=8)
-    ax.set_ylabel("game score", fontsize=8)
+def plot_game(runs: Sequence[RunRecord], game: str, random: np.ndarray, path: Path) -> Path:
+    figure, (ax,) = new_figure()
+    for run in runs:
+        evaluations = run.evaluations
+        if not evaluations.empty:
+            frames = evaluations["timesteps"] * FRAMES_PER_STEP
+            ax.errorbar(
+                frames, evaluations["mean"], yerr=evaluations["std"], label=f"{run.plan.label} seed {run.plan.seed}", capsize=2
+            )
+        if not run.games.empty:
+            smooth = run.games["score"].rolling(100, min_periods=1).mean()
+            ax.plot(run.games["timesteps"] * FRAMES_PER_STEP, smooth, alpha=0.4, linewidth=1, label="training games (100)")
+    ax.axhline(random.mean(), color="grey", linestyle=":", label="random play (measured)")
+    for source, style in ((PAPER_SINGLE_PATH, "--"), (BASELINES, "-.")):
+        if game in source.scores:
+            ax.axhline(source.scores[game], color="black", linestyle=style, linewidth=0.8, label=source.method.split(" (")[0])
+    ax.set_title(f"{env_id(game)}: stochastic evaluation, full games", fontsize=9)
+    ax.set_xlabel("emulator frames", fontsize=8)
+    ax.set_ylabel("score", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=6, loc="best")
     return save_figure(figure, path)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# The record
+def header(argv: Sequence[str], args: argparse.Namespace) -> list[str]:
+    overrides = ", ".join(f"{k}={v!r}" for k, v in args.overrides.items()) or "none"
+    return [
+        f"- command: `{command_line(MODULE, argv)}`",
+        f"- date: {datetime.date.today().isoformat()}; machine: {machine_description()} (this campaign: torch threads "
+        f"= all cores per run, {args.jobs} run(s) at a time)",
+        f"- runs: single-path sb3_trpo.TRPO, each game's entry of zoo_configs/trpo.yml (ALE/<Game>-v5, vectorised "
+        f"ALE, sticky actions 0.25), overrides: {overrides}; budget {args.frames / 1e6:g}M frames = "
+        f"{args.frames // FRAMES_PER_STEP:,} agent steps per run",
+        f"- evaluation: every {args.eval_every / 1e6:g}M frames {args.eval_games} full games (all lives, unclipped) of the "
+        f"**stochastic** policy, as rl-zoo evaluates ALE ids; {args.final_games} games at the end; the table's score "
+        "is the last evaluation's (the final one for a finished run), ± std over its games",
+        f"- random play: {args.random_games} full games of uniformly random actions on the same env; 'vs random': "
+        f"Welch's t-test of the last evaluation's games against them (above = higher mean and p < {WELCH_THRESHOLD})",
+        "- entropy: mean policy entropy (nats) over the batch states of the updates in the last 10% of the steps "
+        "reached; max per-state KL: median over those updates / largest of the run, of KL(old || new) after each "
+        "accepted step",
+        "- agent steps/s: training only (evaluations and checkpoints excluded)",
+    ]
 
 
-def file_stem(env_id: str) -> str:
-    """A file name for ``env_id``: ``ALE/Breakout-v5`` -> ``ALE-Breakout-v5``."""
-    return env_id.replace("/", "-")
-
-
-def code_note(results: Sequence[RunResult]) -> str:
-    """Whether the runs were made with this checkout's code (the report may be regenerated from another one)."""
-    current = code_fingerprint(ALGO)
-    if all(result.code == current for result in results):
-        return "the same as this checkout's"
-    return f"not this checkout's ({current}): the report reads runs made with other code"
-
-
-def stopped_notes(results: Sequence[RunResult]) -> list[str]:
-    """One report line per run stopped before its budget: where it stopped and what its figures are read from."""
-    lines = []
-    for result in sorted(results, key=lambda r: r.spec.seed):
-        if not result.stopped:
-            continue
-        steps, last = reached_steps(result), int(result.curve["timesteps"].iloc[-1])
-        evaluations = f"{len(result.curve)} evaluation{'' if len(result.curve) == 1 else 's'}"
-        lines.append(
-            f"- **seed {result.spec.seed} was stopped** at {steps:,} of the budget's {result.spec.budget:,} agent "
-            f"steps ({steps / result.spec.budget:.0%}; {steps * FRAMES_PER_STEP:,} frames) and never finished: no "
-            f"final model, timing.json or {RUN_CSV}. Its figures come from the zoo's evaluations.npz ({evaluations}, "
-            f"the last at {last:,} steps) and the logger's {PROGRESS_CSV}; its final window is the last "
-            f"{FINAL_FRACTION:.0%} of the {steps:,} steps it reached, not of the budget"
+def write_report(args: argparse.Namespace, argv: Sequence[str], runs: list[RunRecord]) -> str:
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    random = random_scores(out, args.games, args.random_games)
+    rows, curves, ours = [], [], {}
+    for game in args.games:
+        game_runs = [run for run in runs if run.plan.env_id == env_id(game)]
+        rows += [run_row(run, random[game]) for run in game_runs]
+        finals = [run.final_scores().mean() for run in game_runs if run.final_scores().size]
+        if finals:
+            ours[game] = float(np.mean(finals))
+        for run in game_runs:
+            curves.append(run.evaluations.assign(game=game, seed=run.plan.seed, label=run.plan.label))
+        if game_runs:
+            plot_game(game_runs, game, random[game], out / f"{game}.png")
+    if curves:
+        pd.concat(curves)[["label", "game", "seed", "timesteps", "mean", "std", "scores"]].to_csv(
+            out / "atari.csv", index=False
         )
-    return lines
-
-
-def entropy_line(result: RunResult, env_id: str, steps: int) -> str:
-    """The "Did the policy move?" line of one run: which model was measured, and its action distribution."""
-    path, name = measured_model(result)
-    return f"- seed {result.spec.seed}, {name}: " + policy_stats(path, env_id, steps, result.spec.seed + 2000).describe()
-
-
-def write_outputs(args: argparse.Namespace, argv: Sequence[str], results: Sequence[RunResult]) -> str:
-    """CSV, figure and report in ``args.out``; returns the markdown."""
-    game, stem = game_name(args.env), file_stem(args.env)
-    random_scores = random_play(args.env, args.random_games, seed=min(args.seeds))
-    args.out.mkdir(parents=True, exist_ok=True)
-    curves_table(results).to_csv(args.out / f"{stem}.csv", index=False)
-    title = f"{args.env}: single-path sb3_trpo, zoo `atari` entry"
-    figure = plot_run(results, game, random_scores, title, args.out / f"{stem}.png")
-    ours = float(np.mean([final_score(result) for result in results]))
-    frames = sorted({reached_steps(result) * FRAMES_PER_STEP / 1e6 for result in results})
-    overrides = ", ".join(f"{name}={value}" for name, value in args.overrides) or "none"
-    ordered = sorted(results, key=lambda r: r.spec.seed)
     lines = [
-        f"# {title}",
+        f"# Atari: the paper's games with the shipped `atari` entry ({args.label})",
         "",
-        *report_header(MODULE, argv, args.jobs, results),
-        f"- code of the runs: {code_note(results)}",
-        f"- env: {args.env} (sticky actions at the id's default); seeds: {' '.join(map(str, args.seeds))}; budget: "
-        f"{args.budget:,} agent steps = {args.budget * FRAMES_PER_STEP:,} emulator frames per run; hyperparameters: "
-        f"the env's entry of zoo_configs/trpo.yml, overrides: {overrides}",
-        f"- evaluation (rl-zoo's EvalCallback on a separate env): every {args.eval_freq:,} agent steps, "
-        f"{args.eval_episodes} full games (all lives, unclipped game score) of the **stochastic** policy (rl-zoo's "
-        "ExperimentManager evaluates Atari ids with deterministic=False)",
-        *stopped_notes(results),
-        f"- final score: mean over the evaluations in the last {FINAL_FRACTION:.0%} of the budget"
-        + (" (of a stopped run: of the agent steps it reached)" if any(r.stopped for r in results) else "")
-        + ", ± the std over their games; training games: SB3's mean score of the last 100 training games (full "
-        "games, unclipped)",
-        "- wall time: the whole zoo process (start-up, training, evaluations, saving); train env-steps/s: agent steps "
-        "divided by training time without evaluations"
-        + (
-            " (of a stopped run: SB3's time/time_elapsed at its last logged iteration, the time of learn() with its "
-            "evaluations and without the process's start-up, for both; its evaluation time was not recorded: n/a)"
-            if any(r.stopped for r in results)
-            else ""
-        ),
+        *header(argv, args),
         "",
-        markdown_table(run_table(results)),
+        markdown_table(pd.DataFrame(rows)) if rows else "no run has reached a checkpoint yet",
         "",
-        f"**Against random play** (measured here: the same env and game protocol, uniformly random actions, seed "
-        f"{min(args.seeds)}): {against_random(results, random_scores)}.",
+        "**Published figures** (other budgets: the paper 50M/200M simulator steps, trpo_mpi 40M frames; ours at "
+        f"{args.frames / 1e6:g}M frames):",
         "",
-        "**Did the policy move?** The action distribution of each run's final model (of a stopped run: of its best "
-        "evaluation's model) on an evaluation env (seed + 2000):",
+        markdown_table(published_table(args.games, ours, f"{args.frames / 1e6:g}M frames")),
         "",
-        *[entropy_line(result, args.env, args.entropy_steps) for result in ordered],
+        *[f"- {source.method}: {source.source}; budget: {source.budget}" for source in PUBLISHED],
         "",
-        f"**Published figures for {game}** (ours: {ours:.1f} at {' / '.join(f'{f:.3g}' for f in frames)}M frames; theirs "
-        "at far larger budgets, other preprocessing and, for baselines, other hyperparameters):",
-        "",
-        markdown_table(published_table(game)) if game in RANDOM_PLAY.scores else "no published figures listed",
-        "",
-        f"![{stem}]({figure.name})",
+        *[f"![{game}]({game}.png)" for game in args.games if (out / f"{game}.png").is_file()],
         "",
     ]
     markdown = "\n".join(lines)
-    (args.out / f"{stem}.md").write_text(markdown)
+    (out / "atari.md").write_text(markdown)
+    return markdown
+
+
+def compare_report(args: argparse.Namespace, argv: Sequence[str], labels: Sequence[str]) -> str:
+    """Several labels (tuning variants) side by side, per game: mean over seeds of each statistic."""
+    rows = []
+    for label in labels:
+        for game in args.games:
+            runs = [run for plan in plans(args, label, {}) if (run := read_run(plan, args.runs_dir)) is not None]
+            if not runs:
+                continue
+            finals = np.concatenate([run.final_scores() for run in runs])
+            games = pd.concat([window(run.games, run) for run in runs])
+            entropy = pd.concat([progress_window(run, "train/entropy") for run in runs])
+            max_kl = pd.concat([progress_window(run, "train/max_kl") for run in runs])
+            overrides = runs[0].plan.overrides
+            rows.append(
+                {
+                    "label": label,
+                    "overrides": ", ".join(f"{k}={v!r}" for k, v in overrides.items()) or "entry",
+                    "game": game,
+                    "seeds": " ".join(str(run.plan.seed) for run in runs),
+                    "frames": " / ".join(f"{reached(run) * FRAMES_PER_STEP / 1e6:.2f}M" for run in runs),
+                    "last evaluation": f"{finals.mean():.1f} ± {finals.std(ddof=1) if finals.size > 1 else 0:.1f}",
+                    "training games (last 10%)": f"{games['score'].mean():.1f}" if not games.empty else "n/a",
+                    "entropy": f"{entropy.mean():.2f}" if not entropy.empty else "n/a",
+                    "max KL (median / max)": f"{max_kl.median():.3f} / {max_kl.max():.3f}" if not max_kl.empty else "n/a",
+                    "agent steps/s": " / ".join(f"{speed(run):.0f}" for run in runs),
+                }
+            )
+    lines = [
+        "# Atari tuning runs side by side",
+        "",
+        f"- command: `{command_line(MODULE, argv)}`",
+        f"- date: {datetime.date.today().isoformat()}; machine: {machine_description()}",
+        "- last evaluation: the final (or latest) evaluation's full games, stochastic policy, pooled over seeds; "
+        "training games: mean score of the training games in the last 10% of the steps reached",
+        "",
+        markdown_table(pd.DataFrame(rows)) if rows else "no runs",
+        "",
+    ]
+    markdown = "\n".join(lines)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "tuning.md").write_text(markdown)
     return markdown
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    specs = run_specs(args)
-    if args.report_only:
-        results = finished_results(specs, args.runs_dir, args.include_stopped)
-        for result in results:
-            print(describe(result), flush=True)
-    else:
-        print(f"{len(specs)} run(s), {args.jobs} at a time; logs under {args.runs_dir}", flush=True)
-        results = run_all(specs, args.runs_dir, args.jobs)
-    finish(MODULE, argv, write_outputs(args, argv, results), args.out)
+    if args.compare:
+        print(compare_report(args, argv, args.compare))
+        return
+    run_list = plans(args)
+    if not args.report_only:
+        print(f"{len(run_list)} run(s), {args.jobs} at a time; run folders under {args.runs_dir}", flush=True)
+        run_plans(run_list, args.runs_dir, args.jobs)
+    runs = [run for plan in run_list if (run := read_run(plan, args.runs_dir)) is not None]
+    print(write_report(args, argv, runs))
+    print(f"written to {args.out}\ncommand: {command_line(MODULE, argv)}")
 
 
 if __name__ == "__main__":

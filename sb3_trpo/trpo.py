@@ -8,6 +8,7 @@ NumPy with the same arithmetic.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import numbers
@@ -29,7 +30,7 @@ from stable_baselines3.common.policies import (
     BasePolicy,
     MultiInputActorCriticPolicy,
 )
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, RolloutBufferSamples, Schedule
 from stable_baselines3.common.utils import explained_variance
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
@@ -38,6 +39,7 @@ from torch.nn import functional as F
 from sb3_trpo.arrays import index_obs
 from sb3_trpo.checks import check_bool, check_choice, check_int, check_real
 from sb3_trpo.distributions import OutputFamily, Params, detach_params, family_of, sum_per_state
+from sb3_trpo.images import scaled_once, step_by_step_threads
 from sb3_trpo.mlp_mirror import ActorCriticMirror, AdamSettings, MirrorJacobian, fit_critic, single_threaded_blas
 from sb3_trpo.samplers import CriticBatch, Sampler, SinglePathSampler, add_simulator_steps
 from sb3_trpo.surrogate import SurrogateBatch
@@ -88,6 +90,7 @@ class PolicyStepInfo:
     cg_iterations: int
     cg_residual: float
     step_size: float
+    entropy: float
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ class NaturalGradient:
     the damped Fisher operator it used, and what the line search needs to measure ``KL(old || new)``."""
 
     objective: float
+    entropy: float
     gradient: th.Tensor
     cg: ConjugateGradientResult
     fisher: FisherOperator
@@ -313,7 +317,8 @@ class TRPO(OnPolicyAlgorithm):
                 "policy_kwargs=dict(share_features_extractor=False) to give the critic its own.",
                 stacklevel=2,
             )
-        self._rng = np.random.default_rng(self.seed)
+        if not isinstance(getattr(self, "_rng", None), np.random.Generator):  # a loaded model goes on with its own
+            self._rng = np.random.default_rng(self.seed)
         self._mirror = ActorCriticMirror.build(self.policy) if self.mlp_fast_path else None
         trunk = SinglePathSampler(self, self._mirror)
         self._sampler: Sampler = trunk
@@ -325,7 +330,8 @@ class TRPO(OnPolicyAlgorithm):
         release_distribution_graph(self.policy)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_actor_params", "_rng", "_mirror", "_sampler"]
+        # _rng (critic minibatch order, Fisher subsets) is saved, so that a loaded model continues its random stream
+        return [*super()._excluded_save_params(), "_actor_params", "_mirror", "_sampler"]
 
     # ----------------------------------------------------------------------------------------------------------
     # Sampling
@@ -342,7 +348,9 @@ class TRPO(OnPolicyAlgorithm):
         Single path is SB3's own loop (:class:`sb3_trpo.samplers.SinglePathSampler`); the vine sampler runs that loop
         for its trunk, then its branches, whose simulator steps count in ``num_timesteps``.
         """
-        collection = self._sampler.collect(env, callback, rollout_buffer, n_rollout_steps)
+        threads = step_by_step_threads(self.policy) if self.sampler == "single_path" else contextlib.nullcontext()
+        with threads:
+            collection = self._sampler.collect(env, callback, rollout_buffer, n_rollout_steps)
         if collection.extra_steps:
             add_simulator_steps(self, callback, collection.extra_steps)
         for key, value in collection.records.items():
@@ -357,13 +365,19 @@ class TRPO(OnPolicyAlgorithm):
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         rollout = next(self.rollout_buffer.get(batch_size=None))
-        batch = self._sampler.policy_batch(rollout)
-        with single_threaded_blas():
-            step = self._policy_step(batch)
+        with single_threaded_blas(), self._model_inputs(rollout) as rollout:
+            step = self._policy_step(self._sampler.policy_batch(rollout))
             value_losses = self._fit_critic(self._sampler.critic_batch(rollout))
         release_distribution_graph(self.policy)
         self._n_updates += 1
         self._log_train(step, value_losses)
+
+    def _model_inputs(self, rollout: RolloutBufferSamples) -> contextlib.AbstractContextManager[RolloutBufferSamples]:
+        """The rollout as the networks take it: images scaled once for the iteration (single path, whose batches
+        all come from the rollout; the vine's branch states arrive unscaled, so there the policy scales them)."""
+        if self.sampler == "single_path":
+            return scaled_once(self.policy, rollout)
+        return contextlib.nullcontext(rollout)
 
     def _natural_gradient(self, batch: SurrogateBatch) -> NaturalGradient:
         """The surrogate's gradient at theta_old and the natural direction ``x ~ (F + damping I)^-1 g`` by CG."""
@@ -384,7 +398,7 @@ class TRPO(OnPolicyAlgorithm):
         fisher_op = self._fisher_operator(batch, distribution, family, old_dist_params, self.cg_damping * kl_scale)
         cg = conjugate_gradient(fisher_op.product, gradient, self.cg_max_steps)
         old = (old_log_probs, family, old_dist_params, old_distribution)
-        return NaturalGradient(float(objective.detach()), gradient, cg, fisher_op, kl_scale, *old)
+        return NaturalGradient(float(objective.detach()), mean_entropy(distribution), gradient, cg, fisher_op, kl_scale, *old)
 
     def _policy_step(self, batch: SurrogateBatch) -> PolicyStepInfo:
         """Natural gradient direction by CG, scaled to the trust region, then line search (or a fixed step)."""
@@ -402,7 +416,7 @@ class TRPO(OnPolicyAlgorithm):
         theta_old = flat_parameters(params)
         if self.step_rule == "fixed":
             fixed = evaluate(self.fixed_step_size * cg.solution)
-            return PolicyStepInfo(fixed, True, 0, cg.iterations, cg.residual_norm, self.fixed_step_size)
+            return PolicyStepInfo(fixed, True, 0, cg.iterations, cg.residual_norm, self.fixed_step_size, natural.entropy)
 
         reduction = self.kl_constraint if natural.fisher.state_quadratic is not None else "mean"
         step_size = trust_region_step_size(quadratic_kl(natural.fisher, cg.solution, reduction), self.target_kl * kl_scale)
@@ -421,9 +435,17 @@ class TRPO(OnPolicyAlgorithm):
         if not result.accepted or result.evaluation is None:
             set_flat_parameters(params, theta_old)
             unchanged = StepEvaluation(natural.objective, 0.0, 0.0)
-            return PolicyStepInfo(unchanged, False, result.n_evaluations, cg.iterations, cg.residual_norm, 0.0)
+            return PolicyStepInfo(
+                unchanged, False, result.n_evaluations, cg.iterations, cg.residual_norm, 0.0, natural.entropy
+            )
         return PolicyStepInfo(
-            result.evaluation, True, result.n_evaluations, cg.iterations, cg.residual_norm, step_size * result.fraction
+            result.evaluation,
+            True,
+            result.n_evaluations,
+            cg.iterations,
+            cg.residual_norm,
+            step_size * result.fraction,
+            natural.entropy,
         )
 
     def _kl_scale(self, distribution: Distribution) -> float:
@@ -542,6 +564,8 @@ class TRPO(OnPolicyAlgorithm):
         self.logger.record("train/cg_iterations", step.cg_iterations)
         self.logger.record("train/cg_residual", step.cg_residual)
         self.logger.record("train/step_size", step.step_size)
+        if not math.isnan(step.entropy):
+            self.logger.record("train/entropy", step.entropy)
         if hasattr(self.policy, "log_std"):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
@@ -599,6 +623,13 @@ def actor_parameters(policy: BasePolicy) -> list[nn.Parameter]:
     trainable = [p for p in policy.parameters() if p.requires_grad]
     grads = th.autograd.grad([o.sum() for o in outputs], trainable, allow_unused=True)
     return [p for p, g in zip(trainable, grads, strict=True) if g is not None]
+
+
+def mean_entropy(distribution: Distribution) -> float:
+    """The policy's mean entropy over the batch states before the step (NaN where SB3 gives none: squashed Gaussian)."""
+    with th.no_grad():
+        entropy = distribution.entropy()
+    return float("nan") if entropy is None else float(entropy.mean())
 
 
 def per_state_kl(old: Distribution, new: Distribution) -> th.Tensor:

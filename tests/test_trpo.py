@@ -70,7 +70,14 @@ def test_logger_keys_match_sb3_contrib_and_add_ours():
         "train/n_updates",
         "train/learning_rate",
     }
-    ours = {"train/max_kl", "train/line_search_steps", "train/cg_iterations", "train/cg_residual", "train/step_size"}
+    ours = {
+        "train/max_kl",
+        "train/line_search_steps",
+        "train/cg_iterations",
+        "train/cg_residual",
+        "train/step_size",
+        "train/entropy",
+    }
     assert contrib_keys | ours <= keys
     assert all(np.isfinite(capture.records[-1][k]) for k in contrib_keys | ours)
 
