@@ -45,10 +45,9 @@ import pandas as pd
 import rl_zoo3
 import yaml
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.evaluation import evaluate_policy
 
 from benchmarks.ablations import branch_share, parse_assignments
-from benchmarks.atari import UniformPolicy, parse_overrides
+from benchmarks.random_play import random_returns
 from benchmarks.report import (
     FINAL_RETURN_LINE,
     compare,
@@ -64,7 +63,15 @@ from benchmarks.report import (
     summarize,
 )
 from benchmarks.vine_learning import eval_freq as vine_eval_freq
-from benchmarks.zoo_runs import RESULTS_DIR, RunResult, RunSpec, add_run_arguments, report_header, run_benchmark
+from benchmarks.zoo_runs import (
+    RESULTS_DIR,
+    RunResult,
+    RunSpec,
+    add_run_arguments,
+    parse_overrides,
+    report_header,
+    run_benchmark,
+)
 from sb3_trpo.envs.minatar import env_ids
 from sb3_trpo.zoo import CONFIG_DIR, config_entry
 
@@ -193,13 +200,7 @@ def env_kwargs(env_id: str) -> dict[str, Any]:
 
 def random_play(env_id: str, episodes: int, seed: int = RANDOM_SEED) -> np.ndarray:
     """Returns of ``episodes`` episodes of uniformly random actions on the env the zoo evaluates on."""
-    env = make_vec_env(env_id, n_envs=1, seed=seed, env_kwargs=env_kwargs(env_id))
-    try:
-        policy = UniformPolicy(env.action_space, env.num_envs, seed)
-        returns, _ = evaluate_policy(policy, env, n_eval_episodes=episodes, return_episode_rewards=True)
-    finally:
-        env.close()
-    return np.asarray(returns, dtype=float)
+    return random_returns(make_vec_env(env_id, n_envs=1, seed=seed, env_kwargs=env_kwargs(env_id)), episodes, seed)
 
 
 # ----------------------------------------------------------------------------------------------------------------

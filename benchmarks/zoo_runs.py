@@ -461,3 +461,16 @@ def finish(module: str, argv: Sequence[str], markdown: str, out: Path) -> None:
     print(markdown)
     print(f"written to {out}")
     print(f"command: {command_line(module, argv)}")
+
+
+def parse_overrides(parser: argparse.ArgumentParser, assignments: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """``["n_steps:32"]`` as ``(("n_steps", "32"),)``: the zoo's ``--hyperparams`` pairs (values stay expressions)."""
+    pairs = []
+    for assignment in assignments:
+        name, sep, value = assignment.partition(":")
+        if not sep or not name.isidentifier() or not value:
+            parser.error(f"--hyperparams expects NAME:VALUE (e.g. n_steps:128), got {assignment!r}")
+        if name == "callback":
+            parser.error("--hyperparams callback is reserved (the benchmark's clock is given to the zoo that way)")
+        pairs.append((name, value))
+    return tuple(pairs)
