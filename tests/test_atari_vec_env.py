@@ -63,7 +63,7 @@ def test_agent_steps_are_4_frames_for_both_id_families() -> None:
 
 def plain_ale_games(env_id: str, actions: np.ndarray, n_games: int) -> list[tuple[float, int]]:
     """(score, frames) of the first games of plain ALE (no no-ops, no FIRE, no sticky actions) under ``actions``."""
-    env = gym.make(env_id, repeat_action_probability=0.0)
+    env = gym.make(env_id, repeat_action_probability=0.0, frameskip=4)
     env.reset(seed=0)
     games, score = [], 0.0
     for action in actions:
@@ -79,9 +79,10 @@ def plain_ale_games(env_id: str, actions: np.ndarray, n_games: int) -> list[tupl
     return games
 
 
-def test_scores_and_lengths_are_the_full_games_of_plain_ale() -> None:
-    """Same actions, same games: full-game unclipped scores and frame counts equal plain ALE's; rewards clipped."""
-    env_id = "ALE/SpaceInvaders-v5"  # rewards of 5 to 200 points
+@pytest.mark.parametrize("env_id", ["ALE/SpaceInvaders-v5", "SpaceInvadersNoFrameskip-v4"])  # rewards of 5 to 200 points
+def test_scores_and_lengths_are_the_full_games_of_plain_ale(env_id: str) -> None:
+    """Same actions, same games: full-game unclipped scores and frame counts equal plain ALE's at 4 frames per step
+    (for both id families); rewards clipped to their sign."""
     actions = np.random.default_rng(1).integers(0, 6, size=6000)
     expected = plain_ale_games(env_id, actions, n_games=2)
     assert len(expected) == 2

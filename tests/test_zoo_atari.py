@@ -1,4 +1,5 @@
-"""Atari through the zoo: 4 emulator frames per agent step, and a CnnPolicy critic that trains its own CNN."""
+"""Atari through the zoo: the vectorised ALE at 4 emulator frames per agent step, evaluated on full games, and a CNN
+critic that trains its own features."""
 
 from __future__ import annotations
 
@@ -6,100 +7,87 @@ import importlib
 import json
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import ale_py
 import gymnasium as gym
+import numpy as np
 import pytest
 import torch as th
 import yaml
 from huggingface_sb3 import EnvironmentName
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import VecFrameStack
 from zoo_cli import zoo
 
 import sb3_trpo.zoo
 from sb3_trpo import TRPO
-from sb3_trpo.envs.atari import FourFrameAtariWrapper
+from sb3_trpo.envs.atari import AtariCnnPolicy, AtariVecEnv, FourFrameAtariWrapper
 from sb3_trpo.trpo import actor_parameters
 from sb3_trpo.zoo import CONFIG_DIR
 
 gym.register_envs(ale_py)
 
 
-class FrameProbe(BaseCallback):
-    """Counts, over the agent steps that did not end an episode (or a life), how many ALE frames each env advanced.
-
-    Written to ``path`` as JSON ``{frames per step: number of steps}`` when training ends. With ``stop_at``, training
-    stops once ``num_timesteps`` reaches it, before the update that would follow.
-    """
+class EnvProbe(BaseCallback):
+    """Writes to ``path`` the training env's class and frames per agent step, and stops after ``stop_at`` steps."""
 
     def __init__(self, path: str, stop_at: int | None = None) -> None:
         super().__init__()
         self.path = path
         self.stop_at = stop_at
-        self.frames: list[int] = []
-        self.counts: Counter[int] = Counter()
-
-    def _frame_numbers(self) -> list[int]:
-        assert self.training_env is not None
-        return [ale.getFrameNumber() for ale in self.training_env.get_attr("ale")]
 
     def _on_training_start(self) -> None:
-        self.frames = self._frame_numbers()
+        assert self.training_env is not None
+        env = self.training_env.unwrapped
+        record = {"class": type(env).__name__, "frame_skip": env.get_attr("frame_skip")[0], "n_envs": env.num_envs}
+        Path(self.path).write_text(json.dumps(record))
 
     def _on_step(self) -> bool:
-        frames = self._frame_numbers()  # after the step and, where it ended an episode, after the reset
-        for before, after, done in zip(self.frames, frames, self.locals["dones"], strict=True):
-            if not done:
-                self.counts[after - before] += 1
-        self.frames = frames
         return self.stop_at is None or self.num_timesteps < self.stop_at
 
-    def _on_training_end(self) -> None:
-        Path(self.path).write_text(json.dumps(self.counts))
 
-
-def atari_entry() -> dict[str, Any]:
-    with open(CONFIG_DIR / "trpo.yml") as file:
+def atari_entry(algo: str = "trpo") -> dict[str, Any]:
+    with open(CONFIG_DIR / f"{algo}.yml") as file:
         return yaml.safe_load(file)["atari"]
 
 
 @pytest.mark.parametrize(
     ("env_id", "update"),
     [
-        ("ALE/Pong-v5", False),
-        ("PongNoFrameskip-v4", False),
+        ("ALE/Breakout-v5", False),
+        ("BreakoutNoFrameskip-v4", False),
         pytest.param("ALE/Pong-v5", True, marks=pytest.mark.slow),
         pytest.param("PongNoFrameskip-v4", True, marks=pytest.mark.slow),
     ],
 )
-def test_pong_trains_with_four_frames_per_agent_step(
+def test_atari_entry_trains_and_evaluates_on_the_vectorised_ale(
     env_id: str, update: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``train --algo trpo --env <Pong id> -n 2048``: every one of the 2048 agent steps is 4 emulator frames.
+    """``train --algo trpo --env <ALE id>``: the vectorised ALE at 4 frames per agent step, the evaluation of rl-zoo's
+    EvalCallback on full games, and ``enjoy`` on the saved agent.
 
-    By default the probe ends the run after the 2048th step, skipping the CNN update that follows (about 20 s on two
-    cores; the `atari` entry's smoke run and the critic tests below exercise that update); the slow variant runs it.
+    By default the probe ends the run after the first iteration's steps, before its update (the `atari` entry's
+    smoke run in test_zoo.py and the critic tests below exercise the update); the slow variant runs it.
     """
     monkeypatch.chdir(tmp_path)
-    record = tmp_path / "frames.json"
-    probe = [{f"{FrameProbe.__module__}.FrameProbe": {"path": str(record), "stop_at": None if update else 2048}}]
-    # --eval-freq beyond the budget: the evaluation env is made (and checked by the wrapper) but never run.
+    record = tmp_path / "env.json"
+    entry = atari_entry()
+    steps = entry["n_envs"] * entry["n_steps"]
+    probe = [{f"{EnvProbe.__module__}.EnvProbe": {"path": str(record), "stop_at": None if update else steps}}]
     zoo(
-        "train", "--algo", "trpo", "--env", env_id, "-n", "2048", "-f", tmp_path, "--eval-freq", "100000",
-        "--num-threads", "1", "--seed", "0", "--hyperparams", f"callback:{probe!r}",
+        "train", "--algo", "trpo", "--env", env_id, "-n", str(steps), "-f", tmp_path, "--eval-freq", str(steps),
+        "--eval-episodes", "2", "--num-threads", "1", "--seed", "0",
+        "--hyperparams", f"callback:{probe!r}",
     )  # fmt: skip
-
-    counts = {int(frames): steps for frames, steps in json.loads(record.read_text()).items()}
-    assert set(counts) == {4}, counts
-    assert counts[4] > 2000  # 8 envs x 256 steps, less the few that ended a point-losing life or a game
+    assert json.loads(record.read_text()) == {"class": "AtariVecEnv", "frame_skip": 4, "n_envs": entry["n_envs"]}
     name = EnvironmentName(env_id)
-    model = TRPO.load(tmp_path / "trpo" / f"{name}_1" / f"{name}.zip", device="cpu")
-    assert (model.num_timesteps, model.n_envs, model.n_steps) == (2048, 8, 256)  # the config, unchanged
+    run = tmp_path / "trpo" / f"{name}_1"
+    evaluations = np.load(run / "evaluations.npz")
+    assert evaluations["results"].shape == (1, 2) and (evaluations["ep_lengths"] > 100).all()  # whole games
+    model = TRPO.load(run / f"{name}.zip", device="cpu")
+    assert (model.num_timesteps, model.n_envs, model.n_steps) == (steps, entry["n_envs"], entry["n_steps"])
+    zoo("enjoy", "--algo", "trpo", "--env", env_id, "-f", tmp_path, "--no-render", "-n", "200", "--exp-id", "1")
 
 
 def test_atari_wrapper_refuses_an_ale_env_that_skips_frames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -107,20 +95,24 @@ def test_atari_wrapper_refuses_an_ale_env_that_skips_frames(tmp_path: Path, monk
     with pytest.raises(ValueError, match="frameskip=4"):
         FourFrameAtariWrapper(env)
     env.close()
-    # The zoo replaces the configured env_kwargs with --env-kwargs as a whole; the wrapper catches the dropped frameskip.
+    # The zoo replaces the configured env_kwargs with --env-kwargs as a whole; the wrapper catches the dropped frameskip
+    # (the vine's Atari entries use the per-env stack).
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="add frameskip:1 to --env-kwargs"):
-        zoo("train", "--env", "ALE/Pong-v5", "-n", "64", "-f", tmp_path, "--env-kwargs", "full_action_space:True")
+        zoo(
+            "train", "--algo", "trpo_vine", "--env", "ALE/Pong-v5", "-n", "64", "-f", tmp_path,
+            "--env-kwargs", "full_action_space:True",
+        )  # fmt: skip
 
 
-def cnn_model(policy_kwargs: dict[str, Any]) -> TRPO:
-    """The `atari` entry's policy and critic fit on 2 Pong envs, 64 steps per update (2 minibatches of 32)."""
+def cnn_model(policy_kwargs: dict[str, Any] | None = None) -> TRPO:
+    """The `atari` entry's policy and critic fit on 2 vectorised Pong envs, 64 steps per update (2 minibatches of 32)."""
     entry = atari_entry()
-    env = make_vec_env("ALE/Pong-v5", n_envs=2, seed=0, wrapper_class=FourFrameAtariWrapper, env_kwargs=entry["env_kwargs"])
+    assert entry["policy"] == f"{AtariCnnPolicy.__module__}.{AtariCnnPolicy.__name__}"
     keys = ("target_kl", "gamma", "cg_max_steps", "cg_damping", "fisher_sub_sampling", "n_critic_updates", "learning_rate")
     return TRPO(
-        entry["policy"],
-        VecFrameStack(env, entry["frame_stack"]),
+        AtariCnnPolicy,
+        AtariVecEnv("ALE/Pong-v5", 2, seed=0),
         n_steps=32,
         batch_size=32,
         policy_kwargs=policy_kwargs,
@@ -130,9 +122,7 @@ def cnn_model(policy_kwargs: dict[str, Any]) -> TRPO:
 
 
 def test_cnn_critic_trains_its_own_features_and_never_the_actor() -> None:
-    entry = atari_entry()
-    assert entry["policy_kwargs"] == {"share_features_extractor": False}
-    model = cnn_model(entry["policy_kwargs"])
+    model = cnn_model()  # the entry's policy: the critic has its own CNN
     policy = model.policy
     actor = {id(param) for param in actor_parameters(policy)}
     actor_cnn = list(policy.pi_features_extractor.parameters())
@@ -170,12 +160,21 @@ def test_atari_module_imports_no_zoo_package() -> None:
     assert result.stdout.strip() == "[]"
 
 
-def test_configs_name_the_wrapper_in_sb3_trpo_atari() -> None:
-    for name in ("trpo.yml", "trpo_vine.yml"):
+def test_configs_name_the_vectorised_ale_and_the_per_env_wrapper_in_sb3_trpo_envs_atari() -> None:
+    """Single path runs on the vectorised ALE; the vine (whose branches restore single envs) on the per-env stack."""
+    expected = {
+        "trpo.yml": ("vec_env_wrapper", "sb3_trpo.envs.atari.vectorised_ale"),
+        "trpo_vine.yml": ("env_wrapper", str(["sb3_trpo.envs.atari.FourFrameAtariWrapper"])),
+    }
+    for name, (key, value) in expected.items():
         with open(CONFIG_DIR / name) as file:
             config = yaml.safe_load(file)
-        wrappers = {str(entry.get("env_wrapper")) for entry in config.values() if entry.get("policy") == "CnnPolicy"}
-        assert wrappers == {str(["sb3_trpo.envs.atari.FourFrameAtariWrapper"])}, name
+        atari = {
+            env_id: entry
+            for env_id, entry in config.items()
+            if env_id == "atari" or "ALE/" in env_id or "NoFrameskip" in env_id
+        }
+        assert len(atari) == 15 and {str(entry.get(key)) for entry in atari.values()} == {value}, name
     # Runs saved before the move name sb3_trpo.zoo.FourFrameAtariWrapper in their config.yml: it still resolves.
     assert sb3_trpo.zoo.FourFrameAtariWrapper is FourFrameAtariWrapper
     # and runs saved before sb3_trpo.envs existed name sb3_trpo.atari.FourFrameAtariWrapper
