@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # document the working tree, whatever copy of sb3_trpo is installed
+sys.path.insert(
+    0, str(ROOT)
+)  # document the working tree, whatever copy of sb3_trpo is installed
 
 import sb3_trpo  # noqa: E402  (after the path is set)
 
@@ -36,7 +38,10 @@ root_doc = "index"
 
 # MyST: ```{directive}``` blocks, anchors for every heading down to ###, so that "page.md#a-heading" links
 # are checked by the build.
-myst_enable_extensions = ["colon_fence", "deflist"]  # formulas are Unicode text: no MathJax to fetch at view time
+myst_enable_extensions = [
+    "colon_fence",
+    "deflist",
+]  # formulas are Unicode text: no MathJax to fetch at view time
 myst_heading_anchors = 3
 
 # API reference: autodoc renders the docstrings (reStructuredText field lists, as SB3 writes them).
@@ -95,7 +100,15 @@ _external = "({})\\..+".format("|".join(re.escape(name) for name in EXTERNAL_PAC
 _builtin = "({})".format("|".join(BUILTIN_NAMES))
 nitpick_ignore_regex = [
     (role, pattern)
-    for role in ("py:class", "py:obj", "py:func", "py:meth", "py:exc", "py:data", "py:mod")
+    for role in (
+        "py:class",
+        "py:obj",
+        "py:func",
+        "py:meth",
+        "py:exc",
+        "py:data",
+        "py:mod",
+    )
     for pattern in (_external, _builtin)
 ]
 
@@ -125,7 +138,9 @@ def _documented(env: Any) -> list[tuple[str, str, str]]:
     """(name, docname, anchor) of every sb3_trpo object the reference documents."""
     return [
         (name, docname, anchor)
-        for name, _dispname, _objtype, docname, anchor, _priority in env.get_domain("py").get_objects()
+        for name, _dispname, _objtype, docname, anchor, _priority in env.get_domain(
+            "py"
+        ).get_objects()
         if name.startswith("sb3_trpo")
     ]
 
@@ -157,18 +172,28 @@ def _public_name(app: Any, env: Any, node: Any, contnode: Any) -> Any:
     from sphinx.util.nodes import make_refnode
 
     target = node.get("reftarget", "").lstrip("~.")
-    obj = _object_at(target) if target.startswith("sb3_trpo") else _in_context(node, target)
+    obj = (
+        _object_at(target)
+        if target.startswith("sb3_trpo")
+        else _in_context(node, target)
+    )
     if obj is None and "." not in target:
         # a bare name out of its module's context (an autosummary table): accept one documented match
-        matches = [entry for entry in _documented(env) if entry[0].endswith(f".{target}")]
+        matches = [
+            entry for entry in _documented(env) if entry[0].endswith(f".{target}")
+        ]
         if len(matches) == 1:
             name, docname, anchor = matches[0]
-            return make_refnode(app.builder, node["refdoc"], docname, anchor, contnode, name)
+            return make_refnode(
+                app.builder, node["refdoc"], docname, anchor, contnode, name
+            )
     if obj is None:
         return None
     for name, docname, anchor in _documented(env):
         if _object_at(name) is obj:
-            return make_refnode(app.builder, node["refdoc"], docname, anchor, contnode, name)
+            return make_refnode(
+                app.builder, node["refdoc"], docname, anchor, contnode, name
+            )
     return contnode
 
 

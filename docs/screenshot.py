@@ -40,7 +40,9 @@ def find_browser() -> str | None:
     """The path of a Chromium-family browser, or ``None``."""
     override = os.environ.get("SB3_TRPO_BROWSER")
     if override:
-        return shutil.which(override) or (override if Path(override).is_file() else None)
+        return shutil.which(override) or (
+            override if Path(override).is_file() else None
+        )
     for name in BROWSER_NAMES:
         path = shutil.which(name)
         if path:
@@ -52,7 +54,13 @@ def find_browser() -> str | None:
     return None
 
 
-def screenshot(browser: str, page: Path, out: Path, window: tuple[int, int] = WINDOW, timeout: float = 120.0) -> Path:
+def screenshot(
+    browser: str,
+    page: Path,
+    out: Path,
+    window: tuple[int, int] = WINDOW,
+    timeout: float = 120.0,
+) -> Path:
     """Render ``page`` (an HTML file) headless and write a PNG of the window's first screen to ``out``."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
@@ -69,24 +77,48 @@ def screenshot(browser: str, page: Path, out: Path, window: tuple[int, int] = WI
             f"--screenshot={out}",
             page.resolve().as_uri(),
         ]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, check=False
+        )
     if not out.is_file():
-        raise RuntimeError(f"{browser} wrote no screenshot of {page} (exit {result.returncode}):\n{result.stderr[-2000:]}")
+        raise RuntimeError(
+            f"{browser} wrote no screenshot of {page} (exit {result.returncode}):\n{result.stderr[-2000:]}"
+        )
     return out
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--html", type=Path, default=DOCS / "_build" / "html", help="the built site")
-    parser.add_argument("--out", type=Path, default=DOCS / "_build" / "screenshots", help="folder of the PNG files")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--html", type=Path, default=DOCS / "_build" / "html", help="the built site"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DOCS / "_build" / "screenshots",
+        help="folder of the PNG files",
+    )
     args = parser.parse_args(argv)
     browser = find_browser()
     if browser is None:
-        sys.exit("no Chromium or Chrome found (set SB3_TRPO_BROWSER, or e.g. `apt-get install chromium`)")
-    missing = [str(args.html / page) for page in PAGES.values() if not (args.html / page).is_file()]
+        sys.exit(
+            "no Chromium or Chrome found (set SB3_TRPO_BROWSER, or e.g. `apt-get install chromium`)"
+        )
+    missing = [
+        str(args.html / page)
+        for page in PAGES.values()
+        if not (args.html / page).is_file()
+    ]
     if missing:
-        sys.exit(f"the site is not built ({', '.join(missing)} missing): run `make docs` first")
-    paths = [screenshot(browser, args.html / page, args.out / f"{name}.png") for name, page in PAGES.items()]
+        sys.exit(
+            f"the site is not built ({', '.join(missing)} missing): run `make docs` first"
+        )
+    paths = [
+        screenshot(browser, args.html / page, args.out / f"{name}.png")
+        for name, page in PAGES.items()
+    ]
     print(f"browser: {browser}")
     for path in paths:
         print(f"screenshot: {path}")
