@@ -148,10 +148,12 @@ class TRPO(OnPolicyAlgorithm):
     :param device: Device (cpu, cuda, ...) on which the code should be run
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     :param sampler: ``"single_path"`` (section 5.1 of the paper) or ``"vine"`` (section 5.2: branch rollouts from
-        restored simulator states, see ``sb3_trpo.vine``)
-    :param vine_kwargs: Options of the vine sampler (only with ``sampler="vine"``), see ``sb3_trpo.vine.VineSampler``
+        restored simulator states, :class:`~sb3_trpo.vine.VineSampler`)
+    :param vine_kwargs: Options of the vine sampler (only with ``sampler="vine"``): the fields of
+        :class:`~sb3_trpo.vine.VineOptions`
     :param kl_constraint: ``"mean"`` (eq. 12, the paper's practical choice) or ``"max"`` (eq. 11, the max-KL
-        ablation: a step is accepted only when the largest per-state KL is within ``target_kl``)
+        ablation: a step is accepted only when the largest per-state KL is within ``target_kl``). Either way the step
+        is scaled to the boundary of the constraint's quadratic model and the line search checks the exact KL
     :param kl_normalization: Units of ``target_kl``: ``"action_dims"`` divides each state's KL by the number of
         independent components of a diagonal Gaussian or Bernoulli policy (sb3-contrib's convention, so its tuned
         ``target_kl`` values carry over; categorical policies are not divided), ``"none"`` bounds the KL of the whole
@@ -161,12 +163,13 @@ class TRPO(OnPolicyAlgorithm):
     :param step_rule: ``"line_search"`` (TRPO) or ``"fixed"`` (natural policy gradient with the fixed step size
         ``fixed_step_size`` and no line search, the paper's baseline of section 7)
     :param fixed_step_size: Step size ``1/lambda`` of the natural gradient step ``theta += fixed_step_size F^-1 g``
-        when ``step_rule="fixed"`` (TRPO's accepted steps along the same direction have medians of 1.1 to 1.6 on
-        MuJoCo tasks with rl-zoo's hyperparameters, see ``benchmarks/ablations.py``)
+        when ``step_rule="fixed"`` (TRPO logs the length of its accepted steps along the same direction as
+        ``train/step_size``; ``benchmarks/ablations.py`` sets this to their median on each task)
     :param fisher_sub_sampling: Fraction of the policy batch's states used for Fisher-vector products only
         (Appendix C of the paper uses 0.1); 1.0 uses all of them
     :param mlp_fast_path: Run plain MLP policies' hot paths (rollout inference, Fisher products, critic fit) in
-        NumPy with the same arithmetic; other policies always use torch
+        NumPy with the same arithmetic and the same random draws, so it changes speed, not results (up to
+        floating-point rounding); other policies always use torch
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {

@@ -57,8 +57,8 @@ class VineOptions:
     """
     The options of the vine sampler: ``TRPO(..., sampler="vine", vine_kwargs={...})`` takes these names.
 
-    :param n_states: Size N of the rollout set: trunk states per iteration from which branches start (at most
-        ``n_steps * n_envs``)
+    :param n_states: Size N of the rollout set: trunk states per iteration from which branches start, drawn uniformly
+        without replacement (at most ``n_steps * n_envs``)
     :param n_actions: K, branches (first actions) per rollout-set state, at least 2; ``None``: 4, or every action
         with ``action_sampling="all"``
     :param horizon: H, env steps per branch including its first action (fewer when the episode ends); 50 to 100
@@ -79,7 +79,7 @@ class VineOptions:
         workers (with common random numbers, or for envs whose step draws no random numbers)
     :param n_branch_envs: Number of branch env copies stepped in lockstep with one batched policy call per step: the
         N*K branches run in chunks of this size, whole chunks per worker (so keep it at most N*K / n_workers for every
-        worker to get work)
+        worker to get work; a warning says so otherwise)
     :param backend: Where the workers run: ``"process"`` (worker processes on this machine) or ``"ray"`` (Ray actors
         on the Ray cluster this process is connected to, or the one named by ``RAY_ADDRESS``, else a local Ray
         instance with ``n_workers`` CPUs; ``pip install "sb3-trpo[ray]"``). Ignored with ``n_workers=0``. Either way
@@ -91,7 +91,7 @@ class VineOptions:
     :param surrogate: The policy step's estimator. ``"hybrid"``: everything the iteration paid for, the trunk's
         single-path surrogate (eq. 14, GAE) on all trunk states plus the N*K branch pairs with advantages from their
         returns (leave-one-out baseline), each pair weighted ``branch_weight``, and the Fisher matrix and the KL on all
-        trunk states (:class:`sb3_trpo.surrogate.HybridBatch`). ``"paper"``: eq. 16 (eq. 15 with
+        trunk states and the rollout-set states. ``"paper"``: eq. 16 (eq. 15 with
         ``action_sampling="all"``) on the N rollout-set states only, with the Fisher and the KL on them (section 5.2)
     :param branch_weight: c, the weight of one branch pair against one trunk state in the ``"hybrid"`` surrogate
     :param critic_data: Whether the states the branches visit after their first action join the critic fit, with
@@ -137,16 +137,18 @@ class VineOptions:
 
 class VineSampler:
     """
-    The vine sampler of TRPO (Schulman et al. 2015, section 5.2, eqs. 15-16), used by
-    ``TRPO(..., sampler="vine", vine_kwargs={...})``; the options are :class:`VineOptions`.
+    The vine sampler of TRPO, built by ``TRPO(..., sampler="vine", vine_kwargs={...})``: section 5.2 and eqs. 15-16 of
+    Schulman et al. (2015); the options are :class:`VineOptions`.
 
-    The trunk (``n_steps`` per env, as in single path) still trains the critic. From N trunk states, K branches
-    each follow the current policy for H steps on env copies restored from the trunk's snapshots; their discounted
-    returns ``Q_hat`` give the policy surrogate, eq. 16 (self-normalized importance sampling) or eq. 15 (every action
-    of a small discrete space), and the KL constraint is measured on the N states. ``normalize_advantage`` and
-    ``sub_sampling_factor`` do not apply (the surrogate uses ``Q_hat``, and N already sets the batch). Both Fisher
-    estimators work with every ``action_sampling``: the empirical Fisher's score vectors use the trunk's action at each
-    state, a draw from pi_old. gSDE is not supported.
+    The trunk (``n_steps`` per env, as in single path) is collected by the single-path loop and trains the critic.
+    From N trunk states, K branches each follow the current policy for H steps on env copies restored from the
+    trunk's snapshots; their discounted returns ``Q_hat`` enter the policy step as ``VineOptions.surrogate`` says:
+    with ``"hybrid"`` (the default) as branch advantages beside the trunk's GAE surrogate, with ``"paper"`` as eq. 16
+    (self-normalized importance sampling) or eq. 15 (every action of a small discrete space) on the N states alone,
+    where the KL constraint is then measured. ``sub_sampling_factor`` applies to the trunk part of the hybrid step
+    only; ``normalize_advantage`` normalizes the trunk's advantages, and the branch advantages are divided by the same
+    scale. Both Fisher estimators work with every ``action_sampling``: the empirical Fisher's score vectors use the
+    trunk's action at each state, a draw from pi_old. gSDE is not supported.
 
     :param trunk: The single-path loop that collects the trunk
     :param policy: The policy whose actions the branches follow
