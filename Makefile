@@ -34,4 +34,4 @@ format:
 check: lint type test
 
 bench:
-	$(PYTHON) benchmarks/throughput.py
+	$(PYTHON) -m benchmarks.throughput

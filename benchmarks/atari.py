@@ -1,6 +1,6 @@
 """One ALE learning run of single-path sb3_trpo.TRPO with the zoo's shipped ``atari`` entry, against published figures.
 
-The run is ``python -m sb3_trpo.zoo train --algo trpo --env <ALE id>`` (see :mod:`benchmarks.zoo_runs`): the env's
+The run is ``python -m sb3_trpo.zoo train --algo trpo --env <ALE id>`` (see :mod:`benchmarks.common.runs`): the env's
 entry of ``zoo_configs/trpo.yml`` (the ``atari`` block: ``FourFrameAtariWrapper`` on an ALE env made with
 ``frameskip=1``, so 4 emulator frames per agent step, 4 stacked frames, ``CnnPolicy`` with the critic's own CNN,
 8 envs x 256 steps per iteration), unchanged unless ``--hyperparams`` says otherwise. rl-zoo evaluates it every
@@ -32,7 +32,6 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import ale_py
 import gymnasium as gym
@@ -43,10 +42,10 @@ from rl_zoo3.exp_manager import ExperimentManager
 from rl_zoo3.utils import get_wrapper_class
 from scipy import stats
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 
-from benchmarks.report import (
+from benchmarks.common.random_play import random_play as play_randomly
+from benchmarks.common.report import (
     FINAL_FRACTION,
     curves_table,
     final_return,
@@ -56,7 +55,7 @@ from benchmarks.report import (
     save_figure,
     style_axes,
 )
-from benchmarks.zoo_runs import (
+from benchmarks.common.runs import (
     PROGRESS_CSV,
     RESULTS_DIR,
     RUN_CSV,
@@ -68,6 +67,7 @@ from benchmarks.zoo_runs import (
     finish,
     load_result,
     load_stopped_result,
+    parse_overrides,
     report_header,
     run_all,
 )
@@ -233,19 +233,6 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     args.overrides = parse_overrides(parser, args.hyperparams)
 
 
-def parse_overrides(parser: argparse.ArgumentParser, assignments: Sequence[str]) -> tuple[tuple[str, str], ...]:
-    """``["n_steps:32"]`` as ``(("n_steps", "32"),)``: the zoo's ``--hyperparams`` pairs (values stay expressions)."""
-    pairs = []
-    for assignment in assignments:
-        name, sep, value = assignment.partition(":")
-        if not sep or not name.isidentifier() or not value:
-            parser.error(f"--hyperparams expects NAME:VALUE (e.g. n_steps:128), got {assignment!r}")
-        if name == "callback":
-            parser.error("--hyperparams callback is reserved (the benchmark's clock is given to the zoo that way)")
-        pairs.append((name, value))
-    return tuple(pairs)
-
-
 def run_specs(args: argparse.Namespace) -> list[RunSpec]:
     """One single-path run per seed."""
     return [
@@ -259,7 +246,7 @@ def finished_results(specs: Sequence[RunSpec], runs_dir: Path, include_stopped: 
 
     A run counts when its folder has a ``spec.json`` equal to the spec and ``run.csv``; with ``include_stopped``, a
     folder without ``run.csv`` counts as a run stopped before its budget (see
-    :func:`benchmarks.zoo_runs.load_stopped_result`). Otherwise ``SystemExit`` names the folder. A run made with
+    :func:`benchmarks.common.runs.load_stopped_result`). Otherwise ``SystemExit`` names the folder. A run made with
     other code than this checkout's is used, and the report says so.
     """
     results = []
@@ -285,29 +272,6 @@ def finished_results(specs: Sequence[RunSpec], runs_dir: Path, include_stopped: 
 # Random play
 
 
-class UniformPolicy:
-    """Draws every action uniformly from the action space: the random-play baseline, as an SB3 policy predictor.
-
-    :param action_space: The (vectorized) env's action space
-    :param n_envs: Number of envs it acts for
-    :param seed: Seed of its draws
-    """
-
-    def __init__(self, action_space: gym.spaces.Space, n_envs: int, seed: int) -> None:
-        self.action_space = action_space
-        self.n_envs = n_envs
-        self.action_space.seed(seed)
-
-    def predict(
-        self,
-        observation: Any,
-        state: tuple[np.ndarray, ...] | None = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = False,
-    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
-        return np.array([self.action_space.sample() for _ in range(self.n_envs)]), state
-
-
 def random_play(env_id: str, episodes: int, seed: int) -> np.ndarray:
     """Scores of ``episodes`` full games of uniformly random actions, on the env the zoo evaluates on.
 
@@ -315,13 +279,7 @@ def random_play(env_id: str, episodes: int, seed: int) -> np.ndarray:
     below the wrapper, ``make_vec_env`` seeded with ``seed``); frame stacking is left out, random actions ignore it.
     SB3's ``evaluate_policy`` counts the Monitor's episodes: whole games, unclipped.
     """
-    env = evaluation_env(env_id, seed)
-    try:
-        policy = UniformPolicy(env.action_space, env.num_envs, seed)
-        scores, _ = evaluate_policy(policy, env, n_eval_episodes=episodes, return_episode_rewards=True)
-    finally:
-        env.close()
-    return np.asarray(scores, dtype=float)
+    return play_randomly(evaluation_env(env_id, seed), episodes, seed)
 
 
 def evaluation_env(env_id: str, seed: int, frame_stack: bool = False) -> VecEnv:
@@ -445,7 +403,7 @@ def reached_steps(result: RunResult) -> int:
 
 
 def final_score(result: RunResult) -> float:
-    """The mean evaluation score over the final window (:func:`benchmarks.report.final_return`)."""
+    """The mean evaluation score over the final window (:func:`benchmarks.common.report.final_return`)."""
     return final_return(result.curve, reached_steps(result))
 
 
@@ -453,7 +411,7 @@ def final_games(result: RunResult) -> np.ndarray:
     """Every game score of the evaluations in the final window (the last ``FINAL_FRACTION`` of the budget, or of the
     steps a stopped run reached).
 
-    As :func:`benchmarks.report.final_return`, a run without an evaluation in that window gives its last one.
+    As :func:`benchmarks.common.report.final_return`, a run without an evaluation in that window gives its last one.
     """
     (path,) = sorted((result.folder / "zoo").glob("*/*/evaluations.npz"))
     data = np.load(path)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from benchmarks.atari import PUBLISHED, RANDOM_PLAY, game_name, main, parse_args, random_play, run_specs
-from benchmarks.zoo_runs import run_one
+from benchmarks.common.runs import run_one
 
 ENV_ID = "ALE/Breakout-v5"
 BUDGET = 128

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from sb3_contrib import TRPO as ContribTRPO
 
-from benchmarks.report import format_p
-from benchmarks.zoo_runs import RunResult, RunSpec, code_versions
+from benchmarks.common.report import format_p
+from benchmarks.common.runs import RunResult, RunSpec, code_versions
 from sb3_trpo import TRPO
 from sb3_trpo.zoo import CONFIG_DIR, register, with_default_config
 
@@ -126,7 +126,7 @@ def test_estimator_quality_script(tmp_path: Path) -> None:
     tiny = ["--task", "CartPole-v1", "--repeats", "2", "--reference-states", "512", "--checkpoint-steps", "1024"]
     estimators = ["--estimators", "sp1024", "hybrid8_all_N32H16", "--warmup", "10"]
     out = run_module("benchmarks.estimator_quality", *tiny, *estimators, "--out", tmp_path, "--cache", tmp_path / "cache")
-    assert "command: `python benchmarks/estimator_quality.py --task CartPole-v1" in out
+    assert "command: `python -m benchmarks.estimator_quality --task CartPole-v1" in out
     summary = pd.read_csv(tmp_path / "CartPole-v1_summary.csv").set_index("estimator")
     assert list(summary.index) == ["sp1024", "hybrid8_all_N32H16"]
     assert summary.loc["sp1024", "steps"] == 1024 and summary.loc["hybrid8_all_N32H16", "steps"] > 1024  # branches count
