@@ -214,7 +214,8 @@ def test_the_mirror_follows_every_change_of_the_weights(how: str) -> None:
             policy.log_std.fill_(-1.0)
     elif how == "optimizer step":
         policy.optimizer.zero_grad()
-        (policy.predict_values(th.as_tensor(obs)).sum() + policy.get_distribution(th.as_tensor(obs)).entropy().sum()).backward()
+        tensor = th.as_tensor(obs)
+        (policy.predict_values(tensor).sum() + policy.get_distribution(tensor).entropy().sum()).backward()
         policy.optimizer.step()
     else:
         policy.mlp_extractor.policy_net[0].weight.data = policy.mlp_extractor.policy_net[0].weight.data + 0.1

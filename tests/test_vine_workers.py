@@ -30,12 +30,12 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecFrameStack,
 from test_vine_estimators import CounterEnv
 
 from sb3_trpo import TRPO
-from sb3_trpo.vine import BranchWorkerError, capture_env, clone_recipe
 from sb3_trpo.sampling.inference import PolicyInference
+from sb3_trpo.vine import BranchWorkerError, capture_env, clone_recipe
 from sb3_trpo.vine.actions import ActionSampler
 from sb3_trpo.vine.branches import BranchPlan
-from sb3_trpo.vine.vecenv import ObservationPipeline
 from sb3_trpo.vine.runners import BranchBatch, InProcessBranchRunner, ProcessBranchRunner, worker_seeds
+from sb3_trpo.vine.vecenv import ObservationPipeline
 
 # Envs of this module travel to the workers by value, so that a worker does not import the test modules (seconds)
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -399,7 +399,8 @@ def test_backend_option() -> None:
     with pytest.raises(TypeError, match="vine_kwargs backend must be a string"):
         TRPO("MlpPolicy", "Pendulum-v1", vine_kwargs=dict(backend=None), **kwargs)
     model = TRPO("MlpPolicy", "Pendulum-v1", vine_kwargs=dict(backend="ray", n_states=8), **kwargs)
-    assert isinstance(model.rollout_sampler.branch_runner(), InProcessBranchRunner)  # n_workers=0: in process, whatever the backend
+    runner = model.rollout_sampler.branch_runner()
+    assert isinstance(runner, InProcessBranchRunner)  # n_workers=0: in process, whatever the backend
 
 
 def test_ray_backend_without_ray_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
