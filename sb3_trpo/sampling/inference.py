@@ -11,8 +11,9 @@ It also keeps the NumPy mirror in sync with the torch weights, whoever changes t
 ``load_state_dict`` in a branch worker, a user's ``set_parameters``): before each computation it copies in the part
 (actor, critic) whose weights changed since it last copied them. A change is what torch itself tracks: the tensor's
 storage and its version counter, which every in-place write bumps (optimizer steps, ``copy_``, ``load_state_dict``;
-autograd checks saved tensors by the same counter). Writes through ``tensor.data`` bypass the counter and are not
-seen.
+autograd checks saved tensors by the same counter). The tensors watched are the policy's parameter objects when the
+seam is built, as the optimizer's and the policy step's are: writes through ``tensor.data`` (which bypass the
+counter) and parameters replaced by new objects are not seen.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ class PolicyInference:
     def __init__(self, policy: ActorCriticPolicy, fast_path: bool) -> None:
         self.policy = policy
         self._mirror = ActorCriticMirror.build(policy) if fast_path else None
+        # the torch tensors each part of the mirror copies, and their state when it last copied them
+        self._actor_tensors = self._mirror.actor_tensors() if self._mirror is not None else []
+        self._critic_tensors = self._mirror.critic_tensors() if self._mirror is not None else []
         self._actor_state: WeightsState = ()
         self._critic_state: WeightsState = ()
         self._fused_current = False
@@ -72,12 +76,12 @@ class PolicyInference:
         if mirror is None:
             return None
         if actor:
-            state = weights_state(mirror.actor_tensors())
+            state = weights_state(self._actor_tensors)
             if state != self._actor_state:
                 mirror.refresh_actor()
                 self._actor_state, self._fused_current = state, False
         if critic:
-            state = weights_state(mirror.critic_tensors())
+            state = weights_state(self._critic_tensors)
             if state != self._critic_state:
                 mirror.refresh_critic()
                 self._critic_state, self._fused_current = state, False
@@ -158,7 +162,7 @@ class PolicyInference:
             return fit_critic_torch(self.policy, observations, returns, batches, frozen)
         assert isinstance(observations, th.Tensor)
         losses = fit_critic(mirror.critic, optimizer, observations.cpu().numpy(), returns.cpu().numpy(), batches)
-        self._critic_state, self._fused_current = weights_state(mirror.critic_tensors()), False  # written from the mirror
+        self._critic_state, self._fused_current = weights_state(self._critic_tensors), False  # written from the mirror
         return losses
 
 
