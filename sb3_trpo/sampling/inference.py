@@ -30,7 +30,8 @@ from torch.nn import functional as F
 
 from sb3_trpo.arrays import Observation, index_obs
 from sb3_trpo.distributions import Params, family_of
-from sb3_trpo.fast.critic import AdamSettings, fit_critic
+from sb3_trpo.fast.critic import AdamSettings
+from sb3_trpo.fast.critic import fit_critic as fit_critic_numpy
 from sb3_trpo.fast.families import NumpyParams, numpy_params
 from sb3_trpo.fast.jacobian import MirrorJacobian
 from sb3_trpo.fast.mirror import ActorCriticMirror
@@ -161,7 +162,7 @@ class PolicyInference:
         if mirror is None:
             return fit_critic_torch(self.policy, observations, returns, batches, frozen)
         assert isinstance(observations, th.Tensor)
-        losses = fit_critic(mirror.critic, optimizer, observations.cpu().numpy(), returns.cpu().numpy(), batches)
+        losses = fit_critic_numpy(mirror.critic, optimizer, observations.cpu().numpy(), returns.cpu().numpy(), batches)
         self._critic_state, self._fused_current = weights_state(self._critic_tensors), False  # written from the mirror
         return losses
 
