@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
 import subprocess
 import sys
@@ -177,3 +179,26 @@ def test_throughput_profile_names_where_the_time_goes(capsys: pytest.CaptureFixt
     assert "cProfile of 1 iterations of 2048 steps" in out
     for label in ("VecEnv step", "policy's per-step call", "RolloutBuffer.add", "train()", "conjugate gradient"):
         assert label in out
+
+
+CAMPAIGNS = sorted(path.stem for path in (REPO_ROOT / "benchmarks").glob("*.py") if path.stem != "__init__")
+
+
+def test_campaigns_share_only_benchmarks_common_and_edit_no_import_path() -> None:
+    """One framework: a campaign imports other benchmark code only from ``benchmarks.common``, and runs as
+    ``python -m benchmarks.<name>`` without editing ``sys.path``."""
+    for name in CAMPAIGNS:
+        tree = ast.parse((REPO_ROOT / "benchmarks" / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "benchmarks":
+                assert node.module is not None and node.module.startswith("benchmarks.common"), (name, node.module)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                assert (node.value.id, node.attr) != ("sys", "path"), f"{name} edits sys.path"
+
+
+def test_every_campaign_runs_as_a_module() -> None:
+    """``python -m benchmarks.<name>``: each campaign imports as a module and runs its ``main`` as ``__main__``."""
+    for name in CAMPAIGNS:
+        module = importlib.import_module(f"benchmarks.{name}")
+        assert callable(module.main), name
+        assert 'if __name__ == "__main__":\n    main(' in (REPO_ROOT / "benchmarks" / f"{name}.py").read_text(), name
