@@ -34,7 +34,7 @@ format:
 check: lint type test
 
 bench:
-	$(PYTHON) benchmarks/throughput.py
+	$(PYTHON) -m benchmarks.throughput
 
 # The documentation site (Sphinx + MyST, docs/): a fresh build into docs/_build/html. Warnings are errors, broken
 # cross-references included (nitpicky, see docs/conf.py); --keep-going reports them all before failing.

@@ -22,7 +22,6 @@ Writes to ``--out``: ``<task>.png`` (one panel per comparison, mean ± std over 
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -32,9 +31,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks import learning
-from benchmarks.report import (
+from benchmarks.common.report import (
     FINAL_RETURN_LINE,
+    branch_share,
     compare,
     format_comparison,
     format_return,
@@ -48,19 +47,22 @@ from benchmarks.report import (
     summarize,
     task_sections,
 )
-from benchmarks.zoo_runs import (
+from benchmarks.common.runs import (
     RESULTS_DIR,
+    SB3_TRPO_LABEL,
     RunResult,
     RunSpec,
     add_run_arguments,
+    parse_assignments,
     report_header,
     run_benchmark,
+    trunk_eval_freq,
 )
 from sb3_trpo.zoo import CONFIG_DIR, config_entry
 
 MODULE = "benchmarks.ablations"
 TASKS = ("Hopper-v5", "Walker2d-v5")
-BASELINE = learning.OURS  # the learning comparison's runs of sb3_trpo
+BASELINE = SB3_TRPO_LABEL  # the learning comparison's runs of sb3_trpo
 # The Hopper setting of benchmarks/vine_hopper.py (the vine issue's own benchmark): a trunk of 2048 steps is followed
 # by up to 32 * 4 * 16 = 2048 branch steps, so a vine iteration costs about twice a single-path one.
 VINE_KWARGS: dict[str, Any] = dict(
@@ -99,17 +101,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-def parse_assignments(assignments: Sequence[str]) -> dict[str, Any]:
-    """``["n_states=32", "bootstrap=False"]`` as ``{"n_states": 32, "bootstrap": False}`` (Python literals)."""
-    parsed = {}
-    for assignment in assignments:
-        name, sep, value = assignment.partition("=")
-        if not sep:
-            raise SystemExit(f"--vine-kwargs expects NAME=VALUE, got {assignment!r}")
-        parsed[name] = ast.literal_eval(value)
-    return parsed
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Runs
 
@@ -118,23 +109,12 @@ def baseline_spec(args: argparse.Namespace, env_id: str, seed: int) -> RunSpec:
     return RunSpec(BASELINE, "trpo", env_id, seed, args.budget, args.eval_freq, args.eval_episodes)
 
 
-def vine_eval_freq(args: argparse.Namespace, env_id: str) -> int:
-    """``--eval-freq`` for the vine runs, in trunk steps, so that evaluations stay about ``args.eval_freq`` env steps
-    apart: the zoo counts evaluation intervals in trunk steps, and each trunk of ``n_steps * n_envs`` steps is
-    followed by up to ``n_states * n_actions * horizon`` branch steps."""
-    entry = config_entry(CONFIG_DIR / "trpo.yml", env_id)
-    n_envs = entry.get("n_envs", 1)
-    trunk = entry.get("n_steps", 2048) * n_envs
-    branches = args.vine["n_states"] * args.vine["n_actions"] * args.vine["horizon"]
-    return max(n_envs, round(args.eval_freq * trunk / (trunk + branches)))
-
-
 def variant_spec(args: argparse.Namespace, variant: Variant, env_id: str, seed: int, step_size: float = 0.0) -> RunSpec:
     """The run of ``variant`` (for ``npg_fixed``, with ``step_size``)."""
     hyperparams, eval_freq = variant.hyperparams, args.eval_freq
     if variant.label == "vine":
         hyperparams = (("sampler", "'vine'"), ("vine_kwargs", repr(args.vine)))
-        eval_freq = vine_eval_freq(args, env_id)
+        eval_freq = trunk_eval_freq(args.eval_freq, config_entry(CONFIG_DIR / "trpo.yml", env_id), args.vine)
     elif variant.label == "npg_fixed":
         hyperparams = (("step_rule", "'fixed'"), ("fixed_step_size", repr(step_size)))
     return RunSpec(variant.label, "trpo", env_id, seed, args.budget, eval_freq, args.eval_episodes, hyperparams)
@@ -193,16 +173,6 @@ class FixedStepScheduler:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Report
-
-
-def branch_share(results: Sequence[RunResult]) -> float:
-    """Fraction of the vine runs' env steps spent in branches (from their ``vine/*`` logger records)."""
-    shares = []
-    for result in results:
-        progress = result.progress()
-        branch, trunk = progress["vine/branch_steps"].max(), progress["vine/trunk_steps"].max()
-        shares.append(branch / (branch + trunk))
-    return float(np.mean(shares))
 
 
 def task_table(results: Sequence[RunResult], env_id: str) -> pd.DataFrame:

@@ -34,10 +34,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from benchmarks.atari_runs import FRAMES_PER_STEP, RunPlan, RunRecord, read_run, run_plans
-from benchmarks.machine import machine_description
-from benchmarks.report import format_p, markdown_table, new_figure, save_figure
-from benchmarks.zoo_runs import RESULTS_DIR, command_line
+from benchmarks.common.atari_runs import FRAMES_PER_STEP, RunPlan, RunRecord, read_run, run_plans
+from benchmarks.common.machine import command_line, machine_description
+from benchmarks.common.random_play import random_play as play_randomly
+from benchmarks.common.report import format_p, markdown_table, new_figure, save_figure
+from benchmarks.common.runs import RESULTS_DIR
 from sb3_trpo.envs.atari import AtariVecEnv
 
 MODULE = "benchmarks.atari"
@@ -213,23 +214,7 @@ def plans(args: argparse.Namespace, label: str | None = None, overrides: dict[st
 
 def random_play(game: str, games: int, seed: int = RANDOM_SEED) -> np.ndarray:
     """Scores of ``games`` full games of uniformly random actions on the evaluation env (all lives, unclipped)."""
-    env = AtariVecEnv(env_id(game), min(games, 16), seed=seed)
-    rng = np.random.default_rng(seed)
-    n_actions = int(env.action_space.n)  # type: ignore[attr-defined]
-    scores: list[float] = []
-    per_env = [0] * env.num_envs
-    targets = [(games + i) // env.num_envs for i in range(env.num_envs)]
-    try:
-        env.reset()
-        while sum(per_env) < games:
-            _, _, _, infos = env.step(rng.integers(0, n_actions, size=env.num_envs))
-            for i, info in enumerate(infos):
-                if "episode" in info and per_env[i] < targets[i]:
-                    scores.append(float(info["episode"]["r"]))
-                    per_env[i] += 1
-    finally:
-        env.close()
-    return np.asarray(scores)
+    return play_randomly(AtariVecEnv(env_id(game), min(games, 16), seed=seed), games, seed)
 
 
 def random_scores(out: Path, game_list: Sequence[str], games: int) -> dict[str, np.ndarray]:

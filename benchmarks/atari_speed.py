@@ -40,9 +40,8 @@ from stable_baselines3.common.atari_wrappers import AtariWrapper
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 
-from benchmarks.atari_runs import entry, make_env, policy_class
-from benchmarks.machine import machine_description
-from benchmarks.zoo_runs import command_line
+from benchmarks.common.atari_runs import entry, make_env, policy_class
+from benchmarks.common.machine import command_line, machine_description
 from sb3_trpo.envs.atari import available_cores
 from sb3_trpo.zoo import sb3_trpo_only_arguments
 

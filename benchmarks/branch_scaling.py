@@ -10,7 +10,7 @@ with random actions (no policy, nothing shipped) against one. Per-iteration over
 and ship the weights, the frozen observation pipeline and the jobs (``RunStats.ship_seconds``), and the bytes
 shipped. Q_hat is checked to be the same bits for every runner.
 
-    python benchmarks/branch_scaling.py [--envs Hopper-v5 Humanoid-v5] [--repeats 5] [--n-states 64] [--n-actions 4]
+    python -m benchmarks.branch_scaling [--envs Hopper-v5 Humanoid-v5] [--repeats 5] [--n-states 64] [--n-actions 4]
         [--horizon 50] [--backends in_process process ray] [--out benchmarks/results/branch_scaling]
 
 Ray: a local instance on 127.0.0.1 with 3 logical CPUs (both pools are held at once), unless ``RAY_ADDRESS`` names
@@ -41,12 +41,20 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 
+from benchmarks.common.machine import command_line, load_average, machine_description
 from sb3_trpo import TRPO
+from sb3_trpo.vine import VineSampler, build_env
 from sb3_trpo.vine.branches import BranchEstimates
-from sb3_trpo.vine.sampler import VineSampler
-from sb3_trpo.vine.snapshot import build_env
+from sb3_trpo.vine.runners import (
+    BranchBatch,
+    BranchRunner,
+    InProcessBranchRunner,
+    ProcessBranchRunner,
+    RayBranchRunner,
+    connect,
+    worker_seeds,
+)
 from sb3_trpo.vine.vecenv import TrunkEnvs, base_vec_env
-from sb3_trpo.vine.workers import BranchBatch, BranchRunner, InProcessBranchRunner, ProcessBranchRunner, worker_seeds
 
 BRANCH_ENVS = 64  # branches per chunk (lockstep batch, the vine default): 256 branches make 4 chunks, 2 per worker
 
@@ -63,22 +71,6 @@ class Timing:
     ship_seconds: list[float] = field(default_factory=list)
     shipped_bytes: list[int] = field(default_factory=list)
     start_seconds: float = 0.0
-
-
-def cpu_description() -> str:
-    """CPU model and core count, e.g. ``AMD EPYC, 2 cores (x86_64)``."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} cores ({platform.machine()})"
-
-
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
 
 
 def _step_env(recipe: bytes, n_steps: int, seed: int) -> float:
@@ -112,8 +104,9 @@ def branch_batch(env_id: str, n_states: int, n_actions: int, horizon: int, seed:
     env = make_vec_env(env_id, n_envs=2, seed=seed)
     vine_kwargs = dict(n_states=n_states, n_actions=n_actions, horizon=horizon, n_branch_envs=BRANCH_ENVS)
     model = TRPO("MlpPolicy", env, n_steps=n_states, batch_size=n_states, seed=seed, sampler="vine", vine_kwargs=vine_kwargs)
-    sampler = model._sampler
-    assert isinstance(sampler, VineSampler)
+    sampler = model.rollout_sampler
+    assert isinstance(sampler, VineSampler) and sampler.pipeline is not None
+    pipeline = sampler.pipeline
     trunk = TrunkEnvs(base_vec_env(env))
     rng = np.random.default_rng(seed)
     obs = env.reset()
@@ -121,7 +114,7 @@ def branch_batch(env_id: str, n_states: int, n_actions: int, horizon: int, seed:
     for n in range(n_states):
         index = n % env.num_envs
         snapshots.extend(trunk.capture([index], include_rng=True))
-        wrapper_states.append(sampler._pipeline.capture(index))
+        wrapper_states.append(pipeline.capture(index))
         assert isinstance(obs, np.ndarray)
         observations.append(obs[index])
         for _ in range(int(rng.integers(1, 20))):  # states spread over the episodes' first few hundred steps
@@ -131,29 +124,27 @@ def branch_batch(env_id: str, n_states: int, n_actions: int, horizon: int, seed:
         [sampler.actions.actions(params, sampler.actions.draw_noise(rng, (n_states,), params)) for _ in range(n_actions)]
     )
     plan = sampler.plan(first, params)
-    return sampler, BranchBatch(plan, snapshots, wrapper_states, sampler._pipeline)
+    return sampler, BranchBatch(plan, snapshots, wrapper_states, pipeline)
 
 
 def make_runners(sampler: VineSampler, backends: list[str]) -> dict[str, tuple[Timing, BranchRunner]]:
     seeds = list(range(BRANCH_ENVS))
     runners: dict[str, tuple[Timing, BranchRunner]] = {}
-    mirror = sampler.mirror is not None
+    fast_path = sampler.inference.fast
     if "in_process" in backends:
         runners["in process"] = (
             Timing("in process", "in_process", 0),
-            InProcessBranchRunner(sampler._recipe, seeds, sampler.actions),
+            InProcessBranchRunner(sampler.recipe, seeds, sampler.actions),
         )
     for n_workers in (1, 2):
         if "process" in backends:
             runner: BranchRunner = ProcessBranchRunner(
-                sampler._recipe, worker_seeds(seeds, n_workers), sampler.policy, mirror, 600
+                sampler.recipe, worker_seeds(seeds, n_workers), sampler.policy, fast_path, 600
             )
             runners[f"process x{n_workers}"] = (Timing(f"process x{n_workers}", "process", n_workers), runner)
         if "ray" in backends:
-            from sb3_trpo.vine.ray_backend import RayBranchRunner, connect
-
             connect(3)  # logical CPUs: the 1-worker and the 2-worker pools are held at once (they run in turn)
-            runner = RayBranchRunner(sampler._recipe, worker_seeds(seeds, n_workers), sampler.policy, mirror, 600)
+            runner = RayBranchRunner(sampler.recipe, worker_seeds(seeds, n_workers), sampler.policy, fast_path, 600)
             runners[f"ray x{n_workers}"] = (Timing(f"ray x{n_workers}", "ray", n_workers), runner)
     return runners
 
@@ -161,7 +152,7 @@ def make_runners(sampler: VineSampler, backends: list[str]) -> dict[str, tuple[T
 def measure(env_id: str, args: argparse.Namespace) -> tuple[list[Timing], float]:
     """The runners' timings, and the machine's parallel ceiling for this env."""
     sampler, batch = branch_batch(env_id, args.n_states, args.n_actions, args.horizon, seed=0)
-    ceiling = parallel_ceiling(sampler._recipe, n_steps=int(batch.plan.horizon * len(batch.plan) // 4))
+    ceiling = parallel_ceiling(sampler.recipe, n_steps=int(batch.plan.horizon * len(batch.plan) // 4))
     runners = make_runners(sampler, args.backends)
     reference: BranchEstimates | None = None
     for timing, runner in runners.values():  # start the pools, warm up, check the bits
@@ -237,17 +228,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/branch_scaling"))
     args = parser.parse_args(argv)
     th.set_num_threads(1)
-    command = "python benchmarks/branch_scaling.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    print(f"command: {command.strip()}")
-    print(f"date: {datetime.datetime.now().isoformat(timespec='minutes')}  machine: {cpu_description()}")
-    print(f"python {platform.python_version()}, torch {th.__version__} (1 thread); {load()}")
+    print(f"command: {command_line('benchmarks.branch_scaling', argv if argv is not None else sys.argv[1:])}")
+    print(f"date: {datetime.datetime.now().isoformat(timespec='minutes')}  machine: {machine_description()}")
+    print(f"python {platform.python_version()}, torch {th.__version__} (1 thread); {load_average()}")
     jobs = f"N={args.n_states} states x K={args.n_actions} actions, horizon {args.horizon}"
     print(f"jobs: {jobs}, chunks of {BRANCH_ENVS} branches")
     rows = []
     for env_id in args.envs:
-        before = load()
+        before = load_average()
         timings, ceiling = measure(env_id, args)
-        rows.extend(report(env_id, timings, ceiling, before, load()))
+        rows.extend(report(env_id, timings, ceiling, before, load_average()))
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "branch_scaling.csv", "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]))

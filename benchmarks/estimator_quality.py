@@ -5,7 +5,7 @@ costs. Learning curves measure that through a lot of noise; this script measures
 checkpoint (single-path TRPO after ``--checkpoint-steps`` steps with the task's zoo hyperparameters, VecNormalize
 statistics frozen), each estimator collects one iteration's data ``--repeats`` times on fresh env seeds and computes
 TRPO's natural-gradient direction ``x ~ F^-1 g`` from it exactly as ``TRPO.train()`` does
-(``TRPO._natural_gradient``: the estimator's batch, its Fisher states, conjugate gradient). Reported per estimator:
+(``TRPO.natural_gradient``: the estimator's batch, its Fisher states, conjugate gradient). Reported per estimator:
 
 * ``steps``: simulator steps one estimate costs (trunk + branch steps);
 * ``quality``: the cosine between its direction and a reference direction from a large single-path batch
@@ -23,7 +23,7 @@ TRPO's natural-gradient direction ``x ~ F^-1 g`` from it exactly as ``TRPO.train
   estimator's own batch), measured on the estimator's own states and on the reference batch's states (``target_kl``
   units).
 
-    python benchmarks/estimator_quality.py [--task Hopper-v5] [--repeats 8] [--estimators sp2048 hybrid8 ...]
+    python -m benchmarks.estimator_quality [--task Hopper-v5] [--repeats 8] [--estimators sp2048 hybrid8 ...]
 
 Every collection (estimators and reference) starts after ``--warmup`` policy steps per env, so that its states follow
 the policy's state distribution as a trunk in the middle of training does, not the first steps after a reset.
@@ -46,11 +46,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable (benchmarks.*)
-    # and drop this folder from the path: its benchmarks/minatar.py would shadow the minatar package
-    sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import numpy as np
 import pandas as pd
 import torch as th
@@ -58,9 +53,9 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from benchmarks.machine import machine_description
-from benchmarks.zoo_runs import checkout_commit
+from benchmarks.common.machine import checkout_commit, command_line, machine_description
 from sb3_trpo import TRPO
+from sb3_trpo.distributions import family_of
 from sb3_trpo.zoo import split_entry
 
 RESULTS = Path(__file__).resolve().parent / "results" / "estimator_quality"
@@ -274,18 +269,16 @@ def estimate(task: Task, estimator: Estimator, seed: int, held_out: th.Tensor, w
     steps = collect(model, warmup)
     model.policy.set_training_mode(True)
     rollout = next(model.rollout_buffer.get(batch_size=None))
-    batch = model._sampler.policy_batch(rollout)
-    direction = model._natural_gradient(batch).cg.solution.detach().clone()
+    batch = model.rollout_sampler.policy_batch(rollout)
+    direction = model.natural_gradient(batch).cg.solution.detach().clone()
     before = _distribution_params(model, held_out)
-    info = model._policy_step(batch)
-    kl_held_out = _mean_kl(model, held_out, before) / model._kl_scale(model.policy.get_distribution(held_out[:1]))
-    model._sampler.close()
+    info = model.policy_step(batch)
+    kl_held_out = _mean_kl(model, held_out, before) / model.kl_scale(model.policy.get_distribution(held_out[:1]))
+    model.rollout_sampler.close()
     return Estimate(direction, steps, info.evaluation.mean_kl, kl_held_out, time.perf_counter() - start)
 
 
 def _distribution_params(model: TRPO, obs: th.Tensor) -> tuple[th.Tensor, ...]:
-    from sb3_trpo.distributions import family_of
-
     with th.no_grad():
         distribution = model.policy.get_distribution(obs)
         family = family_of(distribution)
@@ -294,8 +287,6 @@ def _distribution_params(model: TRPO, obs: th.Tensor) -> tuple[th.Tensor, ...]:
 
 
 def _mean_kl(model: TRPO, obs: th.Tensor, before: tuple[th.Tensor, ...]) -> float:
-    from sb3_trpo.distributions import family_of
-
     with th.no_grad():
         distribution = model.policy.get_distribution(obs)
         family = family_of(distribution)
@@ -325,7 +316,7 @@ def reference(task: Task, n_states: int, seed: int, warmup: int) -> Reference:
     collect(model, warmup)
     model.policy.set_training_mode(True)
     rollout = next(model.rollout_buffer.get(batch_size=None))
-    natural = model._natural_gradient(model._sampler.policy_batch(rollout))
+    natural = model.natural_gradient(model.rollout_sampler.policy_batch(rollout))
     observations = rollout.observations
     assert isinstance(observations, th.Tensor)
     fisher, damping = natural.fisher.product, natural.fisher.damping
@@ -485,11 +476,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     stem = args.task.replace("/", "-")
     table.to_csv(args.out / f"{stem}.csv", index=False)
     summary.to_csv(args.out / f"{stem}_summary.csv", index=False, float_format="%.5g")
-    command = "python benchmarks/estimator_quality.py " + " ".join(argv)
+    command = command_line("benchmarks.estimator_quality", argv)
     header = [
         f"# Estimator quality on {args.task}",
         "",
-        f"- command: `{command.strip()}`",
+        f"- command: `{command}`",
         f"- date: {datetime.date.today().isoformat()}; machine: {machine_description()}",
         f"- code: sb3-trpo commit {checkout_commit()}",
         f"- checkpoint: single-path TRPO, zoo hyperparameters, {args.checkpoint_steps} steps, seed {args.seed}"

@@ -1,6 +1,6 @@
 """Learning curves of sb3_trpo.TRPO against sb3_contrib.TRPO on MuJoCo v5 tasks, same zoo hyperparameters and seeds.
 
-Each run is ``python -m sb3_trpo.zoo train`` (see :mod:`benchmarks.zoo_runs`): ``--algo trpo`` (ours) or
+Each run is ``python -m sb3_trpo.zoo train`` (see :mod:`benchmarks.common.runs`): ``--algo trpo`` (ours) or
 ``--algo trpo_contrib`` (sb3-contrib), both reading the task's entry of ``zoo_configs/trpo.yml``, with the same seed,
 budget and evaluation schedule (deterministic policy on a separate env with frozen VecNormalize statistics).
 Finished runs are reused; ``--jobs`` runs go in parallel.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.report import (
+from benchmarks.common.report import (
     FINAL_RETURN_LINE,
     compare,
     format_comparison,
@@ -36,8 +36,9 @@ from benchmarks.report import (
     style_axes,
     summarize,
 )
-from benchmarks.zoo_runs import (
+from benchmarks.common.runs import (
     RESULTS_DIR,
+    SB3_TRPO_LABEL,
     RunResult,
     RunSpec,
     add_run_arguments,
@@ -47,7 +48,7 @@ from benchmarks.zoo_runs import (
 
 MODULE = "benchmarks.learning"
 TASKS = ("Hopper-v5", "HalfCheetah-v5", "Walker2d-v5", "Swimmer-v5", "Ant-v5")
-OURS, THEIRS = "sb3_trpo", "sb3_contrib"
+OURS, THEIRS = SB3_TRPO_LABEL, "sb3_contrib"
 IMPLEMENTATIONS = {OURS: "trpo", THEIRS: "trpo_contrib"}  # label -> zoo algorithm
 COLORS = {OURS: "C0", THEIRS: "C1"}
 

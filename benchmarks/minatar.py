@@ -2,7 +2,7 @@
 
 MinAtar (Young & Tian 2019, arXiv:1903.03176) is a miniature of the Arcade Learning Environment on a 10x10 grid,
 fast enough to show Atari-style learning on a CPU. Four algorithms per game, each run by rl-zoo's pipeline
-(:mod:`benchmarks.zoo_runs`: one ``python -m sb3_trpo.zoo train`` process per run, resumable, ``--jobs`` at a time):
+(:mod:`benchmarks.common.runs`: one ``python -m sb3_trpo.zoo train`` process per run, resumable, ``--jobs`` at a time):
 
 * ``sb3_trpo``: single-path sb3_trpo.TRPO, the game's entry of ``zoo_configs/trpo.yml`` (``--algo trpo``);
 * ``vine``: sb3_trpo.TRPO with the vine sampler, the game's entry of ``zoo_configs/trpo_vine.yml``
@@ -46,10 +46,10 @@ import rl_zoo3
 import yaml
 from stable_baselines3.common.env_util import make_vec_env
 
-from benchmarks.ablations import branch_share, parse_assignments
-from benchmarks.random_play import random_returns
-from benchmarks.report import (
+from benchmarks.common.random_play import random_play as play_randomly
+from benchmarks.common.report import (
     FINAL_RETURN_LINE,
+    branch_share,
     compare,
     format_comparison,
     format_return,
@@ -62,15 +62,16 @@ from benchmarks.report import (
     style_axes,
     summarize,
 )
-from benchmarks.vine_learning import eval_freq as vine_eval_freq
-from benchmarks.zoo_runs import (
+from benchmarks.common.runs import (
     RESULTS_DIR,
     RunResult,
     RunSpec,
     add_run_arguments,
+    parse_assignments,
     parse_overrides,
     report_header,
     run_benchmark,
+    trunk_eval_freq,
 )
 from sb3_trpo.envs.minatar import env_ids
 from sb3_trpo.zoo import CONFIG_DIR, config_entry
@@ -179,7 +180,7 @@ def run_spec(args: argparse.Namespace, algo: str, env_id: str, seed: int) -> Run
         vine = vine_options(args, env_id)
         if args.vine_overrides:
             hyperparams = (*hyperparams, ("vine_kwargs", repr(vine)))
-        freq = vine_eval_freq(args, env_id, vine)
+        freq = trunk_eval_freq(args.eval_freq, config_entry(CONFIG_DIR / "trpo_vine.yml", env_id), vine)
     return RunSpec(label, algo, env_id, seed, args.budget, freq, args.eval_episodes, hyperparams)
 
 
@@ -200,7 +201,7 @@ def env_kwargs(env_id: str) -> dict[str, Any]:
 
 def random_play(env_id: str, episodes: int, seed: int = RANDOM_SEED) -> np.ndarray:
     """Returns of ``episodes`` episodes of uniformly random actions on the env the zoo evaluates on."""
-    return random_returns(make_vec_env(env_id, n_envs=1, seed=seed, env_kwargs=env_kwargs(env_id)), episodes, seed)
+    return play_randomly(make_vec_env(env_id, n_envs=1, seed=seed, env_kwargs=env_kwargs(env_id)), episodes, seed)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -28,26 +28,23 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch as th
-from scipy import stats
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
+from benchmarks.common.machine import checkout_commit, command_line, machine_description
+from benchmarks.common.random_play import random_play
+from benchmarks.common.report import P_THRESHOLD, format_p, format_return, welch
+from benchmarks.common.runs import RESULTS_DIR, RunSpec, run_parallel
 from sb3_trpo import TRPO
 from sb3_trpo.envs.minatar import GAMES, MinAtarCnnPolicy
 
@@ -56,22 +53,24 @@ POLICIES: dict[str, Any] = {"mlp": "MlpPolicy", "cnn": MinAtarCnnPolicy}
 TIME_LIMIT = 2500
 N_ENVS, N_STEPS, BATCH_SIZE = 8, 128, 256
 EVAL_SEED_OFFSET = 1000
-P_THRESHOLD = 0.05
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "minatar_policies"
-KEY = ["game", "policy", "seed", "budget", "eval_episodes"]
+DEFAULT_OUT = RESULTS_DIR / "minatar_policies"
+KEY = ["game", "policy", "seed", "budget", "eval_episodes"]  # the columns of runs.csv that name a run
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    game: str
-    policy: str
-    seed: int
-    budget: int
-    eval_episodes: int
+def game_of(env_id: str) -> str:
+    """``MinAtar/Breakout-v1`` -> ``Breakout``."""
+    return env_id.split("/", 1)[1].rsplit("-v", 1)[0]
 
-    @property
-    def env_id(self) -> str:
-        return f"MinAtar/{self.game}-v1"
+
+def run_key(spec: RunSpec) -> dict[str, Any]:
+    """The run's row key in ``runs.csv``: its game, policy (the spec's label), seed, budget and evaluation episodes."""
+    return {
+        "game": game_of(spec.env_id),
+        "policy": spec.label,
+        "seed": spec.seed,
+        "budget": spec.budget,
+        "eval_episodes": spec.eval_episodes,
+    }
 
 
 class TrainingReturns(BaseCallback):
@@ -113,21 +112,21 @@ def make_env(env_id: str, n_envs: int, seed: int) -> Any:
 def run_one(spec: RunSpec) -> tuple[dict[str, Any], list[tuple[int, float]]]:
     """Train one model, evaluate it; the run's row and its training-return curve."""
     th.set_num_threads(1)
-    code = commit()
-    model = TRPO(POLICIES[spec.policy], make_env(spec.env_id, N_ENVS, spec.seed), n_steps=N_STEPS, batch_size=BATCH_SIZE,
+    code = checkout_commit()
+    model = TRPO(POLICIES[spec.label], make_env(spec.env_id, N_ENVS, spec.seed), n_steps=N_STEPS, batch_size=BATCH_SIZE,
                  seed=spec.seed)  # fmt: skip
     curve = TrainingReturns()
     start = time.perf_counter()
     model.learn(spec.budget, callback=curve)
     train_seconds = time.perf_counter() - start
     eval_env = make_env(spec.env_id, 1, spec.seed + EVAL_SEED_OFFSET)
-    row: dict[str, Any] = asdict(spec)
+    row: dict[str, Any] = run_key(spec)
     row.update(
         env_steps=model.num_timesteps,
         train_seconds=train_seconds,
         steps_per_second=model.num_timesteps / train_seconds,
         train_return=curve.points[-1][1] if curve.points else float("nan"),
-        fast_path=model._mirror is not None,
+        fast_path=model.policy_inference.fast,
     )
     for mode, deterministic in (("stochastic", False), ("deterministic", True)):
         returns, _ = evaluate_policy(model, eval_env, n_eval_episodes=spec.eval_episodes, deterministic=deterministic,
@@ -139,40 +138,7 @@ def run_one(spec: RunSpec) -> tuple[dict[str, Any], list[tuple[int, float]]]:
 
 def random_return(game: str, episodes: int, seed: int = EVAL_SEED_OFFSET) -> float:
     """Mean return of uniformly random actions over ``episodes`` episodes of the evaluation env."""
-    env = make_env(f"MinAtar/{game}-v1", 1, seed)
-    env.action_space.seed(seed)
-    returns: list[float] = []
-    total = 0.0
-    env.reset()
-    while len(returns) < episodes:
-        _, reward, done, _ = env.step(np.array([env.action_space.sample()]))
-        total += float(reward[0])
-        if done[0]:
-            returns.append(total)
-            total = 0.0
-    return float(np.mean(returns))
-
-
-def commit() -> str:
-    """The sb3-trpo commit the run used (``+dirty`` with uncommitted changes), or ``unknown``."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        status = ["git", "status", "--porcelain", "--", "sb3_trpo", "benchmarks", ":!benchmarks/results"]
-        dirty = subprocess.run(status, cwd=root, capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
-
-def machine() -> str:
-    """CPU model and core count, for the record."""
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
-        model = names[0] if names else model
-    return f"{os.cpu_count()} cores {model}, CPU only, torch threads 1"
+    return float(np.mean(random_play(make_env(f"MinAtar/{game}-v1", 1, seed), episodes, seed)))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -190,15 +156,16 @@ def is_done(previous: pd.DataFrame, spec: RunSpec) -> bool:
     if previous.empty:
         return False
     match = np.ones(len(previous), dtype=bool)
-    for name, value in asdict(spec).items():
+    for name, value in run_key(spec).items():
         match &= (previous[name] == value).to_numpy()
     return bool(match.any())
 
 
 def run_specs(args: argparse.Namespace) -> list[RunSpec]:
-    """Every game, seed and policy; the policies of one (game, seed) side by side, so that they share the load."""
+    """Every game, seed and policy (a run's label); the policies of one (game, seed) side by side, so that they share
+    the load. Each run is evaluated once, at its end (no ``eval_freq``)."""
     return [
-        RunSpec(game, policy, seed, args.budget, args.eval_episodes)
+        RunSpec(policy, "trpo", f"MinAtar/{game}-v1", seed, args.budget, 0, args.eval_episodes)
         for game in args.games
         for seed in args.seeds
         for policy in args.policies
@@ -210,14 +177,12 @@ def run_all(specs: Sequence[RunSpec], jobs: int, out: Path) -> None:
     previous, _ = load_previous(out)
     todo = [spec for spec in specs if not is_done(previous, spec)]
     print(f"{len(specs) - len(todo)} of {len(specs)} runs reused from {out / 'runs.csv'}; running {len(todo)}", flush=True)
-    if jobs == 1:
-        for spec in todo:
-            save_run(out, *run_one(spec))
-        return
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(run_one, spec) for spec in todo]
-        for future in as_completed(futures):
-            save_run(out, *future.result())
+
+    def saved(spec: RunSpec, run: tuple[dict[str, Any], list[tuple[int, float]]]) -> list[RunSpec]:
+        save_run(out, *run)
+        return []
+
+    run_parallel(todo, jobs, run_one, saved, lambda spec: f"{spec.env_id} {spec.label} seed {spec.seed}", processes=True)
 
 
 def save_run(out: Path, row: dict[str, Any], points: list[tuple[int, float]]) -> None:
@@ -240,21 +205,22 @@ def save_run(out: Path, row: dict[str, Any], points: list[tuple[int, float]]) ->
 # Report
 
 
-def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, str]:
-    """Welch's t-test p-value and the verdict of ``a`` against ``b`` (``better``/``worse`` at p < 0.05, else ``equal``)."""
-    if min(len(a), len(b)) < 2 or (a.std() == 0 and b.std() == 0):
-        return float("nan"), "n/a (one seed)" if min(len(a), len(b)) < 2 else "equal"
-    p_value = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-    return p_value, "equal" if p_value >= P_THRESHOLD else ("better" if a.mean() > b.mean() else "worse")
+def cnn_against_mlp(cnn: np.ndarray, mlp: np.ndarray) -> tuple[float, str]:
+    """Welch's t-test p-value and verdict of the CNN's returns against the MLP's (``n/a (one seed)`` with one seed each
+    or fewer, ``equal`` when neither varies)."""
+    if min(len(cnn), len(mlp)) < 2 or (cnn.std() == 0 and mlp.std() == 0):
+        return float("nan"), "n/a (one seed)" if min(len(cnn), len(mlp)) < 2 else "equal"
+    return welch(cnn, mlp)
 
 
 def mean_std(values: np.ndarray) -> str:
-    return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}" if len(values) > 1 else f"{values.mean():.2f}"
+    """Mean ± std over seeds (ddof=1), two decimals (MinAtar's returns are small)."""
+    return format_return(float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else float("nan"), digits=2)
 
 
 def summary(runs: pd.DataFrame, specs: Sequence[RunSpec], random_returns: dict[str, float]) -> str:
     """Markdown: per game and policy, returns over seeds and speed; then CNN against MLP (Welch) and the speed ratio."""
-    wanted = pd.DataFrame([asdict(spec) for spec in specs])
+    wanted = pd.DataFrame([run_key(spec) for spec in specs])
     runs = runs.merge(wanted, on=KEY).sort_values(["game", "policy", "seed"])
     lines = [
         "| game | policy | seeds | eval return, stochastic | eval return, deterministic | training return (last 100 ep.) "
@@ -279,9 +245,8 @@ def summary(runs: pd.DataFrame, specs: Sequence[RunSpec], random_returns: dict[s
             for mode in ("stochastic", "deterministic"):
                 cnn = group.loc[group["policy"] == "cnn", f"eval_{mode}"].to_numpy()
                 mlp = group.loc[group["policy"] == "mlp", f"eval_{mode}"].to_numpy()
-                p_value, verdict = welch(cnn, mlp)
-                p_text = "n/a" if not np.isfinite(p_value) else ("< 0.01" if p_value < 0.01 else f"{p_value:.2f}")
-                cells.append(f"{verdict} (Δ {cnn.mean() - mlp.mean():+.2f}, p {p_text})")
+                p_value, verdict = cnn_against_mlp(cnn, mlp)
+                cells.append(f"{verdict} (Δ {cnn.mean() - mlp.mean():+.2f}, p {format_p(p_value)})")
             ratio = (
                 group.loc[group["policy"] == "mlp", "steps_per_second"].median()
                 / group.loc[group["policy"] == "cnn", "steps_per_second"].median()
@@ -293,8 +258,8 @@ def summary(runs: pd.DataFrame, specs: Sequence[RunSpec], random_returns: dict[s
 def main(argv: Sequence[str] | None = None) -> str:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    command = f"python -m {MODULE} " + " ".join(argv)
-    header = f"{command}\n{datetime.datetime.now().isoformat(timespec='seconds')}, {machine()}"
+    command = command_line(MODULE, argv)
+    header = f"{command}\n{datetime.datetime.now().isoformat(timespec='seconds')}, {machine_description()}"
     print(header, flush=True)
     specs = run_specs(args)
     run_all(specs, args.jobs, args.out)
@@ -306,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> str:
         f"episodes (seed + {EVAL_SEED_OFFSET}); returns mean ± std over seeds (ddof=1); "
         f"verdicts by Welch's t-test (p < {P_THRESHOLD})"
     )
-    made = runs.merge(pd.DataFrame([asdict(spec) for spec in specs]), on=KEY)
+    made = runs.merge(pd.DataFrame([run_key(spec) for spec in specs]), on=KEY)
     provenance = (
         f"runs made on {', '.join(sorted(set(made['date'])))} at sb3-trpo commit(s) {', '.join(sorted(set(made['commit'])))}"
     )

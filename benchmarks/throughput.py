@@ -1,25 +1,21 @@
-"""Throughput of sb3_trpo.TRPO against sb3_contrib.TRPO, side by side in one process.
+"""Throughput of sb3_trpo.TRPO, with its NumPy fast path and without, against sb3_contrib.TRPO, in one process.
 
-Both run the rl-zoo MuJoCo TRPO hyperparameters on Hopper-v5 (n_envs 2, VecNormalize, n_steps 1024, batch 128,
-cg_max_steps 25, cg_damping 0.1, n_critic_updates 20, lr 1e-3) with ``torch.set_num_threads(1)``. The two
-implementations alternate, repetition after repetition, so that slow drifts of a noisy machine hit both; the
-figures are totals over all repetitions. Also measured: the env-only stepping rate of the same VecEnv stack
-(random actions), the ceiling that no agent can beat.
+Three implementations run the rl-zoo MuJoCo TRPO hyperparameters on Hopper-v5 (n_envs 2, VecNormalize, n_steps 1024,
+batch 128, cg_max_steps 25, cg_damping 0.1, n_critic_updates 20, lr 1e-3) with ``torch.set_num_threads(1)``:
+``sb3_contrib.TRPO``, ``sb3_trpo.TRPO`` on the torch path (``mlp_fast_path=False``) and ``sb3_trpo.TRPO`` with its
+NumPy fast path (the default). They alternate, repetition after repetition, so that slow drifts of a noisy machine
+hit all three; the figures are totals over all repetitions. Also measured: the env-only stepping rate of the same
+VecEnv stack (random actions), the ceiling that no agent can beat.
 
-    python benchmarks/throughput.py [--iterations 5] [--repeats 3] [--env Hopper-v5]
-    python benchmarks/throughput.py --profile [--iterations 4]   # where sb3_trpo's time goes (cProfile), no timing
+    python -m benchmarks.throughput [--iterations 5] [--repeats 3] [--env Hopper-v5]
+    python -m benchmarks.throughput --profile [--iterations 4]   # where sb3_trpo's time goes (cProfile), no timing
 
-Prints env-steps/s of each implementation, the throughput ratio, the ``train()`` time ratio, and the ceiling.
-Targets (issue 2): throughput ratio >= 2.0 and train() ratio >= 3.0 (not done below 1.5 / 2.0).
+Prints env-steps/s and ``train()`` time of each implementation, the ratios of the fast path to sb3-contrib and to the
+torch path, and the ceiling. Targets (issue 2): throughput ratio >= 2.0 and train() ratio >= 3.0 against sb3-contrib
+(not done below 1.5 / 2.0); the fast path against the torch path shows what the fast path earns.
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repository root importable (benchmarks.*)
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
 import datetime
@@ -27,6 +23,7 @@ import platform
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,8 +32,10 @@ from gymnasium import spaces
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from benchmarks.machine import machine_description
+from benchmarks.common.machine import command_line, machine_description
 from sb3_trpo.zoo import split_entry
+
+CONTRIB, TORCH, FAST = "sb3_contrib.TRPO", "sb3_trpo.TRPO (mlp_fast_path=False)", "sb3_trpo.TRPO (fast path)"
 
 
 @dataclass
@@ -63,10 +62,19 @@ def make_env(env_id: str, seed: int) -> VecEnv:
     return VecNormalize(env, gamma=algo_kwargs.get("gamma", 0.99)) if normalize else env
 
 
-def timed_run(algo_cls: type, env_id: str, seed: int, iterations: int, timing: Timing) -> None:
+@dataclass(frozen=True)
+class Implementation:
+    """One of the compared implementations: the class, and the keyword arguments added to the config entry's."""
+
+    name: str
+    algo_cls: type
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def timed_run(implementation: Implementation, env_id: str, seed: int, iterations: int, timing: Timing) -> None:
     """One warm-up iteration (not timed), then ``iterations`` timed iterations of collect + train."""
     algo_kwargs, n_envs, _ = zoo_setup(env_id)
-    model = algo_cls("MlpPolicy", make_env(env_id, seed), seed=seed, **algo_kwargs)
+    model = implementation.algo_cls("MlpPolicy", make_env(env_id, seed), seed=seed, **algo_kwargs, **implementation.kwargs)
     rollout = model.n_steps * n_envs
     model.learn(rollout)  # warm-up: first collect + train (allocations, lazy imports)
     train, collect = model.train, model.collect_rollouts
@@ -138,7 +146,7 @@ def profile(env_id: str, iterations: int, top: int = 25) -> None:
     print(f"{env_id}: cProfile of {iterations} iterations of {rollout_steps} steps, {total:.2f} s in all")
     for label, key in (
         ("VecEnv step (env, Monitor, VecNormalize)", "base_vec_env.py:step"),
-        ("policy's per-step call", "samplers.py:act"),
+        ("policy's per-step call", "inference.py:act"),
         ("RolloutBuffer.add", "buffers.py:add"),
         ("train()", "trpo.py:train"),
         ("  conjugate gradient", "trust_region.py:conjugate_gradient"),
@@ -165,41 +173,69 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     import sb3_trpo
 
-    th.set_num_threads(1)  # small MLPs: one thread is fastest, and both implementations get the same
-    command = "python benchmarks/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    print(f"command: {command.strip()}")
+    th.set_num_threads(1)  # small MLPs: one thread is fastest, and every implementation gets the same
+    print(f"command: {command_line('benchmarks.throughput', argv if argv is not None else sys.argv[1:])}")
     print(f"date: {datetime.date.today().isoformat()}  machine: {machine_description()}")
     print(f"python {platform.python_version()}, torch {th.__version__} (1 thread), sb3-contrib {sb3_contrib.__version__}")
     algo_kwargs, n_envs, normalize = zoo_setup(args.env)
     rollout_steps = algo_kwargs["n_steps"] * n_envs
     print(f"hyperparameters (sb3_trpo/zoo_configs/trpo.yml): n_envs={n_envs}, VecNormalize={normalize}, {algo_kwargs}")
-    implementations = {"sb3_contrib.TRPO": sb3_contrib.TRPO, "sb3_trpo.TRPO": sb3_trpo.TRPO}
-    timings = {name: Timing() for name in implementations}
+    implementations = (
+        Implementation(CONTRIB, sb3_contrib.TRPO),
+        Implementation(TORCH, sb3_trpo.TRPO, {"mlp_fast_path": False}),
+        Implementation(FAST, sb3_trpo.TRPO),
+    )
+    timings = {implementation.name: Timing() for implementation in implementations}
     ceiling_runs = []
     for repeat in range(args.repeats):
-        for name, cls in implementations.items():
-            timed_run(cls, args.env, seed=repeat, iterations=args.iterations, timing=timings[name])
+        for implementation in implementations:
+            timed_run(implementation, args.env, seed=repeat, iterations=args.iterations, timing=timings[implementation.name])
         ceiling_runs.append(env_only_rate(args.env, seed=repeat, n_steps=args.iterations * rollout_steps // n_envs))
         print(f"  repeat {repeat + 1}/{args.repeats} done")
-
-    theirs, ours = timings["sb3_contrib.TRPO"], timings["sb3_trpo.TRPO"]
-    figures = {
-        "contrib_steps_per_s": theirs.steps / theirs.total,
-        "ours_steps_per_s": ours.steps / ours.total,
-        "throughput_ratio": (ours.steps / ours.total) / (theirs.steps / theirs.total),
-        "train_ratio": (theirs.train / theirs.iterations) / (ours.train / ours.iterations),
-        "ceiling_steps_per_s": float(np.median(ceiling_runs)),
-    }
+    figures = ratios(timings[CONTRIB], timings[TORCH], timings[FAST], float(np.median(ceiling_runs)))
     print(f"\n{args.env}, {args.repeats} x {args.iterations} iterations of {rollout_steps} steps each")
+    width = max(len(name) for name in timings)
     for name, t in timings.items():
         print(
-            f"  {name:17s} {t.steps / t.total:8.0f} env-steps/s   train() {1000 * t.train / t.iterations:7.1f} ms/iter"
+            f"  {name:{width}s} {t.steps / t.total:8.0f} env-steps/s   train() {1000 * t.train / t.iterations:7.1f} ms/iter"
             f"   collect {1000 * t.collect / t.iterations:7.1f} ms/iter"
         )
-    print(f"  env-only ceiling  {figures['ceiling_steps_per_s']:8.0f} env-steps/s (same VecEnv stack, random actions)")
+    ceiling = figures["ceiling_steps_per_s"]
+    print(f"  {'env-only ceiling':{width}s} {ceiling:8.0f} env-steps/s (same VecEnv stack, random actions)")
     print(f"throughput ratio (ours / sb3-contrib): {figures['throughput_ratio']:.2f}   (target >= 2.0, required >= 1.5)")
     print(f"train() time ratio (sb3-contrib / ours): {figures['train_ratio']:.2f}   (target >= 3.0, required >= 2.0)")
+    print(
+        f"fast path / torch path: throughput {figures['fast_over_torch_throughput']:.2f}, "
+        f"train() time {figures['fast_over_torch_train']:.2f} (torch / fast)"
+    )
+    print(
+        f"torch path / sb3-contrib: throughput {figures['torch_throughput_ratio']:.2f}, "
+        f"train() time {figures['torch_train_ratio']:.2f} (sb3-contrib / torch)"
+    )
     return figures
+
+
+def ratios(contrib: Timing, torch_path: Timing, fast: Timing, ceiling: float) -> dict[str, float]:
+    """Rates and ratios of the three implementations ("ours" is the fast path, the default)."""
+
+    def rate(t: Timing) -> float:
+        return t.steps / t.total
+
+    def train_ms(t: Timing) -> float:
+        return t.train / t.iterations
+
+    return {
+        "contrib_steps_per_s": rate(contrib),
+        "torch_steps_per_s": rate(torch_path),
+        "ours_steps_per_s": rate(fast),
+        "throughput_ratio": rate(fast) / rate(contrib),
+        "train_ratio": train_ms(contrib) / train_ms(fast),
+        "torch_throughput_ratio": rate(torch_path) / rate(contrib),
+        "torch_train_ratio": train_ms(contrib) / train_ms(torch_path),
+        "fast_over_torch_throughput": rate(fast) / rate(torch_path),
+        "fast_over_torch_train": train_ms(torch_path) / train_ms(fast),
+        "ceiling_steps_per_s": ceiling,
+    }
 
 
 if __name__ == "__main__":

@@ -7,19 +7,13 @@ critic bootstrap). Every ``--eval-every`` env steps the deterministic policy is 
 episodes of a separate env (normalized with the training statistics, frozen). Budgets are in env steps as
 ``num_timesteps`` counts them, so a vine iteration of 2048 trunk steps also spends its N*K*H branch steps.
 
-    python benchmarks/vine_hopper.py [--budget 1000000] [--seeds 0 1 2] [--samplers vine single_path]
+    python -m benchmarks.vine_hopper [--budget 1000000] [--seeds 0 1 2] [--samplers vine single_path]
 
 Writes ``vine_hopper.csv`` (and ``vine_hopper.png`` when matplotlib is installed) in ``--out``; prints the final
 evaluation return of each sampler (mean and standard deviation over seeds), wall-clock time, and the command.
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repository root importable (benchmarks.*)
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
 import csv
@@ -34,7 +28,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalization
 
-from benchmarks.machine import machine_description
+from benchmarks.common.machine import command_line, machine_description
 from sb3_trpo import TRPO
 from sb3_trpo.zoo import split_entry
 
@@ -118,7 +112,7 @@ def main(argv: list[str]) -> None:
         spread = np.std(finals, ddof=1)
         print(f"  {sampler:11s} {np.mean(finals):8.1f} +- {spread:6.1f}   per seed {np.round(finals, 1).tolist()}"
               f"   {minutes / 60:.1f} min per run")  # fmt: skip
-    print("command: python benchmarks/vine_hopper.py " + " ".join(argv))
+    print(f"command: {command_line('benchmarks.vine_hopper', argv)}")
 
 
 if __name__ == "__main__":

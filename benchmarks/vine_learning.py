@@ -1,6 +1,6 @@
 """The vine sampler against single path in learning, at equal simulator steps (branch steps counted).
 
-Three configurations per task, run by rl-zoo's pipeline (:mod:`benchmarks.zoo_runs`):
+Three configurations per task, run by rl-zoo's pipeline (:mod:`benchmarks.common.runs`):
 
 * ``sb3_trpo``: single path, the task's entry of ``zoo_configs/trpo.yml`` (``--algo trpo``; the same runs as
   ``benchmarks.learning``'s, reused when the budget and evaluation schedule match);
@@ -31,10 +31,9 @@ from typing import Any
 
 import pandas as pd
 
-from benchmarks import learning
-from benchmarks.ablations import branch_share, parse_assignments
-from benchmarks.report import (
+from benchmarks.common.report import (
     FINAL_RETURN_LINE,
+    branch_share,
     compare,
     format_comparison,
     format_return,
@@ -47,13 +46,23 @@ from benchmarks.report import (
     summarize,
     task_sections,
 )
-from benchmarks.zoo_runs import RESULTS_DIR, RunResult, RunSpec, add_run_arguments, report_header, run_benchmark
+from benchmarks.common.runs import (
+    RESULTS_DIR,
+    SB3_TRPO_LABEL,
+    RunResult,
+    RunSpec,
+    add_run_arguments,
+    parse_assignments,
+    report_header,
+    run_benchmark,
+    trunk_eval_freq,
+)
 from sb3_trpo.zoo import CONFIG_DIR, config_entry
 
 MODULE = "benchmarks.vine_learning"
 TASKS = ("Hopper-v5", "Walker2d-v5", "CartPole-v1")
 SEEDS = (0, 1, 2, 3, 4)  # reported seeds; the settings were chosen on other seeds (see the report)
-BASELINE = learning.OURS
+BASELINE = SB3_TRPO_LABEL
 LABELS = (BASELINE, "vine", "vine_paper")
 COLORS = {BASELINE: "C0", "vine": "C1", "vine_paper": "C2"}
 BUDGETS = {"CartPole-v1": 100_000}  # without --budget; other tasks: DEFAULT_BUDGET
@@ -92,12 +101,7 @@ def eval_freq(args: argparse.Namespace, env_id: str, vine: dict[str, Any] | None
     freq = int(args.eval_freq)
     if vine is None:
         return freq
-    entry = config_entry(CONFIG_DIR / "trpo_vine.yml", env_id)
-    n_envs = entry.get("n_envs", 1)
-    trunk = entry.get("n_steps", 2048) * n_envs
-    n_actions = vine.get("n_actions") or (2 if vine.get("action_sampling") == "all" else 4)
-    branches = vine["n_states"] * n_actions * vine["horizon"]
-    return max(n_envs, round(freq * trunk / (trunk + branches)))
+    return trunk_eval_freq(freq, config_entry(CONFIG_DIR / "trpo_vine.yml", env_id), vine)
 
 
 def run_specs(args: argparse.Namespace) -> list[RunSpec]:

@@ -12,17 +12,8 @@ TRPO needs three things from the policy's action distribution ``pi(.|s) = p(. ; 
 Each family below works on a tuple of tensors ``phi`` (its distribution parameters, first dimension = states).
 ``family_of`` maps an SB3 ``Distribution`` object to its family; it returns ``None`` for a distribution without a
 closed form here, and callers then fall back to differentiating the KL twice. It is the one place where the kind of
-a distribution is decided: the NumPy mirror and the vine sampler ask it too.
-
-Each family also samples in NumPy from explicit noise, one row per state (the fast path's rollouts and the vine
-sampler's branches, where common random numbers need the noise to be explicit). The noise is what torch's own
-sampler draws, so that drawing it from torch's global generator (:meth:`OutputFamily.torch_noise`) reproduces
-``Distribution.sample()`` exactly:
-
-* diagonal Gaussian: ``a = mean + std * eps`` with ``eps ~ N(0, I)`` (``Normal.rsample``);
-* categorical: ``a = argmax_k p_k / q_k`` with ``q_k ~ Exp(1)`` (``torch.multinomial`` for one draw: the Gumbel-max
-  rule, since ``-log q`` is Gumbel distributed);
-* Bernoulli: ``a = [u < sigmoid(logits)]`` with ``u ~ U(0, 1)`` (``torch.bernoulli``).
+a distribution is decided: the NumPy fast path (:mod:`sb3_trpo.fast`, which also samples each family in NumPy) and
+the vine sampler ask it too.
 """
 
 from __future__ import annotations
@@ -30,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-import numpy as np
 import torch as th
 from stable_baselines3.common.distributions import (
     BernoulliDistribution,
@@ -42,9 +32,6 @@ from stable_baselines3.common.distributions import (
 )
 
 Params = tuple[th.Tensor, ...]
-NumpyParams = tuple[np.ndarray, ...]
-NOISE_KINDS = ("normal", "exponential", "uniform")
-_HALF_LOG_2PI = 0.5 * float(np.log(2.0 * np.pi))
 
 
 class OutputFamily(Protocol):
@@ -66,61 +53,10 @@ class OutputFamily(Protocol):
         """Per-state ``grad_phi log p(a_n; phi_n)`` of the actions the policy took."""
         ...
 
-    noise: str
-    """What :meth:`sample_numpy` takes per number: ``"normal"`` N(0, 1), ``"exponential"`` Exp(1) or ``"uniform"``."""
-
-    def noise_width(self, params: NumpyParams) -> int:
-        """Noise numbers per state that :meth:`sample_numpy` takes for distributions with parameters ``params``."""
-        ...
-
-    def torch_noise(self, params: NumpyParams) -> np.ndarray:
-        """Noise for one sample per state, drawn from torch's global generator as ``Distribution.sample()`` draws it."""
-        ...
-
-    def sample_numpy(self, params: NumpyParams, noise: np.ndarray) -> np.ndarray:
-        """One action per state from ``noise`` (one row each): ``(n, action_dim)`` floats or integer indices."""
-        ...
-
-    def log_prob_numpy(self, params: NumpyParams, actions: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
-        """``log p(a_n; phi_n)`` per state, shape ``(n,)``, of actions in :meth:`sample_numpy`'s format (``noise``: what
-        they were sampled from, if known; it saves work for the Gaussian)."""
-        ...
-
 
 def sum_per_state(x: th.Tensor) -> th.Tensor:
     """Sum of each state's entries (all axes after the first)."""
     return x.reshape(x.shape[0], -1).sum(dim=1)
-
-
-def numpy_params(params: Params) -> NumpyParams:
-    """Distribution parameters as float32 NumPy arrays (detached), for :meth:`OutputFamily.sample_numpy`."""
-    return tuple(p.detach().cpu().numpy().astype(np.float32, copy=False) for p in params)
-
-
-def numpy_noise(kind: str, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """Float32 noise of one of the families' kinds (``OutputFamily.noise``) from a NumPy generator."""
-    if kind == "normal":
-        return rng.standard_normal(shape, dtype=np.float32)
-    if kind == "exponential":
-        return rng.standard_exponential(shape, dtype=np.float32)
-    if kind == "uniform":
-        return rng.random(shape, dtype=np.float32)
-    raise ValueError(f"noise kind must be one of {list(NOISE_KINDS)}; got {kind!r}")
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    peak = logits.max(axis=1, keepdims=True)
-    shifted = logits - peak
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-
-
-def _categorical_sample(logits: np.ndarray, exponential: np.ndarray) -> np.ndarray:
-    """``argmax_k p_k / q_k``: the draw of ``torch.multinomial(p, 1)`` from its ``Exp(1)`` variates ``q``."""
-    return np.argmax(np.exp(_log_softmax(logits)) / exponential, axis=1)
-
-
-def _log_sigmoid(x: np.ndarray) -> np.ndarray:
-    return -np.logaddexp(0.0, -x)
 
 
 class GaussianFamily:
@@ -169,24 +105,6 @@ class GaussianFamily:
         z = (x - mean) / std
         return z / std, (z * z - 1.0) / std
 
-    noise = "normal"
-
-    def noise_width(self, params: NumpyParams) -> int:
-        return int(params[0].shape[1])
-
-    def torch_noise(self, params: NumpyParams) -> np.ndarray:
-        return th.randn(params[0].shape).numpy()
-
-    def sample_numpy(self, params: NumpyParams, noise: np.ndarray) -> np.ndarray:
-        mean, std = params
-        return mean + noise * std
-
-    def log_prob_numpy(self, params: NumpyParams, actions: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
-        mean, std = params
-        z = (actions.reshape(mean.shape) - mean) / std if noise is None else noise
-        log_std_sum = np.log(std).sum(axis=-1)  # std: one row per state, or one row for all
-        return -0.5 * np.einsum("ij,ij->i", z, z) - log_std_sum - mean.shape[1] * _HALF_LOG_2PI
-
 
 class CategoricalFamily:
     """Categorical over logits: ``M = diag(p) - p p^T`` (the logits' shift invariance is its null space)."""
@@ -212,21 +130,6 @@ class CategoricalFamily:
         logits = params[0]
         one_hot = th.nn.functional.one_hot(actions.reshape(-1).long(), logits.shape[-1]).to(logits.dtype)
         return (one_hot - th.softmax(logits, dim=-1),)
-
-    noise = "exponential"
-
-    def noise_width(self, params: NumpyParams) -> int:
-        return int(params[0].shape[1])
-
-    def torch_noise(self, params: NumpyParams) -> np.ndarray:
-        return th.empty(params[0].shape).exponential_().numpy()
-
-    def sample_numpy(self, params: NumpyParams, noise: np.ndarray) -> np.ndarray:
-        return _categorical_sample(params[0], noise)
-
-    def log_prob_numpy(self, params: NumpyParams, actions: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
-        log_p = _log_softmax(params[0])
-        return log_p[np.arange(len(log_p)), actions.reshape(-1).astype(np.int64)]
 
 
 class MultiCategoricalFamily:
@@ -254,25 +157,6 @@ class MultiCategoricalFamily:
         actions = actions.reshape(params[0].shape[0], len(self.action_dims))
         return tuple(self._categorical.score((p,), actions[:, i])[0] for i, p in enumerate(params))
 
-    noise = "exponential"
-
-    def noise_width(self, params: NumpyParams) -> int:
-        return sum(int(block.shape[1]) for block in params)
-
-    def torch_noise(self, params: NumpyParams) -> np.ndarray:
-        # one multinomial draw per component, in order, as SB3's MultiCategoricalDistribution.sample()
-        return np.concatenate([th.empty(block.shape).exponential_().numpy() for block in params], axis=1)
-
-    def sample_numpy(self, params: NumpyParams, noise: np.ndarray) -> np.ndarray:
-        splits = np.cumsum([block.shape[1] for block in params])[:-1]
-        picks = [_categorical_sample(block, q) for block, q in zip(params, np.split(noise, splits, axis=1), strict=True)]
-        return np.stack(picks, axis=1)
-
-    def log_prob_numpy(self, params: NumpyParams, actions: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
-        actions = actions.reshape(len(params[0]), len(params)).astype(np.int64)
-        rows = np.arange(len(actions))
-        return sum(_log_softmax(block)[rows, actions[:, i]] for i, block in enumerate(params))  # type: ignore[return-value]
-
 
 class BernoulliFamily:
     """Independent Bernoullis over logits (``MultiBinary``): ``M = diag(p (1 - p))``."""
@@ -299,22 +183,6 @@ class BernoulliFamily:
     def score(self, params: Params, actions: th.Tensor) -> Params:
         logits = params[0]
         return (actions.reshape(logits.shape).to(logits.dtype) - th.sigmoid(logits),)
-
-    noise = "uniform"
-
-    def noise_width(self, params: NumpyParams) -> int:
-        return int(params[0].shape[1])
-
-    def torch_noise(self, params: NumpyParams) -> np.ndarray:
-        return th.rand(params[0].shape).numpy()
-
-    def sample_numpy(self, params: NumpyParams, noise: np.ndarray) -> np.ndarray:
-        return (noise < 1.0 / (1.0 + np.exp(-params[0]))).astype(np.float32)
-
-    def log_prob_numpy(self, params: NumpyParams, actions: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
-        logits = params[0]
-        bits = actions.reshape(logits.shape)
-        return (bits * _log_sigmoid(logits) + (1.0 - bits) * _log_sigmoid(-logits)).sum(axis=1)
 
 
 def family_of(distribution: Distribution) -> OutputFamily | None:

@@ -1,9 +1,10 @@
 """``TRPO``: the algorithm class. It orchestrates sampling, the trust-region step and the critic fit.
 
 The math lives in :mod:`sb3_trpo.trust_region` (conjugate gradient, Fisher products, step size, line search),
-:mod:`sb3_trpo.distributions` (closed-form KL and Fisher per distribution family) and
-:mod:`sb3_trpo.surrogate` (eqs. 14-16). :mod:`sb3_trpo.mlp_mirror` runs the hot paths of plain MLP policies in
-NumPy with the same arithmetic.
+:mod:`sb3_trpo.distributions` (closed-form KL and Fisher per distribution family), :mod:`sb3_trpo.surrogate` (eq. 14)
+and :mod:`sb3_trpo.vine.estimators` (eqs. 15-16). The samplers are in :mod:`sb3_trpo.sampling` and
+:mod:`sb3_trpo.vine`; :class:`sb3_trpo.sampling.inference.PolicyInference` decides whether the NumPy fast path
+(:mod:`sb3_trpo.fast`) runs the policy's hot paths with the same arithmetic.
 """
 
 from __future__ import annotations
@@ -34,21 +35,20 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorch
 from stable_baselines3.common.utils import explained_variance
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
-from torch.nn import functional as F
 
 from sb3_trpo.arrays import index_obs
 from sb3_trpo.checks import check_bool, check_choice, check_int, check_real
 from sb3_trpo.distributions import OutputFamily, Params, detach_params, family_of, sum_per_state
+from sb3_trpo.fast.blas import single_threaded_blas
 from sb3_trpo.images import scaled_once, step_by_step_threads
-from sb3_trpo.mlp_mirror import ActorCriticMirror, AdamSettings, MirrorJacobian, fit_critic, single_threaded_blas
-from sb3_trpo.samplers import CriticBatch, Sampler, SinglePathSampler, add_simulator_steps
+from sb3_trpo.sampling.base import CriticBatch, Sampler, add_simulator_steps
+from sb3_trpo.sampling.inference import PolicyInference
+from sb3_trpo.sampling.single_path import SinglePathSampler
 from sb3_trpo.surrogate import SurrogateBatch
 from sb3_trpo.trust_region import (
     ConjugateGradientResult,
     FisherOperator,
-    Jacobian,
     LineSearchResult,
-    PolicyJacobian,
     StepEvaluation,
     analytic_fisher,
     backtracking_line_search,
@@ -163,13 +163,13 @@ class TRPO(OnPolicyAlgorithm):
     :param step_rule: ``"line_search"`` (TRPO) or ``"fixed"`` (natural policy gradient with the fixed step size
         ``fixed_step_size`` and no line search, the paper's baseline of section 7)
     :param fixed_step_size: Step size ``1/lambda`` of the natural gradient step ``theta += fixed_step_size F^-1 g``
-        when ``step_rule="fixed"`` (TRPO logs the length of its accepted steps along the same direction as
-        ``train/step_size``; ``benchmarks/ablations.py`` sets this to their median on each task)
+        when ``step_rule="fixed"`` (``train/step_size`` logs the step TRPO accepts along the same direction; the
+        step sizes measured on MuJoCo tasks are in BENCHMARKS.md, from ``python -m benchmarks.ablations``)
     :param fisher_sub_sampling: Fraction of the policy batch's states used for Fisher-vector products only
         (Appendix C of the paper uses 0.1); 1.0 uses all of them
     :param mlp_fast_path: Run plain MLP policies' hot paths (rollout inference, Fisher products, critic fit) in
         NumPy with the same arithmetic and the same random draws, so it changes speed, not results (up to
-        floating-point rounding); other policies always use torch
+        floating-point rounding; ``policy_inference`` says whether it runs); other policies always use torch
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
@@ -322,19 +322,28 @@ class TRPO(OnPolicyAlgorithm):
             )
         if not isinstance(getattr(self, "_rng", None), np.random.Generator):  # a loaded model goes on with its own
             self._rng = np.random.default_rng(self.seed)
-        self._mirror = ActorCriticMirror.build(self.policy) if self.mlp_fast_path else None
-        trunk = SinglePathSampler(self, self._mirror)
+        self._inference = PolicyInference(self.policy, self.mlp_fast_path)
+        trunk = SinglePathSampler(self, self._inference)
         self._sampler: Sampler = trunk
         if self.sampler == "vine":
             options = VineOptions.from_kwargs(self.vine_kwargs)
-            self._sampler = VineSampler(
-                trunk, self.policy, self._mirror, self.gamma, self.n_steps, self.seed, options, self.env
-            )
+            self._sampler = VineSampler(trunk, self._inference, self.gamma, self.n_steps, self.seed, options, self.env)
         release_distribution_graph(self.policy)
 
     def _excluded_save_params(self) -> list[str]:
         # _rng (critic minibatch order, Fisher subsets) is saved, so that a loaded model continues its random stream
-        return [*super()._excluded_save_params(), "_actor_params", "_mirror", "_sampler"]
+        return [*super()._excluded_save_params(), "_actor_params", "_inference", "_sampler"]
+
+    @property
+    def policy_inference(self) -> PolicyInference:
+        """How the policy's computations run: torch, or the NumPy fast path (``policy_inference.fast``)."""
+        return self._inference
+
+    @property
+    def rollout_sampler(self) -> Sampler:
+        """The sampler that collects each iteration's data: single path, or the vine sampler (its branch statistics,
+        its runner)."""
+        return self._sampler
 
     # ----------------------------------------------------------------------------------------------------------
     # Sampling
@@ -348,8 +357,8 @@ class TRPO(OnPolicyAlgorithm):
     ) -> bool:
         """Fill ``rollout_buffer`` with ``n_rollout_steps`` steps per env of the current policy, through the sampler.
 
-        Single path is SB3's own loop (:class:`sb3_trpo.samplers.SinglePathSampler`); the vine sampler runs that loop
-        for its trunk, then its branches, whose simulator steps count in ``num_timesteps``.
+        Single path is SB3's own loop (:class:`sb3_trpo.sampling.single_path.SinglePathSampler`); the vine sampler runs
+        that loop for its trunk, then its branches, whose simulator steps count in ``num_timesteps``.
         """
         threads = step_by_step_threads(self.policy) if self.sampler == "single_path" else contextlib.nullcontext()
         with threads:
@@ -369,7 +378,7 @@ class TRPO(OnPolicyAlgorithm):
         self._update_learning_rate(self.policy.optimizer)
         rollout = next(self.rollout_buffer.get(batch_size=None))
         with single_threaded_blas(), self._model_inputs(rollout) as rollout:
-            step = self._policy_step(self._sampler.policy_batch(rollout))
+            step = self.policy_step(self._sampler.policy_batch(rollout))
             value_losses = self._fit_critic(self._sampler.critic_batch(rollout))
         release_distribution_graph(self.policy)
         self._n_updates += 1
@@ -382,8 +391,9 @@ class TRPO(OnPolicyAlgorithm):
             return scaled_once(self.policy, rollout)
         return contextlib.nullcontext(rollout)
 
-    def _natural_gradient(self, batch: SurrogateBatch) -> NaturalGradient:
-        """The surrogate's gradient at theta_old and the natural direction ``x ~ (F + damping I)^-1 g`` by CG."""
+    def natural_gradient(self, batch: SurrogateBatch) -> NaturalGradient:
+        """The surrogate's gradient ``g`` at theta_old and the natural direction ``x ~ (F + damping I)^-1 g`` by conjugate
+        gradient (Schulman et al. 2015, section 6 and Appendix C): where :meth:`policy_step` starts on ``batch``."""
         params = self._actor_params
         family = family_of(getattr(self.policy, "action_dist", None))  # type: ignore[arg-type]
         # Without a closed form, KL(old || new) needs the old distribution: SB3 policies reuse one distribution
@@ -393,20 +403,23 @@ class TRPO(OnPolicyAlgorithm):
         old_dist_params = detach_params(family.parameters(distribution)) if family is not None else None
         # sb3-contrib's units (KL averaged over c components, Fisher divided by c) with radius delta and damping lambda
         # are exactly per-state KL with radius c * delta and damping c * lambda: work in the latter, report the former
-        kl_scale = self._kl_scale(distribution)
+        scale = self.kl_scale(distribution)
         log_probs = batch.log_probs(distribution)
         old_log_probs = log_probs.detach()
         objective = batch.objective(log_probs, old_log_probs)
         gradient = flat_grad(objective, params, retain_graph=True)
-        fisher_op = self._fisher_operator(batch, distribution, family, old_dist_params, self.cg_damping * kl_scale)
+        fisher_op = self._fisher_operator(batch, distribution, family, old_dist_params, self.cg_damping * scale)
         cg = conjugate_gradient(fisher_op.product, gradient, self.cg_max_steps)
         old = (old_log_probs, family, old_dist_params, old_distribution)
-        return NaturalGradient(float(objective.detach()), mean_entropy(distribution), gradient, cg, fisher_op, kl_scale, *old)
+        entropy = mean_entropy(distribution)
+        return NaturalGradient(float(objective.detach()), entropy, gradient, cg, fisher_op, scale, *old)
 
-    def _policy_step(self, batch: SurrogateBatch) -> PolicyStepInfo:
-        """Natural gradient direction by CG, scaled to the trust region, then line search (or a fixed step)."""
+    def policy_step(self, batch: SurrogateBatch) -> PolicyStepInfo:
+        """One update of the actor on ``batch``: the natural direction (:meth:`natural_gradient`) scaled to the trust
+        region, then the backtracking line search (section 6), or the fixed step of ``step_rule="fixed"``; a rejected
+        step leaves the parameters as they were."""
         params = self._actor_params
-        natural = self._natural_gradient(batch)
+        natural = self.natural_gradient(batch)
         cg, kl_scale = natural.cg, natural.kl_scale
 
         def evaluate(step: th.Tensor) -> StepEvaluation:
@@ -451,7 +464,7 @@ class TRPO(OnPolicyAlgorithm):
             natural.entropy,
         )
 
-    def _kl_scale(self, distribution: Distribution) -> float:
+    def kl_scale(self, distribution: Distribution) -> float:
         """The number c of components a state's KL is divided by under ``kl_normalization`` (1 for ``"none"``).
 
         sb3-contrib averages the elements of SB3's ``kl_divergence``: one per action dimension of a diagonal Gaussian
@@ -484,17 +497,11 @@ class TRPO(OnPolicyAlgorithm):
         else:
             dist_params = family.parameters(self.policy.get_distribution(index_obs(batch.observations, subset)))
             old_params = detach_params(dist_params)
-        jacobian = self._jacobian(index_obs(batch.observations, subset), dist_params)
+        jacobian = self._inference.jacobian(index_obs(batch.observations, subset), dist_params, self._actor_params)
         if self.fisher == "empirical":
             actions = batch.fisher_actions if subset is None else batch.fisher_actions[subset]
             return empirical_fisher(jacobian, family.score(old_params, actions), damping)
         return analytic_fisher(jacobian, family, old_params, damping)
-
-    def _jacobian(self, observations: PyTorchObs, dist_params: Params) -> Jacobian:
-        if self._mirror is not None:
-            assert isinstance(observations, th.Tensor)  # the mirror exists only for flat Box observations
-            return MirrorJacobian(self._mirror, observations.detach().cpu().numpy(), self._actor_params)
-        return PolicyJacobian(dist_params, self._actor_params)
 
     def _fisher_subset(self, batch: SurrogateBatch) -> np.ndarray | None:
         """Indices of the states used for Fisher-vector products (``None``: all of them)."""
@@ -536,22 +543,7 @@ class TRPO(OnPolicyAlgorithm):
             for perm in (self._rng.permutation(n) for _ in range(self.n_critic_updates))
             for start in range(0, n, self.batch_size)
         ]
-        optimizer = self.policy.optimizer
-        if self._mirror is not None and AdamSettings.of(optimizer) is not None:
-            obs = data.observations
-            assert isinstance(obs, th.Tensor)
-            return fit_critic(self._mirror.critic, optimizer, obs.cpu().numpy(), data.returns.cpu().numpy(), batches)
-        losses = []
-        for idx in batches:
-            values = self.policy.predict_values(index_obs(data.observations, idx)).flatten()
-            loss = F.mse_loss(data.returns[idx], values)
-            losses.append(loss.item())
-            optimizer.zero_grad()
-            loss.backward()
-            for param in self._actor_params:  # shared layers belong to the policy step (trust region)
-                param.grad = None
-            optimizer.step()
-        return losses
+        return self._inference.fit_critic(data.observations, data.returns, batches, frozen=self._actor_params)
 
     def _log_train(self, step: PolicyStepInfo, value_losses: Sequence[float]) -> None:
         self.logger.record("train/policy_objective", step.evaluation.objective)

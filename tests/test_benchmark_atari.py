@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import benchmarks.atari_runs
+import benchmarks.common.atari_runs as atari_runs
 from benchmarks.atari import GAMES, PUBLISHED, RANDOM_PLAY, main, parse_args, random_play
-from benchmarks.atari_runs import FINAL_JSON, RunPlan, read_run, train_run
+from benchmarks.common.atari_runs import FINAL_JSON, RunPlan, read_run, train_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HYPERPARAMS = ["--hyperparams", "n_envs:2", "n_steps:64", "batch_size:64"]
@@ -27,20 +27,20 @@ def test_a_run_killed_after_a_checkpoint_resumes_there_and_the_report_says_so(
 ) -> None:
     runs, out = tmp_path / "runs", tmp_path / "out"
     args = [*TINY, "--runs-dir", str(runs), "--out", str(out)]
-    original = benchmarks.atari_runs.save_checkpoint
+    original = atari_runs.save_checkpoint
 
     def killed_after_saving(*arguments: object) -> None:
         original(*arguments)
         raise KeyboardInterrupt  # as a kill right after the first checkpoint reached the disk
 
-    monkeypatch.setattr(benchmarks.atari_runs, "save_checkpoint", killed_after_saving)
+    monkeypatch.setattr(atari_runs, "save_checkpoint", killed_after_saving)
     with pytest.raises(KeyboardInterrupt):
         main(args)
     folder = runs / "trpo" / "ALE-Breakout-v5" / "seed0"
     assert (folder / "checkpoint.zip").is_file() and not (folder / FINAL_JSON).exists()
     checkpoint = json.loads((folder / "state.json").read_text())["segments"][0]["checkpoint_timesteps"]
     assert checkpoint == 256
-    monkeypatch.setattr(benchmarks.atari_runs, "save_checkpoint", original)
+    monkeypatch.setattr(atari_runs, "save_checkpoint", original)
 
     main(args)  # the same command again
     printed = capsys.readouterr().out

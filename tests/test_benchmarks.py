@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
 import subprocess
 import sys
@@ -12,8 +14,8 @@ import pytest
 import yaml
 from sb3_contrib import TRPO as ContribTRPO
 
-from benchmarks.report import format_p
-from benchmarks.zoo_runs import RunResult, RunSpec, code_versions
+from benchmarks.common.report import format_p
+from benchmarks.common.runs import RunResult, RunSpec, code_versions
 from sb3_trpo import TRPO
 from sb3_trpo.zoo import CONFIG_DIR, register, with_default_config
 
@@ -126,7 +128,7 @@ def test_estimator_quality_script(tmp_path: Path) -> None:
     tiny = ["--task", "CartPole-v1", "--repeats", "2", "--reference-states", "512", "--checkpoint-steps", "1024"]
     estimators = ["--estimators", "sp1024", "hybrid8_all_N32H16", "--warmup", "10"]
     out = run_module("benchmarks.estimator_quality", *tiny, *estimators, "--out", tmp_path, "--cache", tmp_path / "cache")
-    assert "command: `python benchmarks/estimator_quality.py --task CartPole-v1" in out
+    assert "command: `python -m benchmarks.estimator_quality --task CartPole-v1" in out
     summary = pd.read_csv(tmp_path / "CartPole-v1_summary.csv").set_index("estimator")
     assert list(summary.index) == ["sp1024", "hybrid8_all_N32H16"]
     assert summary.loc["sp1024", "steps"] == 1024 and summary.loc["hybrid8_all_N32H16", "steps"] > 1024  # branches count
@@ -177,3 +179,26 @@ def test_throughput_profile_names_where_the_time_goes(capsys: pytest.CaptureFixt
     assert "cProfile of 1 iterations of 2048 steps" in out
     for label in ("VecEnv step", "policy's per-step call", "RolloutBuffer.add", "train()", "conjugate gradient"):
         assert label in out
+
+
+CAMPAIGNS = sorted(path.stem for path in (REPO_ROOT / "benchmarks").glob("*.py") if path.stem != "__init__")
+
+
+def test_campaigns_share_only_benchmarks_common_and_edit_no_import_path() -> None:
+    """One framework: a campaign imports other benchmark code only from ``benchmarks.common``, and runs as
+    ``python -m benchmarks.<name>`` without editing ``sys.path``."""
+    for name in CAMPAIGNS:
+        tree = ast.parse((REPO_ROOT / "benchmarks" / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "benchmarks":
+                assert node.module is not None and node.module.startswith("benchmarks.common"), (name, node.module)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                assert (node.value.id, node.attr) != ("sys", "path"), f"{name} edits sys.path"
+
+
+def test_every_campaign_runs_as_a_module() -> None:
+    """``python -m benchmarks.<name>``: each campaign imports as a module and runs its ``main`` as ``__main__``."""
+    for name in CAMPAIGNS:
+        module = importlib.import_module(f"benchmarks.{name}")
+        assert callable(module.main), name
+        assert 'if __name__ == "__main__":\n    main(' in (REPO_ROOT / "benchmarks" / f"{name}.py").read_text(), name

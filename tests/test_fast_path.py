@@ -93,7 +93,7 @@ def test_fast_and_torch_paths_fill_the_same_buffer(space: str) -> None:
     models = {}
     for fast in (True, False):  # each model is seeded when built: build, then learn, one after the other
         models[fast] = _model(ENVS[space](), fast=fast, n_steps=128).learn(128)  # one rollout, no update yet
-    assert models[True]._mirror is not None and models[False]._mirror is None
+    assert models[True].policy_inference.fast and not models[False].policy_inference.fast
     fast, slow = models[True].rollout_buffer, models[False].rollout_buffer
     if space == "box":
         np.testing.assert_allclose(fast.actions, slow.actions, rtol=1e-5, atol=1e-6)
@@ -170,7 +170,7 @@ def test_flattened_mlp_and_multi_input_dict_give_the_same_actions_after_learning
     dict_env = make_vec_env(DictPointEnv, n_envs=2, seed=0)
     flat = TRPO("MlpPolicy", flat_env, n_steps=64, batch_size=32, seed=0).learn(3 * 128)
     multi = TRPO("MultiInputPolicy", dict_env, n_steps=64, batch_size=32, seed=0).learn(3 * 128)
-    assert flat._mirror is not None and multi._mirror is None  # fast path against torch
+    assert flat.policy_inference.fast and not multi.policy_inference.fast  # fast path against torch
     observations = [DictPointEnv.observation_space.sample() for _ in range(16)]
     as_dict = {key: np.stack([o[key] for o in observations]) for key in DictPointEnv.observation_space.spaces}
     as_flat = np.stack([spaces.flatten(DictPointEnv.observation_space, o) for o in observations])
@@ -192,16 +192,48 @@ def test_fast_path_keeps_sb3_semantics_for_custom_buffer_classes() -> None:
             super().add(*args, **kwargs)
 
     model = _model(ENVS["box"](), rollout_buffer_class=CountingBuffer)
-    assert model._mirror is not None
+    assert model.policy_inference.fast
     model.learn(128)
     assert CountingBuffer.adds == 64
+
+
+@pytest.mark.parametrize("how", ["load_state_dict", "in-place write", "optimizer step", "new tensor"])
+def test_the_mirror_follows_every_change_of_the_weights(how: str) -> None:
+    """Whoever changes the policy's weights, the fast path's next computation uses them: the same actions and values
+    as torch inference for the same generator state."""
+    model = _model(ENVS["box"]())
+    policy, inference = model.policy, model.policy_inference
+    obs = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    inference.act(obs)  # the mirror holds the current weights
+    if how == "load_state_dict":
+        policy.load_state_dict({name: value + 0.1 for name, value in policy.state_dict().items()})
+    elif how == "in-place write":
+        with th.no_grad():
+            policy.action_net.weight.mul_(2.0)
+            policy.value_net.bias.add_(1.0)
+            policy.log_std.fill_(-1.0)
+    elif how == "optimizer step":
+        policy.optimizer.zero_grad()
+        tensor = th.as_tensor(obs)
+        (policy.predict_values(tensor).sum() + policy.get_distribution(tensor).entropy().sum()).backward()
+        policy.optimizer.step()
+    else:
+        policy.mlp_extractor.policy_net[0].weight.data = policy.mlp_extractor.policy_net[0].weight.data + 0.1
+    th.manual_seed(1)
+    actions, values, log_probs = inference.act(obs)
+    th.manual_seed(1)
+    with th.no_grad():
+        expected = policy(th.as_tensor(obs))
+    np.testing.assert_allclose(actions, expected[0].numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(values.numpy(), expected[1].numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(log_probs.numpy(), expected[2].numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_vine_package_does_not_reach_into_the_algorithm() -> None:
     """``sb3_trpo/vine`` imports nothing from ``sb3_trpo.trpo`` and touches no private attribute of it or of SB3's
     callbacks (the sampler gets its trunk loop, policy and mirror through its constructor)."""
     forbidden_attributes = {"_collect_single_path", "_mirror", "pbar", "num_timesteps", "_last_obs", "_std"}
-    for path in sorted((Path(__file__).parent.parent / "sb3_trpo" / "vine").glob("*.py")):
+    for path in sorted((Path(__file__).parent.parent / "sb3_trpo" / "vine").rglob("*.py")):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom):

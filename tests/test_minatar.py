@@ -149,7 +149,7 @@ def test_script_workers_find_the_ids(tmp_path: Path) -> None:
 
 def test_mlp_policy_gets_the_numpy_fast_path_and_learns() -> None:
     model = TRPO("MlpPolicy", "MinAtar/Breakout-v1", n_steps=64, batch_size=64, seed=100)
-    assert model._mirror is not None  # the bool grid is a non-image Box: flattened, cast to float32
+    assert model.policy_inference.fast  # the bool grid is a non-image Box: flattened, cast to float32
     model.learn(128)
     assert model._n_updates == 2
 
@@ -159,7 +159,7 @@ def test_vine_sampler_on_minatar_learns() -> None:
     model = TRPO("MlpPolicy", "MinAtar/Breakout-v1", sampler="vine", vine_kwargs=dict(action_sampling="all"), seed=100)
     model.learn(2 * model.n_steps + 1)
     assert model._n_updates >= 2
-    assert isinstance(model._sampler, VineSampler) and model._sampler.branch_steps > 0
+    assert isinstance(model.rollout_sampler, VineSampler) and model.rollout_sampler.branch_steps > 0
 
 
 def test_cnn_policy_learns_saves_and_loads(tmp_path: Path) -> None:
@@ -171,7 +171,7 @@ def test_cnn_policy_learns_saves_and_loads(tmp_path: Path) -> None:
         isinstance(policy.pi_features_extractor, MinAtarCNN)
         and policy.vf_features_extractor is not policy.pi_features_extractor
     )
-    assert model._mirror is None
+    assert not model.policy_inference.fast
     model.learn(128)
     obs = model.get_env().reset()
     model.save(tmp_path / "cnn")

@@ -23,6 +23,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNorm
 
 from sb3_trpo import TRPO
 from sb3_trpo.__main__ import ZOO_HYPERPARAMS
+from sb3_trpo.trpo import actor_parameters
 from sb3_trpo.trust_region import StepEvaluation, flat_parameters
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -181,11 +182,11 @@ def test_smoke(name, tmp_path):
 class RecordingTRPO(TRPO):
     """Measures KL(old || new) over the batch states independently of the step's own bookkeeping."""
 
-    def _policy_step(self, batch):
+    def policy_step(self, batch):
         with th.no_grad():
             old = copy.copy(self.policy.get_distribution(batch.observations))
             old_dist = copy.copy(old.distribution)
-        info = super()._policy_step(batch)
+        info = super().policy_step(batch)
         with th.no_grad():
             new = self.policy.get_distribution(batch.observations)
             old.distribution = old_dist
@@ -246,7 +247,7 @@ def test_default_policy_step_is_sb3_contrib_step(env_id, kwargs):
     ours.rollout_buffer = captured["buffer"]
     ours.set_logger(Logger(folder=None, output_formats=[]))
     ours.train()
-    names = [n for n, p in ours.policy.named_parameters() if any(p is q for q in ours._actor_params)]
+    names = [n for n, p in ours.policy.named_parameters() if any(p is q for q in actor_parameters(ours.policy))]
     weights = (captured["weights"], ours.policy.state_dict(), theirs.policy.state_dict())
     before, ours_after, theirs_after = (th.cat([w[n].flatten() for n in names]) for w in weights)
     our_step, their_step = ours_after - before, theirs_after - before
@@ -291,7 +292,7 @@ def test_failed_line_search_restores_parameters_bit_for_bit():
     model.learn(256)  # one rollout, no train yet
     snapshot()
     rollout = next(model.rollout_buffer.get(batch_size=None))
-    info = model._policy_step(model._sampler.policy_batch(rollout))
+    info = model.policy_step(model.rollout_sampler.policy_batch(rollout))
     assert not info.accepted and info.line_search_steps == model.line_search_max_iter
     for name, value in model.policy.state_dict().items():
         assert th.equal(value, before[name]), name
@@ -320,8 +321,8 @@ def test_numpy_fast_path_and_torch_path_take_the_same_step(env_id):
     fast = TRPO("MlpPolicy", env_id, n_steps=256, seed=0)
     fast.learn(512)  # two rollouts, one update: the second update starts from updated weights
     slow = copy.deepcopy(fast)
-    slow._mirror = None
-    assert fast._mirror is not None
+    slow.policy_inference.use_torch()
+    assert fast.policy_inference.fast and not slow.policy_inference.fast
     np.random.seed(0)  # RolloutBuffer.get() shuffles with the global NumPy RNG, which deepcopy does not copy
     fast.train()
     np.random.seed(0)

@@ -8,7 +8,8 @@ import torch as th
 from conftest import ACTION_SPACES, dense_kl_hessian, dense_scores, sample_actions, tiny_policy
 
 from sb3_trpo.distributions import detach_params, family_of
-from sb3_trpo.mlp_mirror import ActorCriticMirror, MirrorJacobian
+from sb3_trpo.fast.jacobian import MirrorJacobian
+from sb3_trpo.fast.mirror import ActorCriticMirror
 from sb3_trpo.trpo import actor_parameters
 from sb3_trpo.trust_region import (
     PolicyJacobian,

@@ -14,18 +14,19 @@ from gymnasium import spaces
 from stable_baselines3.common.distributions import CategoricalDistribution
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from sb3_trpo.surrogate import (
+from sb3_trpo.sampling.inference import PolicyInference
+from sb3_trpo.surrogate import SinglePathBatch
+from sb3_trpo.vine import build_env, capture_env, clone_recipe
+from sb3_trpo.vine.actions import ActionSampler, check_action_sampling, draw_first_actions
+from sb3_trpo.vine.branches import BranchPlan, InProcessBranchEnvs, run_branches
+from sb3_trpo.vine.estimators import (
     HybridBatch,
-    SinglePathBatch,
+    VineBatch,
     all_actions_objective,
     branch_advantages,
     hybrid_objective,
     self_normalized_objective,
 )
-from sb3_trpo.vine import build_env, capture_env, clone_recipe
-from sb3_trpo.vine.actions import ActionSampler, check_action_sampling, draw_first_actions
-from sb3_trpo.vine.branches import BranchPlan, InProcessBranchEnvs, run_branches
-from sb3_trpo.vine.buffer import VineBatch
 from sb3_trpo.vine.vecenv import ObservationPipeline
 
 
@@ -119,7 +120,7 @@ def test_eq15_through_a_categorical_policy() -> None:
 
 
 def test_gumbel_max_and_gaussian_actions_from_noise() -> None:
-    categorical = ActionSampler(tiny_policy(spaces.Discrete(3)), None)
+    categorical = ActionSampler(PolicyInference(tiny_policy(spaces.Discrete(3)), fast_path=False))
     assert categorical.family.noise == "exponential"  # q ~ Exp(1): -log q is Gumbel noise
     logits = np.log(np.array([[0.2, 0.3, 0.5]], dtype=np.float32))
     u = np.array([[0.9, 0.5, 0.1]], dtype=np.float32)  # Gumbel noise -log(-log u) = (2.25, 0.37, -0.83)
@@ -130,14 +131,14 @@ def test_gumbel_max_and_gaussian_actions_from_noise() -> None:
     # q = 1 is Gumbel noise 0: equal noise leaves the most probable action
     assert categorical.actions((logits,), np.ones((1, 3), dtype=np.float32))[0] == 2
 
-    gaussian = ActionSampler(tiny_policy(spaces.Box(-1, 1, (2,), dtype=np.float32)), None)
+    gaussian = ActionSampler(PolicyInference(tiny_policy(spaces.Box(-1, 1, (2,), dtype=np.float32)), fast_path=False))
     mean, std = np.array([[0.5, -1.0]], dtype=np.float32), np.array([[2.0, 0.1]], dtype=np.float32)
     np.testing.assert_allclose(gaussian.actions((mean, std), np.array([[1.0, -3.0]])), [[2.5, -1.3]], rtol=1e-6)
 
 
 def test_first_actions_from_the_policy_carry_log_pi_old() -> None:
     policy = tiny_policy(spaces.Box(-1, 1, (2,), dtype=np.float32))
-    sampler = ActionSampler(policy, None)
+    sampler = ActionSampler(PolicyInference(policy, fast_path=False))
     obs = th.randn(5, 3, generator=th.Generator().manual_seed(0))
     with th.no_grad():
         distribution = policy.get_distribution(obs)
@@ -150,7 +151,7 @@ def test_first_actions_from_the_policy_carry_log_pi_old() -> None:
 
 def test_uniform_and_all_first_actions() -> None:
     policy = tiny_policy(spaces.Discrete(3))
-    sampler = ActionSampler(policy, None)
+    sampler = ActionSampler(PolicyInference(policy, fast_path=False))
     with th.no_grad():
         distribution = policy.get_distribution(th.zeros(4, 3))
     actions, log_q = draw_first_actions(sampler, distribution, 4, "uniform", 6, np.random.default_rng(0))
@@ -309,7 +310,7 @@ def test_hybrid_batch_through_a_categorical_policy() -> None:
 
 def test_antithetic_first_actions_are_mirrored_pairs_from_pi_old() -> None:
     policy = tiny_policy(spaces.Box(-1, 1, (2,), dtype=np.float32))
-    sampler = ActionSampler(policy, None)
+    sampler = ActionSampler(PolicyInference(policy, fast_path=False))
     obs = th.randn(5, 3, generator=th.Generator().manual_seed(1))
     with th.no_grad():
         distribution = policy.get_distribution(obs)

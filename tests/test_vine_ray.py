@@ -41,7 +41,7 @@ from sb3_trpo.vine import BranchWorkerError
 
 ray = pytest.importorskip("ray")
 
-from sb3_trpo.vine.ray_backend import RayBranchRunner, connect  # noqa: E402
+from sb3_trpo.vine.runners.ray_pool import RayBranchRunner, connect  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_ray_actors_learn_with_the_in_process_bits_survive_ctrl_c_and_actor_deat
     model = _cartpole(n_workers=2, backend="ray")
     assert _mean_return(model) == before
     model.learn(15_000)
-    runner = model._sampler._pool()
+    runner = model.rollout_sampler.branch_runner()
     assert isinstance(runner, RayBranchRunner) and len(runner.pids) == 2
     np.testing.assert_array_equal(_q_values(model), _q_values(reference))
     assert th.equal(_parameters(model), _parameters(reference))
@@ -121,7 +121,7 @@ def test_ray_actors_learn_with_the_in_process_bits_survive_ctrl_c_and_actor_deat
     assert runner.pids == [] and _actor_gone(pids[0])  # the other actor was killed too
     model.learn(512, reset_num_timesteps=False)
     assert len(runner.pids) == 2 and not set(runner.pids) & set(pids)
-    model._sampler.close()
+    model.rollout_sampler.close()
 
 
 def _actor_gone(pid: int, wait: float = 10.0) -> bool:
@@ -145,7 +145,7 @@ def test_ray_non_finite_branch_data_raises_before_the_policy_step(local_ray: Non
     with pytest.raises(ValueError, match=pattern):
         model.learn(32)
     assert th.equal(_parameters(model), before)
-    model._sampler.close()
+    model.rollout_sampler.close()
 
 
 @pytest.mark.slow
@@ -163,7 +163,7 @@ def test_two_node_cluster_spreads_actors_and_survives_a_lost_node() -> None:
         reference = _model(_pendulum("vecnormalize"), n_workers=0).learn(800)
         model = _model(_pendulum("vecnormalize"), n_workers=2, backend="ray").learn(800)
         np.testing.assert_array_equal(_q_values(model), _q_values(reference))
-        runner = model._sampler._pool()
+        runner = model.rollout_sampler.branch_runner()
         hosts = [host for _, host in runner.infos]
         assert len(set(hosts)) == 2, hosts  # SPREAD: one actor per node
 
@@ -181,7 +181,7 @@ def test_two_node_cluster_spreads_actors_and_survives_a_lost_node() -> None:
         cluster.wait_for_nodes()
         model.learn(256, reset_num_timesteps=False)
         assert len(runner.pids) == 2
-        model._sampler.close()
+        model.rollout_sampler.close()
     finally:
         ray.shutdown()
         cluster.shutdown()

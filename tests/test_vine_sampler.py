@@ -21,10 +21,9 @@ from stable_baselines3.common.monitor import load_results
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper, VecFrameStack, VecNormalize
 
 from sb3_trpo import TRPO
-from sb3_trpo.surrogate import HybridBatch
 from sb3_trpo.vine import BranchWorkerError, UnsupportedEnvError, VineSampler, capture_env, clone_recipe
 from sb3_trpo.vine.branches import InProcessBranchEnvs, run_branches
-from sb3_trpo.vine.buffer import VineBatch
+from sb3_trpo.vine.estimators import HybridBatch, VineBatch
 from sb3_trpo.vine.vecenv import ObservationPipeline
 
 gym.register_envs(ale_py)
@@ -77,7 +76,7 @@ def test_trunk_is_single_path_collection(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(_monitor_rows(tmp_path / "vine"), _monitor_rows(tmp_path / "single_path"))
     assert len(_monitor_rows(tmp_path / "vine")) == 4  # 200-step episodes, 2 envs x 400 steps
     assert [(e["r"], e["l"]) for e in vine.ep_info_buffer] == [(e["r"], e["l"]) for e in sp.ep_info_buffer]
-    assert vine._sampler.branch_steps > 0 and vine.num_timesteps == 800 + vine._sampler.branch_steps
+    assert vine.rollout_sampler.branch_steps > 0 and vine.num_timesteps == 800 + vine.rollout_sampler.branch_steps
 
 
 def test_monitor_callbacks_and_episodes_count_trunk_steps_only(tmp_path: Path) -> None:
@@ -85,7 +84,7 @@ def test_monitor_callbacks_and_episodes_count_trunk_steps_only(tmp_path: Path) -
     model = _model(env)
     callback = CountSteps()
     model.learn(6000, callback=callback)
-    trunk, branch = model._sampler.trunk_steps, model._sampler.branch_steps
+    trunk, branch = model.rollout_sampler.trunk_steps, model.rollout_sampler.branch_steps
     assert callback.calls * env.num_envs == trunk
     assert model.num_timesteps == trunk + branch and branch > trunk
     assert sum(e.get_total_steps() for e in env.envs) == trunk  # type: ignore[attr-defined]
@@ -117,13 +116,13 @@ def test_budget_and_logs_count_branch_steps(tmp_path: Path) -> None:
 
 def _last_batch(model: TRPO) -> Any:
     """The rollout-set states and branch estimates of the model's last iteration."""
-    return model._sampler.branch_batch
+    return model.rollout_sampler.branch_batch
 
 
 def _same_first_action_q(model: TRPO, env: DummyVecEnv, crn: bool, n: int = 6) -> tuple[np.ndarray, np.ndarray]:
     """K branches from each of ``n`` states of the trunk env that all start with the same action: their Q_hat
     ``(n, K)`` and the observations they visited ``(n, K, horizon - 1, obs_dim)``."""
-    sampler = model._sampler
+    sampler = model.rollout_sampler
     snapshots, observations = [], []
     obs = env.reset()
     for _ in range(n):  # n successive states of the (only) trunk sub-env
@@ -176,7 +175,7 @@ def _batch_after_one_iteration(env: VecEnv, **vine: Any) -> tuple[np.ndarray, np
     model = _model(env, **vine)
     model.learn(256)
     batch = _last_batch(model)
-    model._sampler.close()
+    model.rollout_sampler.close()
     return batch.q_values.numpy(), batch.log_q.numpy()
 
 
@@ -252,7 +251,7 @@ def test_atari_frame_stack_cnn_learns_one_iteration() -> None:
         vine_kwargs=dict(n_states=4, n_actions=2, horizon=4, action_sampling="uniform"),
     )
     model.learn(32)
-    assert model._sampler.branch_steps == 4 * 2 * 4 and model.num_timesteps == 32 + 32
+    assert model.rollout_sampler.branch_steps == 4 * 2 * 4 and model.num_timesteps == 32 + 32
     assert _last_batch(model).observations.shape == (4, 4, 84, 84)  # transposed frame stacks
 
 
@@ -290,8 +289,8 @@ def test_dict_observations_and_multidiscrete_actions(action_sampling: str) -> No
     model.learn(64)
     batch = _last_batch(model)
     assert set(batch.observations) == {"a", "b"} and batch.actions.shape == (4, 8, 2)
-    assert 0 < model._sampler.branch_steps <= 8 * 4 * 4  # N*K*H, fewer where an episode ends inside a branch
-    assert model.num_timesteps == 64 + model._sampler.branch_steps
+    assert 0 < model.rollout_sampler.branch_steps <= 8 * 4 * 4  # N*K*H, fewer where an episode ends inside a branch
+    assert model.num_timesteps == 64 + model.rollout_sampler.branch_steps
 
 
 def test_save_and_load(tmp_path: Path) -> None:
@@ -300,9 +299,9 @@ def test_save_and_load(tmp_path: Path) -> None:
     model.save(tmp_path / "vine.zip")
     loaded = TRPO.load(tmp_path / "vine.zip", env=_pendulum(seed=1))
     assert loaded.sampler == "vine" and loaded.vine_kwargs == dict(n_states=16, n_actions=3, horizon=5)
-    assert isinstance(loaded._sampler, VineSampler) and loaded._sampler is not model._sampler
+    assert isinstance(loaded.rollout_sampler, VineSampler) and loaded.rollout_sampler is not model.rollout_sampler
     loaded.learn(256, reset_num_timesteps=False)
-    assert loaded._sampler.branch_steps == 16 * 3 * 5
+    assert loaded.rollout_sampler.branch_steps == 16 * 3 * 5
     without_env = TRPO.load(tmp_path / "vine.zip")
     without_env.set_env(_pendulum(seed=2))
     without_env.learn(256)
@@ -351,14 +350,14 @@ def test_policy_batch_of_each_surrogate(surrogate: str) -> None:
     surrogate; paper: eq. 16 on the 16 rollout-set states alone."""
     model = _model(_pendulum(), surrogate=surrogate)
     model.learn(256)
-    batch = model._sampler.policy_batch(next(model.rollout_buffer.get(batch_size=None)))
+    batch = model.rollout_sampler.policy_batch(next(model.rollout_buffer.get(batch_size=None)))
     if surrogate == "paper":
         assert isinstance(batch, VineBatch) and batch.observations.shape == (16, 3)
     else:
         assert isinstance(batch, HybridBatch) and batch.observations.shape == (256 + 16, 3)
         assert batch.branch_advantages.shape == (3, 16) and batch.weight == 8.0
         np.testing.assert_allclose(batch.branch_advantages.sum(dim=0).numpy(), 0.0, atol=1e-4)  # centred per state
-        info = model._policy_step(batch)
+        info = model.policy_step(batch)
         assert info.accepted and 0.0 < info.evaluation.mean_kl <= model.target_kl
 
 
@@ -383,12 +382,12 @@ def test_branch_states_join_the_critic_fit(critic_data: bool) -> None:
     model = _model(_pendulum(), critic_data=critic_data)
     model.learn(256)
     rollout = next(model.rollout_buffer.get(batch_size=None))
-    batch = model._sampler.critic_batch(rollout)
+    batch = model.rollout_sampler.critic_batch(rollout)
     extra = len(batch.returns) - 256
     if not critic_data:
-        assert extra == 0 and model._sampler.branch_critic is None
+        assert extra == 0 and model.rollout_sampler.branch_critic is None
         return
-    branches = model._sampler.branch_critic
+    branches = model.rollout_sampler.branch_critic
     assert extra == len(branches) and 0 < extra <= 16 * 3 * 9
     np.testing.assert_array_equal(batch.returns[256:].numpy(), branches.returns.astype(np.float32))
     np.testing.assert_array_equal(batch.observations[256:].numpy(), branches.observations)

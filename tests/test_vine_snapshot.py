@@ -368,7 +368,7 @@ def test_opting_in_wrapper_over_an_opaque_env_learns_with_the_vine_sampler() -> 
     )
     model.learn(4 * 64 + 4 * 8 * 2 * 10)
     assert model._n_updates >= 2
-    assert isinstance(model._sampler, VineSampler) and model._sampler.branch_steps > 0
+    assert isinstance(model.rollout_sampler, VineSampler) and model.rollout_sampler.branch_steps > 0
 
 
 def test_unpicklable_env_beneath_an_opting_in_wrapper_fails_at_construction() -> None:

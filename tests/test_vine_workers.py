@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import multiprocessing
 import os
 import signal
 import sys
@@ -29,11 +30,12 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecFrameStack,
 from test_vine_estimators import CounterEnv
 
 from sb3_trpo import TRPO
+from sb3_trpo.sampling.inference import PolicyInference
 from sb3_trpo.vine import BranchWorkerError, capture_env, clone_recipe
 from sb3_trpo.vine.actions import ActionSampler
 from sb3_trpo.vine.branches import BranchPlan
+from sb3_trpo.vine.runners import BranchBatch, InProcessBranchRunner, ProcessBranchRunner, worker_seeds
 from sb3_trpo.vine.vecenv import ObservationPipeline
-from sb3_trpo.vine.workers import BranchBatch, InProcessBranchRunner, ProcessBranchRunner, worker_seeds
 
 # Envs of this module travel to the workers by value, so that a worker does not import the test modules (seconds)
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -73,7 +75,7 @@ def _model(env: VecEnv, n_steps: int = 128, fast: bool = True, **vine: Any) -> T
 
 
 def _q_values(model: TRPO) -> np.ndarray:
-    return model._sampler.branch_batch.q_values.numpy()
+    return model.rollout_sampler.branch_batch.q_values.numpy()
 
 
 def _parameters(model: TRPO) -> th.Tensor:
@@ -120,9 +122,9 @@ def test_worker_processes_give_the_in_process_bits(pipeline: str, fast: bool) ->
     runs = {}
     for n_workers in (0, 1, 2) if pipeline == "vecnormalize" else (0, 2):
         model = _model(_pendulum(pipeline), fast=fast, n_workers=n_workers).learn(800)  # 2 iterations
-        assert model._sampler.trunk_steps == 512
+        assert model.rollout_sampler.trunk_steps == 512
         runs[n_workers] = (_q_values(model), _parameters(model))
-        model._sampler.close()
+        model.rollout_sampler.close()
     for n_workers in set(runs) - {0}:
         np.testing.assert_array_equal(runs[n_workers][0], runs[0][0])
         assert th.equal(runs[n_workers][1], runs[0][1])
@@ -147,8 +149,8 @@ def test_critic_data_is_the_same_from_worker_processes() -> None:
     th.manual_seed(0)
     policy = ActorCriticPolicy(CounterEnv.observation_space, spaces.Discrete(2), lambda _: 1e-3, net_arch=[8])
     batch, recipe = _counter_batch(critic_data=True)
-    reference = InProcessBranchRunner(recipe, [0, 1], ActionSampler(policy, None)).run(batch)
-    runner = ProcessBranchRunner(recipe, worker_seeds([0, 1], 2), policy, mirror=False, timeout=60)
+    reference = InProcessBranchRunner(recipe, [0, 1], ActionSampler(PolicyInference(policy, fast_path=False))).run(batch)
+    runner = ProcessBranchRunner(recipe, worker_seeds([0, 1], 2), policy, fast_path=False, timeout=60)
     try:
         out = runner.run(batch)
     finally:
@@ -159,6 +161,27 @@ def test_critic_data_is_the_same_from_worker_processes() -> None:
     for name in ("observations", "returns", "branches", "steps"):
         np.testing.assert_array_equal(getattr(out.critic, name), getattr(reference.critic, name), err_msg=name)
     assert runner.stats.shipped_bytes > 0 and runner.pids == []
+
+
+def test_a_pool_adds_its_module_to_the_users_forkserver_preload_list() -> None:
+    """Nothing is set on import: the pool adds its module to the fork server's preload list when it starts, after the
+    modules the user listed."""
+    from multiprocessing import forkserver
+
+    saved = list(forkserver._forkserver._preload_modules)
+    multiprocessing.set_forkserver_preload(["__main__", "json"])
+    try:
+        th.manual_seed(0)
+        policy = ActorCriticPolicy(CounterEnv.observation_space, spaces.Discrete(2), lambda _: 1e-3, net_arch=[8])
+        batch, recipe = _counter_batch(critic_data=False)
+        runner = ProcessBranchRunner(recipe, [[0, 1]], policy, fast_path=False, timeout=60, start_method="forkserver")
+        try:
+            assert len(runner.run(batch)) == 5
+        finally:
+            runner.close()
+        assert forkserver._forkserver._preload_modules == ["__main__", "json", ProcessBranchRunner.__module__]
+    finally:
+        multiprocessing.set_forkserver_preload(saved)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -182,7 +205,7 @@ class KillWorkerDuringBranches(BaseCallback):
 def test_killed_worker_raises_the_pool_is_reaped_and_the_next_learn_starts_a_new_one() -> None:
     model = _model(_pendulum(delay=0.002), n_workers=2)  # a worker spends about 0.5 s on its branches
     model.learn(256)
-    runner = model._sampler._pool()
+    runner = model.rollout_sampler.branch_runner()
     pids = runner.pids
     assert len(pids) == 2
     with pytest.raises(BranchWorkerError, match=rf"vine branch worker 0 \(pid {pids[0]}\) died with exit code -9"):
@@ -192,7 +215,7 @@ def test_killed_worker_raises_the_pool_is_reaped_and_the_next_learn_starts_a_new
     timesteps = model.num_timesteps
     model.learn(256, reset_num_timesteps=False)
     assert model.num_timesteps > timesteps and len(runner.pids) == 2 and not set(runner.pids) & set(pids)
-    model._sampler.close()
+    model.rollout_sampler.close()
     _assert_reaped(pids + runner.pids)
 
 
@@ -202,7 +225,7 @@ def test_hung_worker_times_out_and_is_stopped() -> None:
     with pytest.raises(BranchWorkerError, match=r"vine branch worker 0 \(pid \d+\) did not answer within 0.5 s"):
         model.learn(256)
     assert time.monotonic() - started < 30
-    assert model._sampler._pool().pids == []
+    assert model.rollout_sampler.branch_runner().pids == []
     _assert_reaped([])
 
 
@@ -216,11 +239,11 @@ def _phase(trace: TracebackType | None) -> str:
     while trace is not None:
         frames.append((Path(trace.tb_frame.f_code.co_filename), trace.tb_frame.f_code.co_name))
         trace = trace.tb_next
-    if any(path.parent.name == "vine" and path.name in ("workers.py", "branches.py", "ray_backend.py") for path, _ in frames):
+    if any(path.parent.name == "runners" or (path.parent.name == "vine" and path.name == "branches.py") for path, _ in frames):
         return "branches"
     if any(path.name == "trpo.py" and name == "train" for path, name in frames):
         return "train"
-    if any(path.name == "samplers.py" for path, _ in frames):
+    if any(path.parent.name == "sampling" and path.name == "single_path.py" for path, _ in frames):
         return "trunk"
     return "other"
 
@@ -290,7 +313,7 @@ def test_ctrl_c_at_any_moment_leaves_the_model_usable(tmp_path: Path) -> None:
     model = _model(_pendulum("vecnormalize"), n_steps=32, n_states=8, n_actions=2, horizon=5, n_branch_envs=4,
                    n_workers=2)  # fmt: skip
     model.learn(64)
-    runner = model._sampler._pool()
+    runner = model.rollout_sampler.branch_runner()
     hits = interrupt_at_many_moments(model, 64, lambda: runner.pids)
     assert min(hits["trunk"], hits["branches"], hits["train"]) >= 2, hits
     timesteps = model.num_timesteps
@@ -299,7 +322,7 @@ def test_ctrl_c_at_any_moment_leaves_the_model_usable(tmp_path: Path) -> None:
     assert all(Path(f"/proc/{pid}").exists() for pid in runner.pids)
     model.save(tmp_path / "model.zip")
     TRPO.load(tmp_path / "model.zip", env=_pendulum("vecnormalize")).learn(64)
-    model._sampler.close()
+    model.rollout_sampler.close()
     _assert_reaped([])
 
 
@@ -362,7 +385,7 @@ def test_non_finite_branch_data_raises_before_the_policy_step(what: str, n_worke
     with pytest.raises(ValueError, match=pattern):
         model.learn(32)
     assert th.equal(_parameters(model).nan_to_num(), before.nan_to_num())
-    model._sampler.close()
+    model.rollout_sampler.close()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -376,7 +399,8 @@ def test_backend_option() -> None:
     with pytest.raises(TypeError, match="vine_kwargs backend must be a string"):
         TRPO("MlpPolicy", "Pendulum-v1", vine_kwargs=dict(backend=None), **kwargs)
     model = TRPO("MlpPolicy", "Pendulum-v1", vine_kwargs=dict(backend="ray", n_states=8), **kwargs)
-    assert isinstance(model._sampler._pool(), InProcessBranchRunner)  # n_workers=0: in process, whatever the backend
+    runner = model.rollout_sampler.branch_runner()
+    assert isinstance(runner, InProcessBranchRunner)  # n_workers=0: in process, whatever the backend
 
 
 def test_ray_backend_without_ray_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -389,5 +413,5 @@ def test_ray_backend_without_ray_says_how_to_install_it(monkeypatch: pytest.Monk
 def test_more_workers_than_chunks_warns() -> None:
     model = _model(_pendulum(), n_workers=3, n_branch_envs=24)  # 48 branches: 2 chunks for 3 workers
     with pytest.warns(UserWarning, match=r"n_workers=3 but the 48 branches make only 2 chunk\(s\)"):
-        model._sampler._pool()
-    assert model._sampler._pool().pids == []  # no process starts before the first run
+        model.rollout_sampler.branch_runner()
+    assert model.rollout_sampler.branch_runner().pids == []  # no process starts before the first run

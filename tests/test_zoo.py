@@ -342,7 +342,7 @@ def test_split_entry_accepts_every_string_valued_trpo_argument(tmp_path: Path, m
     choices = {name: allowed[-1] for name, allowed in CHOICE_ARGUMENTS.items() if name != "sampler"}
     entry = {"policy": "MlpPolicy", "n_envs": 1, "n_steps": 64, "batch_size": 64, **choices}
     (tmp_path / "trpo.yml").write_text(yaml.safe_dump({"Pendulum-v1": entry, "CartPole-v1": {**entry, "gamma": "lin_0.99"}}))
-    monkeypatch.setattr("sb3_trpo.zoo.CONFIG_DIR", tmp_path)
+    monkeypatch.setattr("sb3_trpo.zoo.config.CONFIG_DIR", tmp_path)
 
     algo_kwargs, zoo_settings = split_entry("Pendulum-v1")
     assert algo_kwargs == {"n_steps": 64, "batch_size": 64, **choices}
@@ -352,6 +352,44 @@ def test_split_entry_accepts_every_string_valued_trpo_argument(tmp_path: Path, m
     assert all(getattr(model, name) == value for name, value in choices.items())
     with pytest.raises(ValueError, match=r"Python-expression values \(gamma\)"):
         split_entry("CartPole-v1")  # a string where TRPO takes a number is still left to the zoo
+
+
+def test_reading_a_config_entry_imports_no_rl_zoo_optuna_or_sb3_contrib() -> None:
+    """Scripts and benchmarks read entries (an ALE id's ``atari`` entry too) with PyYAML alone."""
+    script = (
+        "import sys\n"
+        "from sb3_trpo.zoo import CONFIG_DIR, config_entry, split_entry\n"
+        "split_entry('Hopper-v5'); split_entry('ALE/Breakout-v5')\n"
+        "config_entry(CONFIG_DIR / 'trpo_vine.yml', 'CartPole-v1')\n"
+        "print(sorted({name.split('.')[0] for name in sys.modules} & {'rl_zoo3', 'optuna', 'sb3_contrib'}))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "[]"
+
+
+def test_atari_ids_are_those_of_the_zoo() -> None:
+    """``sb3_trpo.zoo.config.is_atari`` restates rl-zoo's rule: they agree on every registered id."""
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    from sb3_trpo.zoo.config import is_atari
+
+    ids = list(gym.envs.registry)
+    assert sum(map(is_atari, ids)) > 100
+    assert all(is_atari(env_id) == ExperimentManager.is_atari(env_id) for env_id in ids)
+
+
+def test_each_upstream_workaround_names_the_version_it_targets() -> None:
+    """Every workaround listed in ``sb3_trpo.zoo.upstream`` says which upstream version it works around."""
+    import re
+
+    from sb3_trpo.zoo import upstream
+
+    listed = re.findall(r":func:`(\w+)`", upstream.__doc__ or "")
+    workarounds = [name for name in dict.fromkeys(listed) if name != "command_environment"]
+    assert len(workarounds) == 6
+    for name in workarounds:
+        assert re.search(r"(rl-zoo|huggingface_sb3) \d+\.\d+", getattr(upstream, name).__doc__), name
 
 
 def refusal(capsys: pytest.CaptureFixture[str], *args: str | Path) -> str:

@@ -21,8 +21,7 @@ stride-4 first layer does not fit a 10x10 input. :class:`MinAtarCNN` is the netw
 convolution with 16 channels, stride 1, ReLU, then a 128-unit ReLU layer); :class:`MinAtarCnnPolicy` is SB3's
 ``ActorCriticPolicy`` with that extractor, linear heads on its 128 features and a separate extractor for the critic.
 ``MlpPolicy`` on the flattened grid works as well, with sb3-trpo's NumPy fast path, and is the one to default to:
-``benchmarks/minatar_policies.py`` (single-path TRPO, Breakout and SpaceInvaders, 5 seeds x 400K steps) measured
-equal returns (Welch's t-test) and 6.7-10.8x more env steps per second for ``MlpPolicy``.
+BENCHMARKS.md compares the two policies' returns and speed (``python -m benchmarks.minatar_policies``).
 
 From an rl-zoo YAML file, name the policy class by its import path::
 

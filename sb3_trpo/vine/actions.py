@@ -19,9 +19,10 @@ from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 from sb3_trpo.arrays import Observation, action_tensor
-from sb3_trpo.distributions import NumpyParams, OutputFamily, family_of, numpy_noise, numpy_params
-from sb3_trpo.mlp_mirror import ActorCriticMirror
-from sb3_trpo.samplers import env_actions
+from sb3_trpo.distributions import OutputFamily, family_of
+from sb3_trpo.fast.families import NumpyParams, numpy_family, numpy_noise, numpy_params
+from sb3_trpo.sampling.inference import PolicyInference
+from sb3_trpo.sampling.single_path import env_actions
 
 ACTION_SAMPLING = ("policy", "uniform", "all", "antithetic")
 
@@ -38,27 +39,27 @@ def branch_family(policy: ActorCriticPolicy) -> OutputFamily:
 
 
 class ActionSampler:
-    """The current policy's actions from given noise, batched (NumPy mirror for plain MLPs, else torch)."""
+    """The current policy's actions from given noise, batched (inference by ``inference``: torch or the NumPy fast path).
 
-    def __init__(self, policy: ActorCriticPolicy, mirror: ActorCriticMirror | None) -> None:
-        self.policy = policy
-        self.mirror = mirror
-        self.family = branch_family(policy)
+    :param inference: The policy's inference
+    """
+
+    def __init__(self, inference: PolicyInference) -> None:
+        self.inference = inference
+        self.policy = policy = inference.policy
+        self.distribution_family = branch_family(policy)
+        self.family = numpy_family(self.distribution_family)  # its sampling from explicit noise
         self.action_space = policy.action_space
 
     # -- distribution parameters ---------------------------------------------------------------------------------
 
     def parameters(self, obs: Observation) -> NumpyParams:
         """The family's parameters at a batch of observations (``(mean, std)``, ``(logits,)`` or logit blocks)."""
-        if self.mirror is not None and isinstance(obs, np.ndarray):
-            return self.mirror.actor_params(obs)
-        obs_tensor, _ = self.policy.obs_to_tensor(obs)
-        with th.no_grad():
-            return self.distribution_parameters(self.policy.get_distribution(obs_tensor))
+        return self.inference.distribution_parameters(obs)
 
     def distribution_parameters(self, distribution: Distribution) -> NumpyParams:
         """The same parameters read from an SB3 distribution object."""
-        return numpy_params(self.family.parameters(distribution))
+        return numpy_params(self.distribution_family.parameters(distribution))
 
     def draw_noise(self, rng: np.random.Generator, shape: tuple[int, ...], params: NumpyParams) -> np.ndarray:
         """Noise of shape ``(*shape, width)`` for distributions with parameters like ``params``."""
@@ -68,7 +69,7 @@ class ActionSampler:
 
     def actions(self, parameters: NumpyParams, noise: np.ndarray) -> np.ndarray:
         """Actions (policy format, unclipped) from distribution parameters and one noise row per action."""
-        actions = self.family.sample_numpy(parameters, noise)
+        actions = self.family.sample(parameters, noise)
         return actions.reshape((len(noise), *(self.action_space.shape or ())))
 
     def act(self, obs: Observation, noise: np.ndarray) -> np.ndarray:
@@ -81,11 +82,7 @@ class ActionSampler:
 
     def values(self, obs: Observation) -> np.ndarray:
         """The critic's ``V(s)`` at a batch of observations."""
-        if self.mirror is not None and isinstance(obs, np.ndarray):
-            return self.mirror.values(obs).astype(np.float64)
-        obs_tensor, _ = self.policy.obs_to_tensor(obs)
-        with th.no_grad():
-            return self.policy.predict_values(obs_tensor).flatten().cpu().numpy().astype(np.float64)
+        return self.inference.value_estimates(obs)
 
 
 def check_action_sampling(action_sampling: str, action_space: spaces.Space, n_actions: int | None) -> int:

@@ -25,12 +25,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-import gymnasium as gym
 import numpy as np
 
 from sb3_trpo.arrays import Observation, concat_obs, index_obs
 from sb3_trpo.vine.actions import ActionSampler
-from sb3_trpo.vine.snapshot import EnvSnapshot, build_env, restore_env
+from sb3_trpo.vine.snapshot import EnvSnapshot, build_env, env_name, restore_env
 from sb3_trpo.vine.vecenv import ObservationPipeline
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -58,12 +57,6 @@ class BranchEnvs(Protocol):
     def step(self, slots: Sequence[int], actions: np.ndarray) -> StepResult: ...
 
     def close(self) -> None: ...
-
-
-def env_name(env: gym.Env) -> str:
-    """The env's registered id, or the class name of its core env."""
-    spec = getattr(env, "spec", None)
-    return spec.id if spec is not None and spec.id else type(env.unwrapped).__name__
 
 
 class InProcessBranchEnvs:

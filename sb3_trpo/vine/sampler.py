@@ -10,10 +10,10 @@ One iteration (:meth:`VineSampler.collect`):
    the snapshots (:mod:`sb3_trpo.vine.branches`), in lockstep batches with one policy call per step.
 4. Report the branch steps (the algorithm counts them in ``num_timesteps``, so ``learn(total_timesteps)`` budgets
    trunk + branch steps) and the logger records, and keep the :class:`~sb3_trpo.vine.buffer.VineBatch` for the
-   policy step (eq. 15 or 16, KL over the N states).
+   policy step (:mod:`sb3_trpo.vine.estimators`: the hybrid estimator, or eq. 15 or 16 with the KL over the N states).
 
-The sampler never sees the algorithm: it gets the trunk loop, the policy, its NumPy mirror and the discount through
-its constructor (:class:`sb3_trpo.samplers.Sampler` is the interface it implements).
+The sampler never sees the algorithm: it gets the trunk loop, the policy's inference (torch or the NumPy fast path)
+and the discount through its constructor (:class:`sb3_trpo.sampling.base.Sampler` is the interface it implements).
 """
 
 from __future__ import annotations
@@ -32,24 +32,22 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import RolloutBufferSamples
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_trpo.arrays import action_tensor
 from sb3_trpo.checks import check_bool, check_choice, check_int, check_real
-from sb3_trpo.mlp_mirror import ActorCriticMirror
-from sb3_trpo.samplers import Collection, CriticBatch, TrunkCollector
-from sb3_trpo.surrogate import HybridBatch, SurrogateBatch, branch_advantages
+from sb3_trpo.sampling.base import Collection, CriticBatch, TrunkCollector
+from sb3_trpo.sampling.inference import PolicyInference
+from sb3_trpo.surrogate import SurrogateBatch
 from sb3_trpo.vine.actions import ACTION_SAMPLING, ActionSampler, check_action_sampling, draw_first_actions
 from sb3_trpo.vine.branches import BranchCriticData, BranchDataError, BranchEstimates, BranchPlan
-from sb3_trpo.vine.buffer import RolloutSet, VineBatch
+from sb3_trpo.vine.estimators import SURROGATES, VineBatch, hybrid_batch
+from sb3_trpo.vine.runners.base import BranchBatch, BranchRunner
+from sb3_trpo.vine.runners.factory import BACKENDS, make_runner
 from sb3_trpo.vine.snapshot import EnvSnapshot, build_env, capture_env, check_env, restore_env
 from sb3_trpo.vine.vecenv import ObservationPipeline, SnapshotTap, TrunkEnvs, base_vec_env
-from sb3_trpo.vine.workers import BACKENDS, BranchBatch, BranchRunner, make_runner
-
-SURROGATES = ("hybrid", "paper")
 
 
 @dataclass(frozen=True)
@@ -135,6 +133,30 @@ class VineOptions:
         return cls(**kwargs)
 
 
+@dataclass
+class RolloutSet:
+    """The N rollout-set states of one iteration (section 5.2), in trunk order ``(t, env)``."""
+
+    steps: np.ndarray
+    env_indices: np.ndarray
+    snapshots: list[EnvSnapshot]
+    wrapper_states: list[tuple[Any, ...]]
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def observations(self, buffer: RolloutBuffer) -> np.ndarray | dict[str, np.ndarray]:
+        """The observations the policy acted on at these states (as stored in the trunk's rollout buffer)."""
+        obs = buffer.observations
+        if isinstance(obs, dict):
+            return {key: value[self.steps, self.env_indices] for key, value in obs.items()}
+        return obs[self.steps, self.env_indices]
+
+    def trunk_actions(self, buffer: RolloutBuffer) -> np.ndarray:
+        """The trunk's action at each state: a draw from pi_old there."""
+        return buffer.actions[self.steps, self.env_indices]
+
+
 class VineSampler:
     """
     The vine sampler of TRPO, built by ``TRPO(..., sampler="vine", vine_kwargs={...})``: section 5.2 and eqs. 15-16 of
@@ -151,8 +173,7 @@ class VineSampler:
     trunk's action at each state, a draw from pi_old. gSDE is not supported.
 
     :param trunk: The single-path loop that collects the trunk
-    :param policy: The policy whose actions the branches follow
-    :param mirror: Its NumPy mirror (``None``: torch inference)
+    :param inference: The inference of the policy whose actions the branches follow (torch or the NumPy fast path)
     :param gamma: Discount factor of the branch returns
     :param n_steps: Trunk steps per env and iteration (the rollout set is drawn from them)
     :param seed: Seed of the sampler's own generator (rollout set, first actions, branch noise, env copies)
@@ -163,8 +184,7 @@ class VineSampler:
     def __init__(
         self,
         trunk: TrunkCollector,
-        policy: ActorCriticPolicy,
-        mirror: ActorCriticMirror | None,
+        inference: PolicyInference,
         gamma: float,
         n_steps: int,
         seed: int | None,
@@ -172,17 +192,20 @@ class VineSampler:
         env: VecEnv | None = None,
     ) -> None:
         self.trunk = trunk
-        self.policy = policy
+        self.inference = inference
+        self.policy = policy = inference.policy
         self.gamma = gamma
         self.n_steps = n_steps
         self.options = options
-        self.mirror = mirror
         if policy.use_sde:
             raise ValueError("The vine sampler does not support gSDE (use_sde=True): branch noise must be explicit")
         self.n_actions = check_action_sampling(options.action_sampling, policy.action_space, options.n_actions)
-        self.actions = ActionSampler(policy, mirror)
+        self.actions = ActionSampler(inference)
         self._rng = np.random.default_rng(None if seed is None else [seed, 0x76696E65])
         self._env: VecEnv | None = None
+        self.trunk_envs: TrunkEnvs | None = None  # the trunk's sub-envs, once an env is bound
+        self.pipeline: ObservationPipeline | None = None  # what the trunk's VecEnv wrappers do to branches
+        self.recipe = b""  # the recipe of branch env copies
         self._runner: BranchRunner | None = None
         self.branch_batch: VineBatch | None = None
         self.branch_critic: BranchCriticData | None = None
@@ -207,10 +230,11 @@ class VineSampler:
         recipe = trunk.recipe()
         _dry_run(recipe, trunk.capture([0], options.common_random_numbers)[0], options.common_random_numbers)
         self.close()
-        self._env, self._trunk_envs, self._pipeline, self._recipe = env, trunk, pipeline, recipe
+        self._env, self.trunk_envs, self.pipeline, self.recipe = env, trunk, pipeline, recipe
 
-    def _pool(self) -> BranchRunner:
-        """The branch runner (built on first use): env copies here, or workers that hold them."""
+    def branch_runner(self) -> BranchRunner:
+        """The branch runner (built on first use; no worker starts before its first run): env copies here, or workers
+        that hold them."""
         options = self.options
         if self._runner is None:
             n_branches = options.n_states * self.n_actions
@@ -227,7 +251,7 @@ class VineSampler:
             self._runner = make_runner(
                 options.backend,
                 options.n_workers,
-                self._recipe,
+                self.recipe,
                 seeds,
                 self.actions,
                 options.worker_timeout,
@@ -244,9 +268,10 @@ class VineSampler:
     def _run_plan(self, rollout_set: RolloutSet, plan: BranchPlan) -> BranchEstimates:
         """The branches of ``plan`` on the branch runner; non-finite branch data raises ``ValueError`` naming the
         env, the rollout-set state (and its trunk position) and the branch step, before any policy step."""
-        batch = BranchBatch(plan, rollout_set.snapshots, rollout_set.wrapper_states, self._pipeline)
+        assert self.pipeline is not None
+        batch = BranchBatch(plan, rollout_set.snapshots, rollout_set.wrapper_states, self.pipeline)
         try:
-            return self._pool().run(batch)
+            return self.branch_runner().run(batch)
         except BranchDataError as error:
             n = error.state
             where = f" (trunk step {rollout_set.steps[n]} of sub-env {rollout_set.env_indices[n]})"
@@ -272,16 +297,11 @@ class VineSampler:
         vine = self.branch_batch
         if vine is None:
             raise RuntimeError("VineSampler.policy_batch() needs a collect() first")
-        if self.options.surrogate == "paper":
+        options = self.options
+        if options.surrogate == "paper":
             return vine
         trunk = self.trunk.policy_batch(rollout)
-        sampling = self.options.action_sampling
-        # eq. 15 enumerates the K actions: in importance-sampling form that is q = 1/K
-        log_q = th.full_like(vine.log_q, -math.log(self.n_actions)) if sampling == "all" else vine.log_q
-        advantages = branch_advantages(vine.q_values, sampling in ("policy", "uniform"), trunk.advantage_scale)
-        return HybridBatch(
-            trunk, vine.observations, vine.fisher_actions, vine.actions, advantages, log_q, self.options.branch_weight
-        )
+        return hybrid_batch(vine, trunk, options.action_sampling, self.n_actions, options.branch_weight)
 
     def critic_batch(self, rollout: RolloutBufferSamples) -> CriticBatch:
         """The trunk's states and lambda-returns, followed by the branches' visited states and returns-to-go
@@ -321,11 +341,14 @@ class VineSampler:
         wrapper_states: list[tuple[Any, ...]] = []
         crn = self.options.common_random_numbers
 
+        trunk_envs, pipeline = self.trunk_envs, self.pipeline
+        assert trunk_envs is not None and pipeline is not None
+
         def before_step(t: int) -> None:
             indices = by_step.get(t)
             if indices:
-                snapshots.extend(self._trunk_envs.capture(indices, crn))
-                wrapper_states.extend(self._pipeline.capture(e) for e in indices)
+                snapshots.extend(trunk_envs.capture(indices, crn))
+                wrapper_states.extend(pipeline.capture(e) for e in indices)
 
         if not self.trunk.collect(SnapshotTap(env, before_step), callback, rollout_buffer, n_rollout_steps).completed:
             return None
@@ -335,8 +358,6 @@ class VineSampler:
     def _run_branches(self, rollout_set: RolloutSet, rollout_buffer: RolloutBuffer) -> BranchEstimates:
         policy = self.policy
         policy.set_training_mode(False)
-        if self.mirror is not None:
-            self.mirror.refresh()
         observations = obs_as_tensor(rollout_set.observations(rollout_buffer), policy.device)  # type: ignore[arg-type]
         with th.no_grad():
             distribution = policy.get_distribution(observations)

@@ -175,13 +175,13 @@ def snapshot_layers(env: gym.Env) -> list[gym.Env]:
 
 
 def env_name(env: gym.Env) -> str:
-    """A readable name: the registered id, or the core env's class."""
-    core = env.unwrapped
-    spec = getattr(core, "spec", None)
-    return spec.id if spec is not None else _class_name(core)
+    """The env's name in messages: its registered id, or the class name of its core env."""
+    spec = getattr(env, "spec", None)
+    return spec.id if spec is not None and spec.id else type(env.unwrapped).__name__
 
 
-def _class_name(obj: object) -> str:
+def class_name(obj: object) -> str:
+    """The full name of ``obj``'s class (``module.QualifiedName``): how snapshots name their layers."""
     cls = type(obj)
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -260,8 +260,8 @@ def _set_rng_state(layer: Any, name: str, saved: tuple[str, Any]) -> None:
 def _unsupported(env: gym.Env | None, layer: Any, name: str, value: object) -> UnsupportedEnvError:
     where = f"env {env_name(env)!r}" if env is not None else "this env"
     return UnsupportedEnvError(
-        f"The vine sampler cannot snapshot {where}: attribute {name!r} of layer {_class_name(layer)} holds a "
-        f"{_class_name(value)}, which is neither plain data (numbers, strings, arrays, containers of these), a random "
+        f"The vine sampler cannot snapshot {where}: attribute {name!r} of layer {class_name(layer)} holds a "
+        f"{class_name(value)}, which is neither plain data (numbers, strings, arrays, containers of these), a random "
         f"generator nor structure (spaces, specs, functions). Define {OPT_IN_METHODS[0]}() and {OPT_IN_METHODS[1]}(state) "
         "on that layer to save and restore its state."
     )
@@ -386,7 +386,7 @@ class MinatarAdapter(AttributeAdapter):
             if not isinstance(random_state, np.random.RandomState):
                 raise UnsupportedEnvError(
                     f"The vine sampler cannot snapshot env {env_name(env)!r}: attribute 'random' of "
-                    f"{_class_name(holder)} holds a {_class_name(random_state)}, not the numpy RandomState of the MinAtar "
+                    f"{class_name(holder)} holds a {class_name(random_state)}, not the numpy RandomState of the MinAtar "
                     f"versions it knows (1.0.x). Define {OPT_IN_METHODS[0]}() and {OPT_IN_METHODS[1]}(state) on the env."
                 )
         check_attributes(env, game, self._GAME_EXCLUDE)
@@ -430,7 +430,7 @@ class OptInAdapter:
         for method in OPT_IN_METHODS:
             if not callable(getattr(layer, method, None)):
                 raise UnsupportedEnvError(
-                    f"{_class_name(layer)} of env {env_name(env)!r} defines only one of {OPT_IN_METHODS}; define both"
+                    f"{class_name(layer)} of env {env_name(env)!r} defines only one of {OPT_IN_METHODS}; define both"
                 )
 
     def capture(self, layer: Any, include_rng: bool) -> Any:
@@ -495,7 +495,7 @@ def adapter_for(env: gym.Env, layer: Any) -> AttributeAdapter | OptInAdapter:
     if type(layer).__module__.startswith(_ATTRIBUTE_CORE_MODULES):
         return _ATTRIBUTES
     raise UnsupportedEnvError(
-        f"The vine sampler cannot snapshot env {env_name(env)!r}: its core env {_class_name(layer)} is not a MuJoCo "
+        f"The vine sampler cannot snapshot env {env_name(env)!r}: its core env {class_name(layer)} is not a MuJoCo "
         "env (gymnasium.envs.mujoco.MujocoEnv), an ALE env (ale_py.AtariEnv), a MinAtar env (minatar.gym.BaseEnv) nor "
         "a gymnasium classic-control or toy-text env, so there is no known way to save and restore its full state. Define "
         f"{OPT_IN_METHODS[0]}() (returning a picklable copy of everything step() depends on, random state included) "
@@ -522,7 +522,7 @@ def capture_env(env: gym.Env, include_rng: bool) -> EnvSnapshot:
     """Snapshot every layer of ``env`` (``Monitor`` excluded); random states only with ``include_rng``."""
     layers = snapshot_layers(env)
     states = tuple(adapter_for(env, layer).capture(layer, include_rng) for layer in layers)
-    return EnvSnapshot(tuple(_class_name(layer) for layer in layers), states)
+    return EnvSnapshot(tuple(class_name(layer) for layer in layers), states)
 
 
 def restore_env(env: gym.Env, snapshot: EnvSnapshot) -> None:
@@ -531,7 +531,7 @@ def restore_env(env: gym.Env, snapshot: EnvSnapshot) -> None:
     if len(layers) != len(snapshot.layer_types) or not all(
         _is_a(layer, name) for layer, name in zip(layers, snapshot.layer_types, strict=True)
     ):
-        names = tuple(_class_name(layer) for layer in layers)
+        names = tuple(class_name(layer) for layer in layers)
         raise ValueError(f"snapshot of layers {snapshot.layer_types} cannot be restored into an env with layers {names}")
     for layer, state in zip(layers, snapshot.states, strict=True):
         adapter_for(env, layer).restore(layer, state)
@@ -596,7 +596,7 @@ def _unpicklable(env: gym.Env, error: Exception) -> UnsupportedEnvError:
             break
     return UnsupportedEnvError(
         f"The vine sampler cannot build branch copies of env {env_name(env)!r}: they are unpickled from the trunk env, "
-        f"and layer {_class_name(culprit)} cannot be pickled ({type(error).__name__}: {error}). Make it picklable, e.g. "
+        f"and layer {class_name(culprit)} cannot be pickled ({type(error).__name__}: {error}). Make it picklable, e.g. "
         "with gymnasium.utils.EzPickle, which re-runs the constructor with the same arguments (its state is then set "
         f"by the layer's {OPT_IN_METHODS[0]}()/{OPT_IN_METHODS[1]}() or by the adapter of its family)."
     )

@@ -46,9 +46,9 @@ from sb3_trpo.arrays import Observation
 from sb3_trpo.vine.snapshot import (
     EnvSnapshot,
     UnsupportedEnvError,
-    _class_name,
     capture_env,
     check_env,
+    class_name,
     clone_recipe,
     snapshot_layers,
 )
@@ -83,7 +83,7 @@ class _InstallRemoteMethod:
 
 def layer_names(env: gym.Env) -> tuple[str, ...]:
     """Class names of the layers a snapshot covers (outermost first)."""
-    return tuple(_class_name(layer) for layer in snapshot_layers(env))
+    return tuple(class_name(layer) for layer in snapshot_layers(env))
 
 
 def base_vec_env(env: VecEnv) -> VecEnv:

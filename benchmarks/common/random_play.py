@@ -1,4 +1,4 @@
-"""Random play: uniformly random actions as an SB3 predictor, and the returns it gets on a VecEnv."""
+"""The random-play baseline: uniformly random actions, played and scored as an agent is evaluated."""
 
 from __future__ import annotations
 
@@ -33,12 +33,15 @@ class UniformPolicy:
         return np.array([self.action_space.sample() for _ in range(self.n_envs)]), state
 
 
-def random_returns(env: VecEnv, episodes: int, seed: int) -> np.ndarray:
-    """Returns of ``episodes`` episodes of uniformly random actions on ``env`` (counted as SB3's ``evaluate_policy``
-    counts them: the Monitor's episodes where there is one); ``env`` is closed."""
+def random_play(env: VecEnv, episodes: int, seed: int) -> np.ndarray:
+    """Returns of ``episodes`` episodes of uniformly random actions (drawn with ``seed``) on ``env``, which is closed.
+
+    SB3's ``evaluate_policy`` counts the episodes of the env's ``Monitor`` where it has one: with a Monitor below the
+    Atari wrappers, whole games with their unclipped scores.
+    """
     try:
         policy = UniformPolicy(env.action_space, env.num_envs, seed)
-        returns, _ = evaluate_policy(policy, env, n_eval_episodes=episodes, return_episode_rewards=True)  # type: ignore[arg-type]
+        returns, _ = evaluate_policy(policy, env, n_eval_episodes=episodes, return_episode_rewards=True)
     finally:
         env.close()
     return np.asarray(returns, dtype=float)

@@ -1,4 +1,5 @@
-"""Figures and tables from finished runs: final returns over seeds, mean ± std learning curves, markdown tables."""
+"""Figures and tables from finished runs: final returns over seeds, Welch's comparisons, mean ± std learning curves,
+markdown tables."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from scipy import stats
 
-from benchmarks.zoo_runs import RunResult
+from benchmarks.common.runs import RunResult
 
 FINAL_FRACTION = 0.1  # the final return averages the evaluations in the last 10% of the budget
 CURVE_POINTS = 60  # grid size when seeds were evaluated at different steps (vine)
@@ -84,9 +85,24 @@ def compare(results: Sequence[RunResult], env_id: str, label: str, reference: st
     delta = float(ours.mean() - theirs.mean())
     if min(len(ours), len(theirs)) < 2 or (ours.std() == 0 and theirs.std() == 0):
         return Comparison(delta, float("nan"), "equal" if delta == 0 else "n/a (one seed)")
-    p_value = float(stats.ttest_ind(ours, theirs, equal_var=False).pvalue)
-    verdict = "equal" if p_value >= P_THRESHOLD else ("better" if delta > 0 else "worse")
-    return Comparison(delta, p_value, verdict)
+    return Comparison(delta, *welch(ours, theirs))
+
+
+def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, str]:
+    """Welch's t-test of ``a`` against ``b`` (at least two values each, not all equal): the p-value and the verdict,
+    ``better`` or ``worse`` at ``p < P_THRESHOLD``, ``equal`` otherwise."""
+    p_value = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    return p_value, "equal" if p_value >= P_THRESHOLD else ("better" if a.mean() > b.mean() else "worse")
+
+
+def branch_share(results: Sequence[RunResult]) -> float:
+    """Fraction of vine runs' env steps spent in branches (from their ``vine/*`` logger records)."""
+    shares = []
+    for result in results:
+        progress = result.progress()
+        branch, trunk = progress["vine/branch_steps"].max(), progress["vine/trunk_steps"].max()
+        shares.append(branch / (branch + trunk))
+    return float(np.mean(shares))
 
 
 def curves_table(results: Sequence[RunResult]) -> pd.DataFrame:
@@ -163,9 +179,9 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def format_return(mean: float, std: float) -> str:
-    """``mean ± std`` (just the mean for a single seed)."""
-    return f"{mean:.1f} ± {std:.1f}" if np.isfinite(std) else f"{mean:.1f}"
+def format_return(mean: float, std: float, digits: int = 1) -> str:
+    """``mean ± std`` with ``digits`` decimals (just the mean where ``std`` is NaN, e.g. for a single seed)."""
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if np.isfinite(std) else f"{mean:.{digits}f}"
 
 
 FINAL_RETURN_LINE = (

@@ -2,12 +2,12 @@
 
 Install with ``pip install "sb3-trpo[ray]"``. The runner uses the Ray cluster this process is connected to
 (``ray.init(...)`` called before ``learn()``), or the one named by ``RAY_ADDRESS``; otherwise it starts a local Ray
-instance with ``n_workers`` CPUs. Each worker is an actor holding a :class:`~sb3_trpo.vine.workers.BranchWorker`
+instance with ``n_workers`` CPUs. Each worker is an actor holding a :class:`~sb3_trpo.vine.runners.base.BranchWorker`
 (one CPU; placement strategy ``"SPREAD"``, so actors go to different nodes where the cluster has them); the
 package must be importable on every node. Per iteration the policy's weights and the frozen observation pipeline are
 put into Ray's object store once (``ray.put``), and each actor gets them by reference with its share of the branch
 jobs. An actor that dies (or a node that is lost), raises, or does not answer within ``timeout`` seconds makes the
-run raise :class:`~sb3_trpo.vine.workers.BranchWorkerError`; every actor of the pool is killed, and the next run
+run raise :class:`~sb3_trpo.vine.runners.base.BranchWorkerError`; every actor of the pool is killed, and the next run
 creates new ones. After a ``KeyboardInterrupt`` the actors stay: the interrupted requests' results are dropped, and
 each actor runs the next request after them.
 """
@@ -16,26 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from stable_baselines3.common.policies import ActorCriticPolicy
 
-from sb3_trpo.vine.branches import BranchEstimates
-from sb3_trpo.vine.workers import (
-    BranchBatch,
-    BranchWorker,
-    BranchWorkerError,
-    RunStats,
-    SharedState,
-    WorkerSpec,
-    collect_results,
-    pickled_policy,
-    policy_weights,
-    split_batch,
-)
+from sb3_trpo.vine.branches import BranchDataError, BranchEstimates
+from sb3_trpo.vine.runners.base import BranchWorker, BranchWorkerError, WorkerPool, pickled_policy
 
 RAY_INSTALL_HINT = 'the vine sampler\'s backend="ray" needs Ray: pip install "sb3-trpo[ray]"'
 
@@ -81,13 +69,13 @@ def _remote_worker_class() -> Any:
     return _actor_class
 
 
-class RayBranchRunner:
+class RayBranchRunner(WorkerPool):
     """Branch workers as Ray actors (``backend="ray"``); see the module docstring.
 
     :param recipe: The branch copies' recipe
     :param seeds: The seeds of each worker's copies (one list per worker, each ``chunk_size`` long)
     :param policy: The policy (pickled when the actors start; its weights are shipped at every run)
-    :param mirror: Whether workers use the NumPy mirror (as the main process does)
+    :param fast_path: Whether workers use the NumPy fast path (as the main process does)
     :param timeout: Seconds to wait for an actor's reply (``None``: as long as it lives)
     """
 
@@ -96,42 +84,33 @@ class RayBranchRunner:
         recipe: bytes,
         seeds: Sequence[Sequence[int]],
         policy: ActorCriticPolicy,
-        mirror: bool,
+        fast_path: bool,
         timeout: float | None = None,
     ) -> None:
         import_ray()
-        self.recipe = recipe
-        self.seeds = [list(map(int, s)) for s in seeds]
-        self.chunk_size = len(self.seeds[0])
-        self.policy = policy
-        self.mirror = mirror
-        self.timeout = timeout
-        self.stats = RunStats()
+        super().__init__(recipe, seeds, policy, fast_path, timeout)
         self.actors: list[Any] = []
         self.infos: list[tuple[int, str]] = []
+        self._refs: list[Any] = []  # the pending results of the last run, one per actor
 
     @property
     def pids(self) -> list[int]:
         """The actors' pids (empty while no pool runs)."""
         return [pid for pid, _ in self.infos]
 
-    def run(self, batch: BranchBatch) -> BranchEstimates:
-        ray = import_ray()
-        start = time.perf_counter()
-        if not self.actors:
-            self._start()
-        jobs = [pickle.dumps(job, protocol=5) for job in split_batch(batch, self.chunk_size, len(self.actors))]
-        shared = pickle.dumps(SharedState(policy_weights(self.policy), batch.pipeline.frozen()), protocol=5)
-        shared_ref = ray.put(shared)
-        refs = [actor.run_pickled.remote(shared_ref, job) for actor, job in zip(self.actors, jobs, strict=False)]
-        ship = RunStats(time.perf_counter() - start, len(shared) + sum(len(job) for job in jobs))
-        parts = self._collect(refs)
-        self.stats = RunStats(ship.ship_seconds, ship.shipped_bytes, time.perf_counter() - start)
-        return collect_results(parts)
+    @property
+    def n_running(self) -> int:
+        return len(self.actors)
 
-    def close(self) -> None:
-        """Kill the actors (a later run creates new ones)."""
-        self._stop()
+    def _send_jobs(self, shared: bytes, jobs: Sequence[bytes]) -> int:
+        """The shared state goes into Ray's object store once; each actor gets it by reference with its jobs."""
+        shared_ref = import_ray().put(shared)
+        self._refs = [actor.run_pickled.remote(shared_ref, job) for actor, job in zip(self.actors, jobs, strict=False)]
+        return len(shared) + sum(len(job) for job in jobs)
+
+    def _receive_results(self, n_workers: int) -> list[BranchEstimates | BranchDataError]:
+        refs, self._refs = self._refs, []
+        return self._collect(refs[:n_workers])
 
     def _start(self) -> None:
         """Create every actor and wait until each has built its copies and its policy (all or none)."""
@@ -139,8 +118,8 @@ class RayBranchRunner:
         worker_class = _remote_worker_class()
         policy = pickled_policy(self.policy)
         try:
-            for seeds in self.seeds:
-                spec = WorkerSpec(self.recipe, seeds, policy, self.mirror)
+            for w in range(len(self.seeds)):
+                spec = self.worker_spec(w, policy)
                 self.actors.append(worker_class.options(scheduling_strategy="SPREAD").remote(spec))
             self.infos = self._collect([actor.info.remote() for actor in self.actors], starting=True)
         except BaseException:

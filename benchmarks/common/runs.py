@@ -1,4 +1,5 @@
-"""Training runs for the benchmarks, each one ``python -m sb3_trpo.zoo train`` process (rl-baselines3-zoo).
+"""Benchmark runs: what a run is (:class:`RunSpec`), the runner that runs many in parallel, resumably
+(:func:`run_parallel`), and training runs made by rl-baselines3-zoo, each one ``python -m sb3_trpo.zoo train`` process.
 
 The zoo does the work: it builds the training envs from ``zoo_configs/trpo.yml`` (VecNormalize, Monitor), evaluates
 the deterministic policy every ``eval_freq`` steps on a separate env whose VecNormalize statistics are copied from
@@ -9,14 +10,19 @@ one BLAS/OpenMP thread.
 Added here, through the zoo's ``callback`` hyperparameter: :class:`RunClock`, which times training without its
 evaluations and writes the model's logger records (``train/step_size`` and all) to ``progress.csv``.
 
-A run lives in ``<runs dir>/<label>/<env id>/n<budget>-seed<seed>/``; it is finished when ``run.csv`` (its learning
-curve) exists, ``spec.json`` matches the requested run and ``code.json`` the code it would run now (see
+A zoo run lives in ``<runs dir>/<label>/<env id>/n<budget>-seed<seed>/``; it is finished when ``run.csv`` (its
+learning curve) exists, ``spec.json`` matches the requested run and ``code.json`` the code it would run now (see
 :func:`code_fingerprint`); finished runs are not run again (resumable), others are run from scratch.
+
+Also here, the options every campaign shares: what to run and where (:func:`add_run_arguments`), overrides of a
+config entry (:func:`parse_overrides`, :func:`parse_assignments`) and the evaluation interval of vine runs
+(:func:`trunk_eval_freq`).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime
 import hashlib
 import json
@@ -26,20 +32,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import CSVOutputFormat
 
-from benchmarks.machine import machine_description
+from benchmarks.common.machine import REPO_ROOT, checkout_commit, command_line, machine_description
 from sb3_trpo.zoo import CONTRIB_ALGO
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 DEFAULT_RUNS_DIR = RESULTS_DIR / "tmp" / "runs"  # git-ignored: zoo logs, models, per-run CSVs
 # The benchmarks' shared defaults: 3 seeds of 300K env steps, evaluated every 10K steps on 5 episodes.
@@ -54,6 +60,9 @@ SPEC_JSON = "spec.json"
 ZOO_LOG = "zoo.log"
 CODE_JSON = "code.json"
 SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+SB3_TRPO_LABEL = "sb3_trpo"  # single-path sb3_trpo.TRPO with the task's trpo.yml entry: campaigns share these runs
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True)
@@ -303,6 +312,58 @@ def read_evaluations(folder: Path) -> pd.DataFrame:
     )
 
 
+def run_parallel(
+    items: Sequence[Item],
+    jobs: int,
+    work: Callable[[Item], Result],
+    on_result: Callable[[Item, Result], Iterable[Item]],
+    name: Callable[[Item], str],
+    processes: bool = False,
+) -> None:
+    """``work(item)`` for every item, ``jobs`` at a time; ``on_result(item, result)`` runs in this process as each one
+    ends and returns more items to run (e.g. runs that need the results of others).
+
+    Work that waits on a subprocess runs in threads; work that computes (``processes``) in spawned processes, or in
+    this process when ``jobs`` is 1. A failed item is reported (``FAILED <name>: <error>``) and the others go on;
+    :class:`RunFailedError` lists the failures once all items ended.
+    """
+    failures: list[str] = []
+
+    def failed(item: Item, error: Exception) -> None:
+        failures.append(f"{name(item)}: {error}")
+        print(f"FAILED {failures[-1]}", flush=True)
+
+    if processes and jobs == 1:
+        queue = list(items)
+        while queue:
+            item = queue.pop(0)
+            try:
+                result = work(item)
+            except Exception as error:  # one broken run must not stop the others
+                failed(item, error)
+                continue
+            queue.extend(on_result(item, result))
+    else:
+        executor: Executor = (
+            ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) if processes else ThreadPoolExecutor(jobs)
+        )
+        with executor as pool:
+            pending: dict[Future[Result], Item] = {pool.submit(work, item): item for item in items}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    item = pending.pop(future)
+                    try:
+                        result = future.result()
+                    except Exception as error:
+                        failed(item, error)
+                        continue
+                    for extra in on_result(item, result):
+                        pending[pool.submit(work, extra)] = extra
+    if failures:
+        raise RunFailedError(f"{len(failures)} run(s) failed:\n" + "\n".join(failures))
+
+
 def run_all(
     specs: Sequence[RunSpec],
     runs_dir: Path,
@@ -315,27 +376,20 @@ def run_all(
     for the step sizes of the TRPO runs). Raises :class:`RunFailedError` after all runs ended if any failed.
     """
     results: list[RunResult] = []
-    failures: list[str] = []
     total = len(specs)
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        pending: dict[Future[RunResult], RunSpec] = {pool.submit(run_one, spec, runs_dir): spec for spec in specs}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                spec = pending.pop(future)
-                try:
-                    result = future.result()
-                except Exception as error:  # one broken run must not stop the others
-                    failures.append(f"{spec.label} {spec.env_id} seed {spec.seed}: {error}")
-                    print(f"FAILED {failures[-1]}", flush=True)
-                    continue
-                results.append(result)
-                print(f"[{len(results)}/{total}] {describe(result)}", flush=True)
-                for extra in follow_up(result) if follow_up else ():
-                    pending[pool.submit(run_one, extra, runs_dir)] = extra
-                    total += 1
-    if failures:
-        raise RunFailedError(f"{len(failures)} run(s) failed:\n" + "\n".join(failures))
+
+    def collected(spec: RunSpec, result: RunResult) -> list[RunSpec]:
+        nonlocal total
+        results.append(result)
+        print(f"[{len(results)}/{total}] {describe(result)}", flush=True)
+        extra = list(follow_up(result)) if follow_up else []
+        total += len(extra)
+        return extra
+
+    def run(spec: RunSpec) -> RunResult:
+        return run_one(spec, runs_dir)
+
+    run_parallel(specs, jobs, run, collected, lambda spec: f"{spec.label} {spec.env_id} seed {spec.seed}")
     return results
 
 
@@ -353,13 +407,6 @@ def describe(result: RunResult) -> str:
 
 # ----------------------------------------------------------------------------------------------------------------
 # The record
-
-
-def command_line(module: str, argv: Sequence[str]) -> str:
-    """The command that reproduces this invocation."""
-    import shlex
-
-    return " ".join(["python", "-m", module, *(shlex.quote(arg) for arg in argv)])
 
 
 def code_fingerprint(algo: str) -> str:
@@ -385,18 +432,6 @@ def file_digest(paths: Iterable[Path]) -> str:
         digest.update(str(path.relative_to(REPO_ROOT)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
-
-
-def checkout_commit() -> str:
-    """This checkout's commit, and whether the ``sb3_trpo`` package has uncommitted changes."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--", "sb3_trpo"):
-        commit += " with uncommitted changes in sb3_trpo/"
-    return commit
 
 
 def code_record(spec: RunSpec) -> dict[str, Any]:
@@ -425,6 +460,44 @@ def add_run_arguments(parser: argparse.ArgumentParser, tasks: Sequence[str], bud
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one process each)")
     parser.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="zoo logs and per-run CSVs")
     parser.add_argument("--out", type=Path, default=out, help="figures and tables")
+
+
+def parse_overrides(parser: argparse.ArgumentParser, assignments: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """``["n_steps:32"]`` as ``(("n_steps", "32"),)``: the zoo's ``--hyperparams`` pairs (values stay expressions)."""
+    pairs = []
+    for assignment in assignments:
+        name, sep, value = assignment.partition(":")
+        if not sep or not name.isidentifier() or not value:
+            parser.error(f"--hyperparams expects NAME:VALUE (e.g. n_steps:128), got {assignment!r}")
+        if name == "callback":
+            parser.error("--hyperparams callback is reserved (the benchmark's clock is given to the zoo that way)")
+        pairs.append((name, value))
+    return tuple(pairs)
+
+
+def parse_assignments(assignments: Sequence[str]) -> dict[str, Any]:
+    """``["n_states=32", "bootstrap=False"]`` as ``{"n_states": 32, "bootstrap": False}`` (Python literals)."""
+    parsed = {}
+    for assignment in assignments:
+        name, sep, value = assignment.partition("=")
+        if not sep:
+            raise SystemExit(f"--vine-kwargs expects NAME=VALUE, got {assignment!r}")
+        parsed[name] = ast.literal_eval(value)
+    return parsed
+
+
+def trunk_eval_freq(eval_freq: int, entry: dict[str, Any], vine: dict[str, Any]) -> int:
+    """An evaluation interval in trunk steps that keeps a vine run's evaluations about ``eval_freq`` env steps apart.
+
+    The zoo counts evaluation intervals in trunk steps, and each trunk of ``n_steps * n_envs`` steps (the config
+    ``entry``'s) is followed by up to ``n_states * n_actions * horizon`` branch steps (``n_actions`` unset: 2 for
+    ``action_sampling="all"``, else 4).
+    """
+    n_envs = entry.get("n_envs", 1)
+    trunk = entry.get("n_steps", 2048) * n_envs
+    n_actions = vine.get("n_actions") or (2 if vine.get("action_sampling") == "all" else 4)
+    branches = vine["n_states"] * n_actions * vine["horizon"]
+    return max(n_envs, round(eval_freq * trunk / (trunk + branches)))
 
 
 def report_header(module: str, argv: Sequence[str], jobs: int, results: Sequence[RunResult]) -> list[str]:
@@ -461,16 +534,3 @@ def finish(module: str, argv: Sequence[str], markdown: str, out: Path) -> None:
     print(markdown)
     print(f"written to {out}")
     print(f"command: {command_line(module, argv)}")
-
-
-def parse_overrides(parser: argparse.ArgumentParser, assignments: Sequence[str]) -> tuple[tuple[str, str], ...]:
-    """``["n_steps:32"]`` as ``(("n_steps", "32"),)``: the zoo's ``--hyperparams`` pairs (values stay expressions)."""
-    pairs = []
-    for assignment in assignments:
-        name, sep, value = assignment.partition(":")
-        if not sep or not name.isidentifier() or not value:
-            parser.error(f"--hyperparams expects NAME:VALUE (e.g. n_steps:128), got {assignment!r}")
-        if name == "callback":
-            parser.error("--hyperparams callback is reserved (the benchmark's clock is given to the zoo that way)")
-        pairs.append((name, value))
-    return tuple(pairs)

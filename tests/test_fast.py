@@ -1,4 +1,5 @@
-"""The NumPy mirror computes what the torch policy computes: log-probs, values, critic fit with Adam."""
+"""The NumPy fast path (``sb3_trpo.fast``) computes what the torch policy computes: log-probs, values, critic fit
+with Adam."""
 
 import numpy as np
 import pytest
@@ -9,7 +10,9 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 from torch.nn import functional as F
 
-from sb3_trpo.mlp_mirror import ActorCriticMirror, AdamSettings, NumpyMlp, fit_critic
+from sb3_trpo.fast.critic import AdamSettings, fit_critic
+from sb3_trpo.fast.mirror import ActorCriticMirror
+from sb3_trpo.fast.mlp import NumpyMlp
 
 
 @pytest.mark.parametrize("space_name", list(ACTION_SPACES))
@@ -103,14 +106,14 @@ def test_adam_settings_only_for_plain_adam():
 def test_fused_actor_critic_inference_equals_separate_networks(space_name):
     policy = tiny_policy(ACTION_SPACES[space_name], seed=5, net_arch=dict(pi=[16, 8], vf=[12, 4]))
     mirror = ActorCriticMirror.build(policy)
-    assert mirror._fused is not None
+    assert mirror.fused is not None
     obs = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
     th.manual_seed(1)
     fused = mirror.act(obs)
-    mirror._fused = None
+    mirror.fused = None
     th.manual_seed(1)
     separate = mirror.act(obs)
     for a, b in zip(fused, separate, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     different_depth = tiny_policy(ACTION_SPACES[space_name], net_arch=dict(pi=[8, 8], vf=[8]))
-    assert ActorCriticMirror.build(different_depth)._fused is None
+    assert ActorCriticMirror.build(different_depth).fused is None

@@ -1,0 +1,50 @@
+"""What a benchmark record says about where and how it was made: the machine, its load, the checkout, the command."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def machine_description() -> str:
+    """Cores, CPU model and whether this is a virtual machine, e.g. ``2-core AMD EPYC VM, CPU only``."""
+    model, virtual = platform.processor() or platform.machine(), False
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        lines = cpuinfo.read_text().splitlines()
+        names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+        model = names[0] if names else model
+        virtual = any(line.startswith("flags") and " hypervisor" in line for line in lines)
+    return f"{os.cpu_count()}-core {model}{' VM' if virtual else ''}, CPU only, torch 1 thread per run"
+
+
+def load_average() -> str:
+    """The load averages against the core count (a timing is only as good as the machine is idle)."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
+
+
+def checkout_commit() -> str:
+    """This checkout's commit, and whether the ``sb3_trpo`` package has uncommitted changes (``unknown`` without git)."""
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+        except OSError:
+            return ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--", "sb3_trpo"):
+        commit += " with uncommitted changes in sb3_trpo/"
+    return commit
+
+
+def command_line(module: str, argv: Sequence[str]) -> str:
+    """The command that reproduces this invocation: ``python -m <module> <argv>``."""
+    return " ".join(["python", "-m", module, *(shlex.quote(arg) for arg in argv)])
