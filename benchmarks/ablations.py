@@ -114,7 +114,7 @@ def variant_spec(args: argparse.Namespace, variant: Variant, env_id: str, seed: 
     hyperparams, eval_freq = variant.hyperparams, args.eval_freq
     if variant.label == "vine":
         hyperparams = (("sampler", "'vine'"), ("vine_kwargs", repr(args.vine)))
-        eval_freq = trunk_eval_freq(args.eval_freq, config_entry(CONFIG_DIR / "trpo.yml", env_id), args.vine)
+        eval_freq = trunk_eval_freq(args.eval_freq, env_id, config_entry(CONFIG_DIR / "trpo.yml", env_id), args.vine)
     elif variant.label == "npg_fixed":
         hyperparams = (("step_rule", "'fixed'"), ("fixed_step_size", repr(step_size)))
     return RunSpec(variant.label, "trpo", env_id, seed, args.budget, eval_freq, args.eval_episodes, hyperparams)

@@ -46,9 +46,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pandas as pd
 import torch as th
+from rl_zoo3.utils import get_wrapper_class
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
@@ -162,6 +164,39 @@ ESTIMATORS: dict[str, list[Estimator]] = {
 }
 
 
+def rule_estimators(n_steps: int, discrete: bool, default: bool) -> list[Estimator]:
+    """The budget-aware defaults of ``VineOptions`` for a trunk of ``n_steps`` per env (``vine_default``) and the rule's
+    alternatives: another branch fraction (1/4, 1), horizon (4, 16), K = 4 draws from the policy, draws from the
+    policy instead of every action (discrete spaces), the paper's estimator."""
+    variants: list[tuple[str, dict[str, Any]]] = [
+        ("vine_default", {}),
+        ("vine_f0.25", {"branch_fraction": 0.25}),
+        ("vine_f1", {"branch_fraction": 1.0}),
+        ("vine_H4", {"horizon": 4}),
+        ("vine_H16", {"horizon": 16}),
+        ("vine_K4", {"action_sampling": "policy", "n_actions": 4}),
+        *([("vine_policyK2", {"action_sampling": "policy"})] if discrete else []),
+        ("vine_paper", {"surrogate": "paper"}),
+    ]
+    return [Estimator(name, **_vine(n_steps, **options), default=default) for name, options in variants]
+
+
+ESTIMATORS["Hopper-v5"] += rule_estimators(1024, discrete=False, default=False)
+ESTIMATORS["CartPole-v1"] += rule_estimators(512, discrete=True, default=False)
+# The tasks of issue 19's table, measured with the rule's set only (trunks: their zoo entries' n_steps).
+ESTIMATORS["Pendulum-v1"] = [
+    Estimator("sp2048", 1024, single_path_reference=True),
+    Estimator("sp4096", 2048, single_path_reference=True),
+    *rule_estimators(1024, discrete=False, default=True),
+]
+ESTIMATORS["LunarLander-v3"] = [
+    Estimator("sp1024", 512, single_path_reference=True),
+    Estimator("sp2048", 1024, single_path_reference=True),
+    *rule_estimators(512, discrete=True, default=True),
+]
+RULE_SET = "rule"  # --set rule: the single-path references and the rule's estimators
+
+
 @dataclass
 class Task:
     """A task's zoo setup: algorithm kwargs, n_envs, VecNormalize, and the checkpoint policy it starts from."""
@@ -170,18 +205,24 @@ class Task:
     algo_kwargs: dict[str, Any]
     n_envs: int
     normalize: bool
+    wrapper: Callable[[gym.Env], gym.Env] | None = None
     checkpoint: TRPO | None = None
     vec_normalize: VecNormalize | None = None
     stats: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_zoo(cls, env_id: str) -> Task:
-        algo_kwargs, zoo = split_entry(env_id)
-        return cls(env_id, algo_kwargs, int(zoo.get("n_envs", 1)), bool(zoo.get("normalize", False)))
+        """The task's ``trpo_vine.yml`` entry without its vine options: ``trpo.yml``'s trunk and critic fit (less
+        gSDE, which the vine sampler cannot use), and the env wrapper the vine needs (LunarLander's replay)."""
+        algo_kwargs, zoo = split_entry(env_id, "trpo_vine")
+        for name in ("sampler", "vine_kwargs"):
+            algo_kwargs.pop(name, None)
+        wrapper = get_wrapper_class(zoo) if "env_wrapper" in zoo else None
+        return cls(env_id, algo_kwargs, int(zoo.get("n_envs", 1)), bool(zoo.get("normalize", False)), wrapper)
 
     def make_env(self, seed: int) -> VecEnv:
         """The task's VecEnv; with VecNormalize, frozen at the checkpoint's statistics (no update from these steps)."""
-        env = make_vec_env(self.env_id, n_envs=self.n_envs, seed=seed)
+        env = make_vec_env(self.env_id, n_envs=self.n_envs, seed=seed, wrapper_class=self.wrapper)
         if not self.normalize:
             return env
         normalized = VecNormalize(env, gamma=self.algo_kwargs.get("gamma", 0.99), training=False)
@@ -210,7 +251,7 @@ def train_checkpoint(task: Task, steps: int, seed: int, cache: Path) -> None:
         if task.normalize:
             task.vec_normalize = VecNormalize.load(str(stats_path), make_vec_env(task.env_id, n_envs=1))
         return
-    env = make_vec_env(task.env_id, n_envs=task.n_envs, seed=seed)
+    env = make_vec_env(task.env_id, n_envs=task.n_envs, seed=seed, wrapper_class=task.wrapper)
     if task.normalize:
         env = VecNormalize(env, gamma=task.algo_kwargs.get("gamma", 0.99))
     model = TRPO("MlpPolicy", env, seed=seed, **task.algo_kwargs)
@@ -418,6 +459,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="Hopper-v5", choices=sorted(ESTIMATORS))
     parser.add_argument("--estimators", nargs="+", help="names (default: the task's default set; see ESTIMATORS)")
+    parser.add_argument(
+        "--set",
+        choices=("default", RULE_SET),
+        default="default",
+        help="without --estimators: the task's default set, or the single-path references and the budget rule's set",
+    )
     parser.add_argument("--repeats", type=int, default=12, help="independent estimates per estimator (>= 2)")
     parser.add_argument("--reference-states", type=int, default=16384, help="states of the reference batch")
     parser.add_argument("--checkpoint-steps", type=int, default=60_000, help="single-path steps before the fixed policy")
@@ -437,12 +484,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def chosen(args: argparse.Namespace, estimator: Estimator) -> bool:
+    """Whether the command line selects ``estimator``: by name, by ``--set``, or as one of the task's default set."""
+    if args.estimators is not None:
+        return estimator.name in args.estimators
+    if args.set == RULE_SET:
+        rule = {e.name for e in rule_estimators(1, discrete=True, default=True)}
+        return estimator.single_path_reference or estimator.name in rule
+    return estimator.default
+
+
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     th.set_num_threads(1)
-    chosen = (lambda e: e.default) if args.estimators is None else (lambda e: e.name in args.estimators)
-    estimators = [e for e in ESTIMATORS[args.task] if chosen(e)]
+    estimators = [e for e in ESTIMATORS[args.task] if chosen(args, e)]
     if not any(e.single_path_reference for e in estimators):
         estimators = [e for e in ESTIMATORS[args.task] if e.single_path_reference] + estimators
     task = Task.from_zoo(args.task)

@@ -166,7 +166,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def vine_options(args: argparse.Namespace, env_id: str) -> dict[str, Any]:
     """The vine options of a run: the game's ``trpo_vine.yml`` entry's, with the command line's changes."""
-    return {**config_entry(CONFIG_DIR / "trpo_vine.yml", env_id)["vine_kwargs"], **args.vine_overrides}
+    return {**config_entry(CONFIG_DIR / "trpo_vine.yml", env_id).get("vine_kwargs", {}), **args.vine_overrides}
 
 
 def run_spec(args: argparse.Namespace, algo: str, env_id: str, seed: int) -> RunSpec:
@@ -180,7 +180,7 @@ def run_spec(args: argparse.Namespace, algo: str, env_id: str, seed: int) -> Run
         vine = vine_options(args, env_id)
         if args.vine_overrides:
             hyperparams = (*hyperparams, ("vine_kwargs", repr(vine)))
-        freq = trunk_eval_freq(args.eval_freq, config_entry(CONFIG_DIR / "trpo_vine.yml", env_id), vine)
+        freq = trunk_eval_freq(args.eval_freq, env_id, config_entry(CONFIG_DIR / "trpo_vine.yml", env_id), vine)
     return RunSpec(label, algo, env_id, seed, args.budget, freq, args.eval_episodes, hyperparams)
 
 

@@ -326,7 +326,7 @@ class TRPO(OnPolicyAlgorithm):
         trunk = SinglePathSampler(self, self._inference)
         self._sampler: Sampler = trunk
         if self.sampler == "vine":
-            options = VineOptions.from_kwargs(self.vine_kwargs)
+            options = VineOptions.from_kwargs(self.vine_kwargs).for_trunk(self.n_steps * self.n_envs, self.action_space)
             self._sampler = VineSampler(trunk, self._inference, self.gamma, self.n_steps, self.seed, options, self.env)
         release_distribution_graph(self.policy)
 

@@ -113,15 +113,42 @@ def test_learning_and_ablation_scripts(tmp_path: Path) -> None:
     assert_small_png(ablation_out / "Hopper-v5.png")
 
     vine_out = tmp_path / "vine"
-    out = run_module("benchmarks.vine_learning", *TINY, *vine, "--jobs", "2", "--runs-dir", runs, "--out", vine_out)
+    configurations = ["--configurations", "sb3_trpo", "vine", "vine_paper"]
+    out = run_module(
+        "benchmarks.vine_learning", *TINY, *vine, *configurations, "--jobs", "2", "--runs-dir", runs, "--out", vine_out
+    )
     assert "sb3_trpo Hopper-v5 seed 0" in out and "(cached)" in out  # the learning run again
-    for label, surrogate in (("vine", "hybrid"), ("vine_paper", "paper")):
+    for label, paper in (("vine", {}), ("vine_paper", {"surrogate": "paper", "critic_data": False})):
         spec = json.loads((runs / label / TASK / f"n{BUDGET}-seed0" / "spec.json").read_text())
-        assert f"'surrogate': '{surrogate}'" in spec["hyperparams"]["vine_kwargs"]
-        assert f"'critic_data': {surrogate == 'hybrid'}" in spec["hyperparams"]["vine_kwargs"]
+        assert spec["algo"] == "trpo_vine"
+        assert ast.literal_eval(spec["hyperparams"]["vine_kwargs"]) == {"n_states": 4, "horizon": 4, **paper}
     report = (vine_out / "report.md").read_text()
     assert all(f"| {label} |" in report for label in ("sb3_trpo", "vine", "vine_paper")) and "vs single path" in report
+    assert "partial" not in report
     assert_small_png(vine_out / "Hopper-v5.png")
+
+
+def test_vine_learning_runs_the_default_vine_and_the_single_path_without_gsde(tmp_path: Path) -> None:
+    """Without ``--vine-kwargs`` the vine runs are the trpo_vine.yml entries as shipped (the library's defaults), at
+    the zoo budget unless ``--budget``; a task whose entry uses gSDE also gets single path without it. A tuning
+    ``--tag`` puts the vine runs under another label; the report lists the derived branch budget."""
+    from benchmarks import vine_learning
+
+    args = vine_learning.parse_args(["--tasks", "Pendulum-v1", "CartPole-v1", "--seeds", "100"])
+    specs = {(spec.label, spec.env_id): spec for spec in vine_learning.run_specs(args)}
+    assert sorted(specs) == sorted(
+        [(label, "Pendulum-v1") for label in ("sb3_trpo", "sb3_trpo_no_gsde", "vine")]
+        + [(label, "CartPole-v1") for label in ("sb3_trpo", "vine")]
+    )
+    assert specs[("vine", "CartPole-v1")].hyperparams == () and specs[("vine", "CartPole-v1")].budget == 100_000
+    assert specs[("sb3_trpo_no_gsde", "Pendulum-v1")].hyperparams == (("use_sde", "False"),)
+    # evaluations every 2500 env steps: 2500 * 1024 / (1024 + 512) trunk steps (the derived 32 states x 2 x 8 steps)
+    assert specs[("sb3_trpo", "CartPole-v1")].eval_freq == 2500 and specs[("vine", "CartPole-v1")].eval_freq == 1667
+    tuning = vine_learning.parse_args(["--tasks", "CartPole-v1", "--vine-kwargs", "branch_fraction=1.0", "--tag", "f1"])
+    labels = {spec.label: spec for spec in vine_learning.run_specs(tuning)}
+    assert set(labels) == {"sb3_trpo", "vine-f1"}
+    assert labels["vine-f1"].hyperparams == (("vine_kwargs", repr({"branch_fraction": 1.0})),)
+    assert "1024 trunk + up to 1024 branch steps" in vine_learning.configuration_lines(tuning, ["CartPole-v1"])[0]
 
 
 def test_estimator_quality_script(tmp_path: Path) -> None:

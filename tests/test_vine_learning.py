@@ -50,5 +50,5 @@ def test_vine_pendulum_reaches_minus_250_within_150k_steps() -> None:
         gamma=0.9,
         n_critic_updates=10,
         target_kl=0.02,
-        vine_kwargs=dict(n_states=32, horizon=15),
+        vine_kwargs=dict(n_states=32, n_actions=4, horizon=15),
     )

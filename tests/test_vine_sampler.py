@@ -285,7 +285,7 @@ class DictObsEnv(gym.Env):
 def test_dict_observations_and_multidiscrete_actions(action_sampling: str) -> None:
     env = VecNormalize(DummyVecEnv([DictObsEnv, DictObsEnv]))
     model = TRPO("MultiInputPolicy", env, n_steps=32, batch_size=64, seed=0, sampler="vine",
-                 vine_kwargs=dict(n_states=8, horizon=4, action_sampling=action_sampling))  # fmt: skip
+                 vine_kwargs=dict(n_states=8, n_actions=4, horizon=4, action_sampling=action_sampling))  # fmt: skip
     model.learn(64)
     batch = _last_batch(model)
     assert set(batch.observations) == {"a", "b"} and batch.actions.shape == (4, 8, 2)

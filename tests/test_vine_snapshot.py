@@ -12,12 +12,12 @@ import pytest
 from gymnasium import spaces
 from gymnasium.utils import EzPickle
 from gymnasium.wrappers import TimeLimit
-from stable_baselines3.common.env_util import make_atari_env
+from stable_baselines3.common.env_util import make_atari_env, make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
 
 from sb3_trpo import TRPO
 from sb3_trpo.envs.minatar import env_ids as minatar_env_ids
-from sb3_trpo.vine import UnsupportedEnvError, build_env, capture_env, clone_recipe, restore_env
+from sb3_trpo.vine import ReplayRestoreWrapper, UnsupportedEnvError, build_env, capture_env, clone_recipe, restore_env
 from sb3_trpo.vine.sampler import VineSampler
 from sb3_trpo.vine.snapshot import check_env, snapshot_layers
 from sb3_trpo.vine.vecenv import ObservationPipeline, TrunkEnvs, layer_names
@@ -404,3 +404,45 @@ def test_snapshot_restores_into_a_subclass_of_a_recorded_wrapper() -> None:
     restore_env(branch, snapshot)
     assert branch._elapsed_steps == 7
     assert (branch.unwrapped.state == trunk.unwrapped.state).all()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Box2D: restore by replay
+
+
+@pytest.mark.parametrize("env_id", ["LunarLander-v3", "LunarLanderContinuous-v3"])
+def test_box2d_replays_bit_exact_through_the_replay_wrapper(env_id: str) -> None:
+    """Across episodes (unseeded resets draw new terrain from np_random), in the same env and in a fresh copy."""
+    env = ReplayRestoreWrapper(gym.make(env_id))
+    env.reset(seed=0)
+    env.action_space.seed(1)
+    _play(env, [env.action_space.sample() for _ in range(120)], reset_at_end=True)
+    actions = [env.action_space.sample() for _ in range(300)]
+    snapshot = capture_env(env, include_rng=True)
+    replayed = env.replay_length
+    reference = _play(env, actions, reset_at_end=True)
+
+    restore_env(env, snapshot)
+    assert env.replay_length == replayed
+    _assert_identical(_play(env, actions, reset_at_end=True), reference)
+
+    copy = build_env(clone_recipe(env), seed=12345)
+    restore_env(copy, snapshot)
+    _assert_identical(_play(copy, actions, reset_at_end=True), reference)
+
+
+def test_box2d_without_the_replay_wrapper_is_refused_naming_it() -> None:
+    with pytest.raises(UnsupportedEnvError, match=r"LunarLander.*ReplayRestoreWrapper"):
+        TRPO("MlpPolicy", "LunarLander-v3", n_steps=64, batch_size=64, sampler="vine")
+
+
+def test_replay_wrapper_over_the_monitor_learns_and_hides_the_branches() -> None:
+    """As ``make_vec_env(wrapper_class=...)`` and the zoo's ``env_wrapper`` place it: outside SB3's Monitor, which then
+    reports the trunk's episodes only."""
+    env = make_vec_env("LunarLander-v3", n_envs=2, seed=0, wrapper_class=ReplayRestoreWrapper)
+    model = TRPO("MlpPolicy", env, n_steps=128, batch_size=256, sampler="vine", seed=0)
+    model.learn(3 * 256)
+    sampler = model.rollout_sampler
+    assert isinstance(sampler, VineSampler) and sampler.branch_steps > 0
+    assert model.num_timesteps == sampler.trunk_steps + sampler.branch_steps
+    assert sum(info["l"] for info in model.ep_info_buffer) <= sampler.trunk_steps

@@ -23,6 +23,7 @@ from zoo_cli import zoo
 
 from sb3_trpo import TRPO
 from sb3_trpo.trpo import CHOICE_ARGUMENTS
+from sb3_trpo.vine import VineOptions
 from sb3_trpo.zoo import (
     CONFIG_DIR,
     ZooUsageError,
@@ -67,9 +68,16 @@ ATARI_COPIES = [env_id for env_id in ATARI_IDS if env_id not in ("ALE/Pong-v5", 
 FALLBACK_ENV = {"default": "Pusher-v5", "atari": "ALE/Freeway-v5"}
 ROLLOUT_STEPS = 256  # steps per update in the smoke runs (n_steps * n_envs)
 RL_ZOO_TRPO_CONFIG = Path(rl_zoo3.__file__).resolve().parent / "hyperparams" / "trpo.yml"
-# The vine entries for classic control that trpo_vine.yml must have (besides CartPole-v1 and `default`)
 MINATAR_COPIES = [f"MinAtar/{game}-v1" for game in ("SpaceInvaders", "Asterix", "Freeway", "Seaquest")]
-VINE_CLASSIC = ["Pendulum-v1", "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0"]
+# The vine entries for classic control and Box2D that trpo_vine.yml must have (besides CartPole-v1 and `default`)
+VINE_CLASSIC = [
+    "Pendulum-v1",
+    "Acrobot-v1",
+    "MountainCar-v0",
+    "MountainCarContinuous-v0",
+    "LunarLander-v3",
+    "LunarLanderContinuous-v3",
+]
 PYBULLET_PACKAGE = "pybullet_envs_gymnasium"  # registers the *BulletEnv-v0 ids of rl-zoo's trpo.yml
 
 gym.register_envs(ale_py)
@@ -163,15 +171,23 @@ def test_vine_config_has_default_and_classic_entries() -> None:
         entry = vine[key]
         assert not entry.get("use_sde", False), key  # the vine sampler refuses gSDE
         action_space = gym.make(key).action_space if key != "default" else None
-        if isinstance(action_space, gym.spaces.Discrete):
-            assert entry["vine_kwargs"]["action_sampling"] == "all", key  # eq. 15: every action rolled out
-    # The vine entries keep trpo.yml's (rl-zoo's) trunk and critic values for the same task, less gSDE.
-    trpo = load_config("trpo")
-    for key in VINE_CLASSIC:
-        shared = {
-            name: value for name, value in trpo[key].items() if name not in ("n_timesteps", "use_sde", "sde_sample_freq")
-        }
-        assert {name: vine[key][name] for name in shared} == shared, key
+        if isinstance(action_space, gym.spaces.Discrete):  # eq. 15: every action rolled out (the derived default)
+            trunk = entry.get("n_steps", 2048) * entry.get("n_envs", 1)
+            options = VineOptions.from_kwargs(entry["vine_kwargs"]).for_trunk(trunk, action_space)
+            assert options.action_sampling == "all", key
+
+
+def test_vine_entries_are_the_single_path_entries_with_the_default_vine() -> None:
+    """Classic control and MuJoCo: trpo.yml's (rl-zoo's) entry for the same task, its budget included, less gSDE,
+    plus the vine sampler with the library's budget-aware defaults (and for Box2D the replay that restores its
+    states): vine and single path differ only in the sampler, at equal simulator steps."""
+    trpo, vine = load_config("trpo"), load_config("trpo_vine")
+    for key in ("CartPole-v1", *VINE_CLASSIC, *MUJOCO_V5):
+        expected = {name: value for name, value in trpo[key].items() if name not in ("use_sde", "sde_sample_freq")}
+        expected.update(sampler="vine", vine_kwargs={})
+        if key.startswith("LunarLander"):
+            expected["env_wrapper"] = "sb3_trpo.vine.ReplayRestoreWrapper"
+        assert typed(vine[key]) == typed(expected), key
 
 
 @pytest.mark.parametrize("algo", ["trpo", "trpo_vine"])

@@ -38,12 +38,14 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, TypeVar
 
+import gymnasium as gym
 import numpy as np
 import pandas as pd
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import CSVOutputFormat
 
 from benchmarks.common.machine import REPO_ROOT, checkout_commit, command_line, machine_description
+from sb3_trpo.vine import VineOptions
 from sb3_trpo.zoo import CONTRIB_ALGO
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
@@ -486,18 +488,36 @@ def parse_assignments(assignments: Sequence[str]) -> dict[str, Any]:
     return parsed
 
 
-def trunk_eval_freq(eval_freq: int, entry: dict[str, Any], vine: dict[str, Any]) -> int:
+def trunk_eval_freq(eval_freq: int, env_id: str, entry: dict[str, Any], vine: dict[str, Any]) -> int:
     """An evaluation interval in trunk steps that keeps a vine run's evaluations about ``eval_freq`` env steps apart.
 
     The zoo counts evaluation intervals in trunk steps, and each trunk of ``n_steps * n_envs`` steps (the config
-    ``entry``'s) is followed by up to ``n_states * n_actions * horizon`` branch steps (``n_actions`` unset: 2 for
-    ``action_sampling="all"``, else 4).
+    ``entry``'s) is followed by up to ``n_states * n_actions * horizon`` branch steps (:func:`vine_branch_steps`).
     """
     n_envs = entry.get("n_envs", 1)
     trunk = entry.get("n_steps", 2048) * n_envs
-    n_actions = vine.get("n_actions") or (2 if vine.get("action_sampling") == "all" else 4)
-    branches = vine["n_states"] * n_actions * vine["horizon"]
+    branches = vine_branch_steps(env_id, entry, vine)
     return max(n_envs, round(eval_freq * trunk / (trunk + branches)))
+
+
+def vine_branch_steps(env_id: str, entry: dict[str, Any], vine: dict[str, Any]) -> int:
+    """The most branch steps one iteration of the config ``entry`` on ``env_id`` takes with the vine options ``vine``,
+    the sizes it leaves unset derived as the model derives them (:meth:`sb3_trpo.vine.VineOptions.for_trunk`)."""
+    trunk = entry.get("n_steps", 2048) * entry.get("n_envs", 1)
+    return VineOptions.from_kwargs(vine).for_trunk(trunk, entry_action_space(env_id, entry)).branch_steps()
+
+
+def entry_action_space(env_id: str, entry: dict[str, Any]) -> gym.Space:
+    """The action space of ``env_id`` made with the config ``entry``'s ``env_kwargs``."""
+    if env_id.startswith("ALE/") or env_id.endswith("NoFrameskip-v4"):
+        import ale_py
+
+        gym.register_envs(ale_py)
+    env = gym.make(env_id, **entry.get("env_kwargs", {}))
+    try:
+        return env.action_space
+    finally:
+        env.close()
 
 
 def report_header(module: str, argv: Sequence[str], jobs: int, results: Sequence[RunResult]) -> list[str]:

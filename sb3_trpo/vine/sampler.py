@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch as th
+from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.type_aliases import RolloutBufferSamples
@@ -49,22 +50,50 @@ from sb3_trpo.vine.runners.factory import BACKENDS, make_runner
 from sb3_trpo.vine.snapshot import EnvSnapshot, build_env, capture_env, check_env, restore_env
 from sb3_trpo.vine.vecenv import ObservationPipeline, SnapshotTap, TrunkEnvs, base_vec_env
 
+# The budget rule of the options left unset (VineOptions.for_trunk): see VineOptions' docstring.
+BRANCH_FRACTION = 0.5  # planned branch steps per trunk step
+BRANCH_HORIZON = 8  # H
+ENUMERATED_ACTIONS = 6  # a Discrete space of at most this many actions rolls out every action (eq. 15)
+SAMPLED_ACTIONS = 2  # K when the first actions are drawn (the fewest a leave-one-out baseline needs)
+SIZE_NAMES = ("n_states", "n_actions", "horizon", "action_sampling")
+
 
 @dataclass(frozen=True)
 class VineOptions:
     """
     The options of the vine sampler: ``TRPO(..., sampler="vine", vine_kwargs={...})`` takes these names.
 
+    **Budget-aware defaults.** The options that set what an iteration's branches cost (``n_states``, ``n_actions``,
+    ``horizon``, ``action_sampling``) default to ``None``: derived when the model is built (:meth:`for_trunk`) from the
+    trunk's ``T = n_steps * n_envs`` steps and the action space, so that the branches cost a fixed fraction of the
+    trunk, ``N * K * H <= branch_fraction * T`` (``branch_fraction`` defaults to 1/2: a third of the iteration's
+    simulator steps are branch steps). The rule, applied to the options not given (each one given is kept as it is):
+
+    * q: every action (``"all"``, eq. 15) on a ``Discrete`` space of at most 6 actions (unless ``n_actions`` is given
+      and is not their number), else draws from the policy (``"policy"``);
+    * K: the number of actions with ``"all"``, else 2 (the fewest a leave-one-out baseline needs);
+    * H: 8 steps, bootstrapped with the critic (fewer when the budget cannot hold K branches of 8 steps: then
+      ``floor(branch_fraction * T / K)``, at least 1);
+    * N: the most states whose K branches of H steps fit the budget, ``floor(branch_fraction * T / (K * H))``, at
+      least 1 (so a tiny trunk still gets one state's branches).
+
+    With N, K and H fixed by the trunk in this way, the hybrid estimator's mix of trunk and branch terms
+    (``branch_weight * N * K`` against T) is the same at every budget. The rule was chosen by measurement: gradient
+    quality per simulator step at a fixed policy (``benchmarks/estimator_quality.py``) and learning at equal
+    simulator steps on tuning seeds (``benchmarks/vine_learning.py``); the figures are on the docs' vine page.
+
     :param n_states: Size N of the rollout set: trunk states per iteration from which branches start, drawn uniformly
-        without replacement (at most ``n_steps * n_envs``)
-    :param n_actions: K, branches (first actions) per rollout-set state, at least 2; ``None``: 4, or every action
-        with ``action_sampling="all"``
-    :param horizon: H, env steps per branch including its first action (fewer when the episode ends); 50 to 100
-        suits locomotion
+        without replacement (at most ``n_steps * n_envs``); ``None``: derived (above)
+    :param n_actions: K, branches (first actions) per rollout-set state, at least 2; ``None``: derived (above), and
+        with ``action_sampling="all"`` the number of actions
+    :param horizon: H, env steps per branch including its first action (fewer when the episode ends); ``None``:
+        derived (above)
     :param action_sampling: The distribution q of the K first actions: ``"policy"`` (pi_old, the paper's choice for
         continuous control), ``"antithetic"`` (pi_old in pairs ``mean +- std * eps``, Gaussian policies; K = 2 by
         default), ``"uniform"`` (finite discrete spaces, the paper's choice for Atari) or ``"all"`` (each action of a
-        Discrete space once, eq. 15)
+        Discrete space once, eq. 15); ``None``: derived (above)
+    :param branch_fraction: The branches' budget as a fraction of the trunk's steps, from which the options left
+        unset are derived (``None``: 1/2); it cannot be given together with ``n_states``, which fixes the budget
     :param common_random_numbers: Whether the K branches of a state share the simulator's random state (restored with
         the snapshot, e.g. ALE sticky actions) and the policy's noise after their first action; off: each branch copy
         keeps its own random streams and draws its own noise
@@ -97,10 +126,11 @@ class VineOptions:
         more states per fit, each an on-policy n-step target
     """
 
-    n_states: int = 64
+    n_states: int | None = None
     n_actions: int | None = None
-    horizon: int = 50
-    action_sampling: str = "policy"
+    horizon: int | None = None
+    action_sampling: str | None = None
+    branch_fraction: float | None = None
     common_random_numbers: bool = True
     bootstrap: bool = True
     n_workers: int = 0
@@ -130,7 +160,49 @@ class VineOptions:
                 raise ValueError(f"unknown vine_kwargs key {name!r}; allowed: {allowed}")
         for name, value in kwargs.items():
             _check_option(name, value)
+        if kwargs.get("n_states") is not None and kwargs.get("branch_fraction") is not None:
+            raise ValueError(
+                "vine_kwargs n_states and branch_fraction both set the branches' budget: give one of them "
+                f"(got n_states={kwargs['n_states']!r}, branch_fraction={kwargs['branch_fraction']!r})"
+            )
         return cls(**kwargs)
+
+    @property
+    def resolved(self) -> bool:
+        """Whether every size is set (as :meth:`for_trunk` returns them)."""
+        return all(getattr(self, name) is not None for name in SIZE_NAMES)
+
+    def for_trunk(self, trunk_steps: int, action_space: spaces.Space) -> VineOptions:
+        """These options with the sizes left unset derived from a trunk of ``trunk_steps`` steps per iteration
+        (``n_steps * n_envs``) and the action space, by the rule in the class docstring; the sizes given are kept.
+
+        ``ValueError`` if the action space does not allow the given ``action_sampling`` (see ``VineOptions``).
+        """
+        check_int("trunk_steps", trunk_steps, 1)
+        sampling = self.action_sampling
+        if sampling is None:
+            small = isinstance(action_space, spaces.Discrete) and int(action_space.n) <= ENUMERATED_ACTIONS
+            every = small and self.n_actions in (None, int(getattr(action_space, "n", 0)))  # a given K other than n: draws
+            sampling = "all" if every else "policy"
+        n_actions = self.n_actions
+        if n_actions is None and not (sampling == "all" and isinstance(action_space, spaces.Discrete)):
+            n_actions = SAMPLED_ACTIONS
+        n_actions = check_action_sampling(sampling, action_space, n_actions)  # with "all": the number of actions
+        budget = (BRANCH_FRACTION if self.branch_fraction is None else float(self.branch_fraction)) * trunk_steps
+        horizon = self.horizon
+        if horizon is None:
+            horizon = max(1, min(BRANCH_HORIZON, math.floor(budget / n_actions)))
+        n_states = self.n_states
+        if n_states is None:
+            n_states = max(1, math.floor(budget / (n_actions * horizon)))
+        return dataclasses.replace(self, n_states=n_states, n_actions=n_actions, horizon=horizon, action_sampling=sampling)
+
+    def branch_steps(self) -> int:
+        """The most branch steps one iteration can take, ``N * K * H`` (the options must be resolved)."""
+        if not self.resolved:
+            raise ValueError(f"VineOptions.branch_steps() needs resolved options (VineOptions.for_trunk); got {self}")
+        assert self.n_states is not None and self.n_actions is not None and self.horizon is not None
+        return self.n_states * self.n_actions * self.horizon
 
 
 @dataclass
@@ -177,7 +249,7 @@ class VineSampler:
     :param gamma: Discount factor of the branch returns
     :param n_steps: Trunk steps per env and iteration (the rollout set is drawn from them)
     :param seed: Seed of the sampler's own generator (rollout set, first actions, branch noise, env copies)
-    :param options: The vine options
+    :param options: The vine options, with every size set (:meth:`VineOptions.for_trunk`)
     :param env: The training env, if already known (checked at once: a dry run of snapshot and restore)
     """
 
@@ -199,7 +271,14 @@ class VineSampler:
         self.options = options
         if policy.use_sde:
             raise ValueError("The vine sampler does not support gSDE (use_sde=True): branch noise must be explicit")
-        self.n_actions = check_action_sampling(options.action_sampling, policy.action_space, options.n_actions)
+        if not options.resolved:
+            raise ValueError(
+                "VineSampler needs options whose sizes are set: VineOptions.for_trunk(n_steps * n_envs, action_space) "
+                f"derives those left unset; got {options}"
+            )
+        assert options.n_states is not None and options.horizon is not None and options.action_sampling is not None
+        self.n_states, self.horizon, self.action_sampling = options.n_states, options.horizon, options.action_sampling
+        self.n_actions = check_action_sampling(self.action_sampling, policy.action_space, options.n_actions)
         self.actions = ActionSampler(inference)
         self._rng = np.random.default_rng(None if seed is None else [seed, 0x76696E65])
         self._env: VecEnv | None = None
@@ -219,10 +298,9 @@ class VineSampler:
     def _bind(self, env: VecEnv) -> None:
         """Check that ``env`` can be snapshotted and restored (a dry run on one copy); raises otherwise."""
         options = self.options
-        if options.n_states > self.n_steps * env.num_envs:
+        if self.n_states > self.n_steps * env.num_envs:
             raise ValueError(
-                f"vine_kwargs n_states={options.n_states} exceeds the trunk's n_steps * n_envs = "
-                f"{self.n_steps} * {env.num_envs}"
+                f"vine_kwargs n_states={self.n_states} exceeds the trunk's n_steps * n_envs = {self.n_steps} * {env.num_envs}"
             )
         trunk = TrunkEnvs(base_vec_env(env))
         trunk.check()
@@ -237,7 +315,7 @@ class VineSampler:
         that hold them."""
         options = self.options
         if self._runner is None:
-            n_branches = options.n_states * self.n_actions
+            n_branches = self.n_states * self.n_actions
             size = min(options.n_branch_envs, n_branches)
             seeds = [int(s) for s in self._rng.integers(2**31 - 1, size=size)]
             n_chunks = -(-n_branches // size)
@@ -301,7 +379,7 @@ class VineSampler:
         if options.surrogate == "paper":
             return vine
         trunk = self.trunk.policy_batch(rollout)
-        return hybrid_batch(vine, trunk, options.action_sampling, self.n_actions, options.branch_weight)
+        return hybrid_batch(vine, trunk, self.action_sampling, self.n_actions, options.branch_weight)
 
     def critic_batch(self, rollout: RolloutBufferSamples) -> CriticBatch:
         """The trunk's states and lambda-returns, followed by the branches' visited states and returns-to-go
@@ -325,7 +403,7 @@ class VineSampler:
         return CriticBatch(obs, returns)
 
     def _choose_rollout_set(self, n_rollout_steps: int, n_envs: int) -> tuple[np.ndarray, np.ndarray]:
-        positions = np.sort(self._rng.choice(n_rollout_steps * n_envs, size=self.options.n_states, replace=False))
+        positions = np.sort(self._rng.choice(n_rollout_steps * n_envs, size=self.n_states, replace=False))
         return positions // n_envs, positions % n_envs
 
     def _run_trunk(
@@ -362,7 +440,7 @@ class VineSampler:
         with th.no_grad():
             distribution = policy.get_distribution(observations)
         n, k = len(rollout_set), self.n_actions
-        sampling = self.options.action_sampling
+        sampling = self.action_sampling
         first_actions, log_q = draw_first_actions(self.actions, distribution, n, sampling, k, self._rng)
         plan = self.plan(first_actions, self.actions.distribution_parameters(distribution))
         estimates = self._run_plan(rollout_set, plan)
@@ -385,7 +463,7 @@ class VineSampler:
         """
         k, n = first_actions.shape[:2]
         states = np.repeat(np.arange(n), k)
-        crn, horizon = self.options.common_random_numbers, self.options.horizon
+        crn, horizon = self.options.common_random_numbers, self.horizon
         noise = self.actions.draw_noise(self._rng, (n if crn else n * k, horizon), parameters)
         return BranchPlan(
             states=states,
@@ -427,7 +505,7 @@ def _dry_run(recipe: bytes, snapshot: EnvSnapshot, include_rng: bool) -> None:
 
 def _check_option(name: str, value: object) -> None:
     """Type and range of one ``vine_kwargs`` entry (``None`` is allowed where the signature allows it)."""
-    if value is None and name in ("n_actions", "worker_timeout", "start_method"):
+    if value is None and name in (*SIZE_NAMES, "branch_fraction", "worker_timeout", "start_method"):
         return
     if name in ("n_states", "n_actions", "horizon", "n_workers", "n_branch_envs"):
         check_int(f"vine_kwargs {name}", value, {"n_actions": 2, "n_workers": 0}.get(name, 1))
@@ -441,6 +519,8 @@ def _check_option(name: str, value: object) -> None:
         check_choice(f"vine_kwargs {name}", value, SURROGATES)
     elif name == "branch_weight":
         check_real(f"vine_kwargs {name}", value, low=0.0)
+    elif name == "branch_fraction":
+        check_real(f"vine_kwargs {name}", value, low=0.0, low_open=True)
     elif name == "backend":
         check_choice(f"vine_kwargs {name}", value, BACKENDS)
         if value == "ray" and importlib.util.find_spec("ray") is None:

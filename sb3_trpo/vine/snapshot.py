@@ -499,7 +499,10 @@ def adapter_for(env: gym.Env, layer: Any) -> AttributeAdapter | OptInAdapter:
         "env (gymnasium.envs.mujoco.MujocoEnv), an ALE env (ale_py.AtariEnv), a MinAtar env (minatar.gym.BaseEnv) nor "
         "a gymnasium classic-control or toy-text env, so there is no known way to save and restore its full state. Define "
         f"{OPT_IN_METHODS[0]}() (returning a picklable copy of everything step() depends on, random state included) "
-        f"and {OPT_IN_METHODS[1]}(state) on it."
+        f"and {OPT_IN_METHODS[1]}(state) on it, or, if its steps are deterministic given its np_random and the actions "
+        "and its reset rebuilds its whole state (gymnasium's Box2D LunarLander), wrap it in "
+        "sb3_trpo.vine.ReplayRestoreWrapper (e.g. make_vec_env(env_id, wrapper_class=ReplayRestoreWrapper)), which "
+        "restores by replaying the episode's actions."
     )
 
 
