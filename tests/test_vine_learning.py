@@ -52,3 +52,23 @@ def test_vine_pendulum_reaches_minus_250_within_150k_steps() -> None:
         target_kl=0.02,
         vine_kwargs=dict(n_states=32, n_actions=4, horizon=15),
     )
+
+
+def test_default_vine_on_the_zoo_cartpole_trunk_reaches_475_within_100k_steps() -> None:
+    """What a new user gets from ``sampler="vine"`` alone, with rl-zoo's CartPole values (trpo.yml: 2 envs x 512
+    steps) and its budget: the derived defaults, every action (eq. 15) from 32 states, branches of 8 steps."""
+    model = _reaches(
+        "CartPole-v1",
+        475,
+        100_000,
+        eval_every=1024,
+        n_envs=2,
+        n_steps=512,
+        batch_size=512,
+        cg_damping=1e-3,
+        gae_lambda=0.98,
+        learning_rate=1e-3,
+        n_critic_updates=20,
+    )
+    options = model.rollout_sampler.options
+    assert (options.n_states, options.n_actions, options.horizon, options.action_sampling) == (32, 2, 8, "all")
