@@ -14,6 +14,11 @@ Each family below works on a tuple of tensors ``phi`` (its distribution paramete
 closed form here, and callers then fall back to differentiating the KL twice. It is the one place where the kind of
 a distribution is decided: the NumPy fast path (:mod:`sb3_trpo.fast`, which also samples each family in NumPy) and
 the vine sampler ask it too.
+
+sb3-contrib's maskable distributions are categoricals over masked logits (invalid actions' logits replaced by
+``-1e8``), so their probabilities there are exactly 0 in float32: the categorical closed forms hold unchanged on the
+masked logits. The KL sums over valid actions only, and ``M = diag(p) - p p^T`` has zero rows and columns at invalid
+actions, so the Fisher ``J^T M J`` is that of the distribution over the valid actions.
 """
 
 from __future__ import annotations
@@ -22,6 +27,11 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import torch as th
+from sb3_contrib.common.maskable.distributions import (
+    MaskableBernoulliDistribution,
+    MaskableCategoricalDistribution,
+    MaskableMultiCategoricalDistribution,
+)
 from stable_baselines3.common.distributions import (
     BernoulliDistribution,
     CategoricalDistribution,
@@ -29,6 +39,7 @@ from stable_baselines3.common.distributions import (
     Distribution,
     MultiCategoricalDistribution,
     StateDependentNoiseDistribution,
+    kl_divergence,
 )
 
 Params = tuple[th.Tensor, ...]
@@ -158,6 +169,14 @@ class MultiCategoricalFamily:
         return tuple(self._categorical.score((p,), actions[:, i])[0] for i, p in enumerate(params))
 
 
+class MaskableMultiCategoricalFamily(MultiCategoricalFamily):
+    """sb3-contrib's maskable ``MultiDiscrete`` distribution (and its ``MultiBinary`` one, a categorical of 2 per bit):
+    one categorical block per component, over masked logits."""
+
+    def parameters(self, distribution: Distribution) -> Params:
+        return tuple(component.logits for component in distribution.distributions)  # type: ignore[attr-defined]
+
+
 class BernoulliFamily:
     """Independent Bernoullis over logits (``MultiBinary``): ``M = diag(p (1 - p))``."""
 
@@ -198,7 +217,23 @@ def family_of(distribution: Distribution) -> OutputFamily | None:
         return MultiCategoricalFamily(distribution.action_dims)
     if isinstance(distribution, BernoulliDistribution):
         return BernoulliFamily()
+    if isinstance(distribution, MaskableCategoricalDistribution):
+        return CategoricalFamily()
+    if isinstance(distribution, MaskableMultiCategoricalDistribution):
+        return MaskableMultiCategoricalFamily(distribution.action_dims)
     return None
+
+
+def kl_components(distribution: Distribution) -> int:
+    """The number of independent components sb3-contrib's TRPO averages a state's KL over: one per action dimension of
+    a diagonal Gaussian (gSDE included) and per bit of a Bernoulli (maskable ones too), one per state for
+    (multi-)categoricals, whose KL SB3 sums. (``kl_normalization="action_dims"`` divides by it.)"""
+    if isinstance(distribution, MaskableBernoulliDistribution):
+        return len(distribution.action_dims)
+    if isinstance(distribution, (MaskableCategoricalDistribution, MaskableMultiCategoricalDistribution)):
+        return 1
+    with th.no_grad():
+        return int(kl_divergence(distribution, distribution)[0].numel())
 
 
 def detach_params(params: Params) -> Params:

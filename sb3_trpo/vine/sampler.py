@@ -33,10 +33,9 @@ import torch as th
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.type_aliases import RolloutBufferSamples
-from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_trpo.arrays import action_tensor
+from sb3_trpo.arrays import action_tensor, buffer_rows
 from sb3_trpo.checks import check_bool, check_choice, check_int, check_real
 from sb3_trpo.sampling.base import Collection, CriticBatch, TrunkCollector
 from sb3_trpo.sampling.inference import PolicyInference
@@ -147,10 +146,7 @@ class RolloutSet:
 
     def observations(self, buffer: RolloutBuffer) -> np.ndarray | dict[str, np.ndarray]:
         """The observations the policy acted on at these states (as stored in the trunk's rollout buffer)."""
-        obs = buffer.observations
-        if isinstance(obs, dict):
-            return {key: value[self.steps, self.env_indices] for key, value in obs.items()}
-        return obs[self.steps, self.env_indices]
+        return buffer_rows(buffer.observations, self.steps, self.env_indices)  # type: ignore[no-any-return]
 
     def trunk_actions(self, buffer: RolloutBuffer) -> np.ndarray:
         """The trunk's action at each state: a draw from pi_old there."""
@@ -200,6 +196,11 @@ class VineSampler:
         if policy.use_sde:
             raise ValueError("The vine sampler does not support gSDE (use_sde=True): branch noise must be explicit")
         self.n_actions = check_action_sampling(options.action_sampling, policy.action_space, options.n_actions)
+        if inference.masks_actions and options.action_sampling == "all":
+            raise ValueError(
+                "vine_kwargs action_sampling='all' (eq. 15) rolls out every action, the invalid ones included: it does "
+                "not go with action masks; use 'policy' or 'uniform' (uniform over each state's valid actions)"
+            )
         self.actions = ActionSampler(inference)
         self._rng = np.random.default_rng(None if seed is None else [seed, 0x76696E65])
         self._env: VecEnv | None = None
@@ -265,11 +266,12 @@ class VineSampler:
             self._runner.close()
             self._runner = None
 
-    def _run_plan(self, rollout_set: RolloutSet, plan: BranchPlan) -> BranchEstimates:
-        """The branches of ``plan`` on the branch runner; non-finite branch data raises ``ValueError`` naming the
-        env, the rollout-set state (and its trunk position) and the branch step, before any policy step."""
+    def _run_plan(self, rollout_set: RolloutSet, plan: BranchPlan, memory: Any = None) -> BranchEstimates:
+        """The branches of ``plan`` on the branch runner (``memory``: what each rollout-set state's branches carry
+        after their first action); non-finite branch data raises ``ValueError`` naming the env, the rollout-set state
+        (and its trunk position) and the branch step, before any policy step."""
         assert self.pipeline is not None
-        batch = BranchBatch(plan, rollout_set.snapshots, rollout_set.wrapper_states, self.pipeline)
+        batch = BranchBatch(plan, rollout_set.snapshots, rollout_set.wrapper_states, self.pipeline, memory)
         try:
             return self.branch_runner().run(batch)
         except BranchDataError as error:
@@ -358,18 +360,22 @@ class VineSampler:
     def _run_branches(self, rollout_set: RolloutSet, rollout_buffer: RolloutBuffer) -> BranchEstimates:
         policy = self.policy
         policy.set_training_mode(False)
-        observations = obs_as_tensor(rollout_set.observations(rollout_buffer), policy.device)  # type: ignore[arg-type]
+        # The rollout-set states as the trunk met them (with their masks, or their LSTM states: captured with the
+        # trunk's step there), and what their branches carry after the first action
+        states, memory = self.inference.branch_start(rollout_buffer, rollout_set.steps, rollout_set.env_indices)
         with th.no_grad():
-            distribution = policy.get_distribution(observations)
+            distribution = states.distribution(policy)
         n, k = len(rollout_set), self.n_actions
         sampling = self.options.action_sampling
-        first_actions, log_q = draw_first_actions(self.actions, distribution, n, sampling, k, self._rng)
+        masks = None if states.action_masks is None else states.action_masks.cpu().numpy()
+        first_actions, log_q = draw_first_actions(self.actions, distribution, n, sampling, k, self._rng, masks)
         plan = self.plan(first_actions, self.actions.distribution_parameters(distribution))
-        estimates = self._run_plan(rollout_set, plan)
+        estimates = self._run_plan(rollout_set, plan, memory)
         self.branch_critic = estimates.critic
         space = policy.action_space
         self.branch_batch = VineBatch(
-            observations=observations,
+            policy_states=states,
+            observations=states.observations,
             fisher_actions=action_tensor(rollout_set.trunk_actions(rollout_buffer), space, policy.device),
             actions=th.stack([action_tensor(a, space, policy.device) for a in first_actions]),
             q_values=th.as_tensor(estimates.q_values.reshape(n, k).T, dtype=th.float32, device=policy.device),
