@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch as th
+from sb3_contrib.common.maskable.utils import get_action_masks
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.type_aliases import RolloutBufferSamples
@@ -37,6 +38,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_trpo.arrays import action_tensor, buffer_rows
 from sb3_trpo.checks import check_bool, check_choice, check_int, check_real
+from sb3_trpo.masking import check_action_masks, uniform_valid_actions
 from sb3_trpo.sampling.base import Collection, CriticBatch, TrunkCollector
 from sb3_trpo.sampling.inference import PolicyInference
 from sb3_trpo.surrogate import SurrogateBatch
@@ -193,7 +195,7 @@ class VineSampler:
         self.gamma = gamma
         self.n_steps = n_steps
         self.options = options
-        if policy.use_sde:
+        if getattr(policy, "use_sde", False):  # maskable policies have no gSDE (nor the attribute)
             raise ValueError("The vine sampler does not support gSDE (use_sde=True): branch noise must be explicit")
         self.n_actions = check_action_sampling(options.action_sampling, policy.action_space, options.n_actions)
         if inference.masks_actions and options.action_sampling == "all":
@@ -229,7 +231,8 @@ class VineSampler:
         trunk.check()
         pipeline = ObservationPipeline(env)
         recipe = trunk.recipe()
-        _dry_run(recipe, trunk.capture([0], options.common_random_numbers)[0], options.common_random_numbers)
+        snapshot = trunk.capture([0], options.common_random_numbers)[0]
+        _dry_run(recipe, snapshot, options.common_random_numbers, self.inference.masks_actions)
         self.close()
         self._env, self.trunk_envs, self.pipeline, self.recipe = env, trunk, pipeline, recipe
 
@@ -417,14 +420,20 @@ class VineSampler:
         }
 
 
-def _dry_run(recipe: bytes, snapshot: EnvSnapshot, include_rng: bool) -> None:
-    """Build one branch copy, restore the trunk's snapshot, then reset, step, snapshot and restore it."""
+def _dry_run(recipe: bytes, snapshot: EnvSnapshot, include_rng: bool, masked: bool = False) -> None:
+    """Build one branch copy, restore the trunk's snapshot, then reset, step (a valid action, where the policy masks
+    actions), snapshot and restore it."""
     env = build_env(recipe)
     try:
         restore_env(env, snapshot)
         env.reset(seed=0)
         env.action_space.seed(0)
-        env.step(env.action_space.sample())
+        if masked:
+            masks = check_action_masks(get_action_masks(env), env.action_space, 1, "the env's action_masks()")
+            action = uniform_valid_actions(env.action_space, masks, 1, np.random.default_rng(0))[0][0, 0]
+        else:
+            action = env.action_space.sample()
+        env.step(action)
         check_env(env)
         restore_env(env, capture_env(env, include_rng))
     finally:
