@@ -23,15 +23,12 @@ actions, so the Fisher ``J^T M J`` is that of the distribution over the valid ac
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Protocol
 
 import torch as th
-from sb3_contrib.common.maskable.distributions import (
-    MaskableBernoulliDistribution,
-    MaskableCategoricalDistribution,
-    MaskableMultiCategoricalDistribution,
-)
 from stable_baselines3.common.distributions import (
     BernoulliDistribution,
     CategoricalDistribution,
@@ -217,20 +214,28 @@ def family_of(distribution: Distribution) -> OutputFamily | None:
         return MultiCategoricalFamily(distribution.action_dims)
     if isinstance(distribution, BernoulliDistribution):
         return BernoulliFamily()
-    if isinstance(distribution, MaskableCategoricalDistribution):
+    maskable = maskable_distributions()
+    if maskable is not None and isinstance(distribution, maskable.MaskableCategoricalDistribution):
         return CategoricalFamily()
-    if isinstance(distribution, MaskableMultiCategoricalDistribution):
+    if maskable is not None and isinstance(distribution, maskable.MaskableMultiCategoricalDistribution):
         return MaskableMultiCategoricalFamily(distribution.action_dims)
     return None
+
+
+def maskable_distributions() -> ModuleType | None:
+    """sb3-contrib's maskable distributions module where it is loaded, else ``None`` (then no distribution is one of
+    its classes): ``import sb3_trpo`` does not import sb3-contrib."""
+    return sys.modules.get("sb3_contrib.common.maskable.distributions")
 
 
 def kl_components(distribution: Distribution) -> int:
     """The number of independent components sb3-contrib's TRPO averages a state's KL over: one per action dimension of
     a diagonal Gaussian (gSDE included) and per bit of a Bernoulli (maskable ones too), one per state for
     (multi-)categoricals, whose KL SB3 sums. (``kl_normalization="action_dims"`` divides by it.)"""
-    if isinstance(distribution, MaskableBernoulliDistribution):
-        return len(distribution.action_dims)
-    if isinstance(distribution, (MaskableCategoricalDistribution, MaskableMultiCategoricalDistribution)):
+    maskable = maskable_distributions()
+    if maskable is not None and isinstance(distribution, maskable.MaskableBernoulliDistribution):
+        return len(distribution.action_dims)  # type: ignore[attr-defined]
+    if maskable is not None and isinstance(distribution, maskable.MaskableDistribution):
         return 1
     with th.no_grad():
         return int(kl_divergence(distribution, distribution)[0].numel())

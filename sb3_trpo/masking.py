@@ -12,6 +12,7 @@ policy step (:class:`MaskedStates`), and draws the vine's uniform first actions 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch as th
@@ -24,6 +25,15 @@ from sb3_trpo.arrays import batch_length, index_obs, join_observations
 from sb3_trpo.states import PolicyStates
 
 MASKABLE_SPACES = (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+
+
+def read_action_masks(env: Any) -> np.ndarray:
+    """The current action masks of ``env`` (a ``VecEnv``: one row per sub-env; a gymnasium env: one flat row), through
+    sb3-contrib's ``get_action_masks``; imported here, where masks are first read, so that ``import sb3_trpo`` does
+    not import sb3-contrib."""
+    from sb3_contrib.common.maskable.utils import get_action_masks
+
+    return np.asarray(get_action_masks(env))
 
 
 def mask_blocks(space: spaces.Space) -> list[int]:

@@ -13,6 +13,7 @@ import contextlib
 import copy
 import math
 import numbers
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,8 +22,6 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
-from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.distributions import Distribution, kl_divergence
@@ -652,13 +651,16 @@ def actor_parameters(policy: BasePolicy, probe: PolicyStates | None = None) -> l
 
 def check_plain_policy(policy_class: type[BasePolicy]) -> None:
     """``TypeError`` when ``policy_class`` is one of sb3-contrib's maskable or recurrent policies, which
-    :class:`TRPO` cannot run (their distributions need masks or LSTM states), naming the class that can."""
-    if issubclass(policy_class, RecurrentActorCriticPolicy):
+    :class:`TRPO` cannot run (their distributions need masks or LSTM states), naming the class that can. (Their
+    modules are looked up, not imported: a class can subclass them only once they are loaded.)"""
+    recurrent = sys.modules.get("sb3_contrib.common.recurrent.policies")
+    maskable = sys.modules.get("sb3_contrib.common.maskable.policies")
+    if recurrent is not None and issubclass(policy_class, recurrent.RecurrentActorCriticPolicy):
         raise TypeError(
             f"TRPO cannot run the recurrent policy {policy_class.__name__} (its distribution needs LSTM states over "
             "sequences): use sb3_trpo.RecurrentTRPO with 'MlpLstmPolicy', 'CnnLstmPolicy' or 'MultiInputLstmPolicy'"
         )
-    if issubclass(policy_class, MaskableActorCriticPolicy):
+    if maskable is not None and issubclass(policy_class, maskable.MaskableActorCriticPolicy):
         raise TypeError(
             f"TRPO cannot run the maskable policy {policy_class.__name__} (it would ignore the action masks): use "
             "sb3_trpo.MaskableTRPO"

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch as th
 from sb3_contrib.common.maskable.buffers import MaskableRolloutBuffer
-from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_supported
+from sb3_contrib.common.maskable.utils import is_masking_supported
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import RolloutBufferSamples
@@ -26,7 +26,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from sb3_trpo.arrays import Observation, buffer_rows
 from sb3_trpo.distributions import family_of
 from sb3_trpo.fast.families import NumpyParams, numpy_params
-from sb3_trpo.masking import MaskedStates, check_action_masks
+from sb3_trpo.masking import MaskedStates, check_action_masks, read_action_masks
 from sb3_trpo.sampling.inference import PolicyInference, RolloutStep
 from sb3_trpo.states import PolicyStates
 
@@ -59,7 +59,7 @@ class MaskedPolicyInference(PolicyInference):
 
     def rollout_step(self, obs: Observation, episode_starts: np.ndarray, env: VecEnv) -> RolloutStep:
         """Actions from the masked distribution at ``obs``, with the env's current masks (stored with the step)."""
-        masks = check_action_masks(get_action_masks(env), self.policy.action_space, env.num_envs, "the env's action_masks()")
+        masks = check_action_masks(read_action_masks(env), self.policy.action_space, env.num_envs, "the env's action_masks()")
         with th.no_grad():
             actions, values, log_probs = self.policy(obs_as_tensor(obs, self.policy.device), action_masks=masks)
         return RolloutStep(actions.cpu().numpy(), values, log_probs, {"action_masks": masks})

@@ -26,10 +26,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
-from sb3_contrib.common.maskable.utils import get_action_masks
 
 from sb3_trpo.arrays import Observation, concat_obs, index_obs
-from sb3_trpo.masking import check_action_masks
+from sb3_trpo.masking import check_action_masks, read_action_masks
 from sb3_trpo.vine.actions import ActionSampler
 from sb3_trpo.vine.snapshot import EnvSnapshot, build_env, env_name, restore_env
 from sb3_trpo.vine.vecenv import ObservationPipeline
@@ -92,7 +91,7 @@ class InProcessBranchEnvs:
 
     def action_masks(self, slots: Sequence[int]) -> np.ndarray:
         """The copies' current action masks (their envs' ``action_masks()``, through sb3-contrib), one row per slot."""
-        return np.stack([np.asarray(get_action_masks(self.envs[slot])) for slot in slots])
+        return np.stack([read_action_masks(self.envs[slot]) for slot in slots])
 
     def close(self) -> None:
         for env in self.envs:

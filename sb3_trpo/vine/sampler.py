@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import torch as th
-from sb3_contrib.common.maskable.utils import get_action_masks
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.type_aliases import RolloutBufferSamples
@@ -38,7 +37,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_trpo.arrays import action_tensor, buffer_rows
 from sb3_trpo.checks import check_bool, check_choice, check_int, check_real
-from sb3_trpo.masking import check_action_masks, uniform_valid_actions
+from sb3_trpo.masking import check_action_masks, read_action_masks, uniform_valid_actions
 from sb3_trpo.sampling.base import Collection, CriticBatch, TrunkCollector
 from sb3_trpo.sampling.inference import PolicyInference
 from sb3_trpo.surrogate import SurrogateBatch
@@ -429,7 +428,7 @@ def _dry_run(recipe: bytes, snapshot: EnvSnapshot, include_rng: bool, masked: bo
         env.reset(seed=0)
         env.action_space.seed(0)
         if masked:
-            masks = check_action_masks(get_action_masks(env), env.action_space, 1, "the env's action_masks()")
+            masks = check_action_masks(read_action_masks(env), env.action_space, 1, "the env's action_masks()")
             action = uniform_valid_actions(env.action_space, masks, 1, np.random.default_rng(0))[0][0, 0]
         else:
             action = env.action_space.sample()
