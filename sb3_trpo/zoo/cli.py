@@ -41,7 +41,8 @@ from sb3_trpo.zoo.upstream import command_environment, run_as_main, with_eval_en
 USAGE = f"""usage: {PROG} COMMAND [options]   (or: python -m sb3_trpo.zoo COMMAND [options])
 
 rl-baselines3-zoo with sb3-trpo registered as `trpo` (single path) and `trpo_vine` (vine sampler),
-and sb3-contrib's TRPO as `trpo_contrib` (with the hyperparameters of `trpo`).
+`trpo_mask` (MaskableTRPO) and `trpo_lstm` (RecurrentTRPO), and sb3-contrib's TRPO as `trpo_contrib`
+(with the hyperparameters of `trpo`).
 
 commands (options are the zoo's own; `{PROG} COMMAND -h` lists them, and what {PROG} adds):
   train            train an agent; --algo defaults to trpo, hyperparameters default to
