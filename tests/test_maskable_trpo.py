@@ -14,6 +14,7 @@ from sb3_contrib.common.envs import InvalidActionEnvDiscrete, InvalidActionEnvMu
 from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
 from sb3_contrib.common.maskable.evaluation import evaluate_policy
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+from sb3_contrib.common.wrappers import ActionMasker
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_trpo import TRPO, MaskableTRPO
@@ -345,3 +346,19 @@ def test_sb3_contribs_maskable_evaluation_and_eval_callback_work() -> None:
 def test_learns_on_sb3_contribs_invalid_action_envs(env: gym.Env) -> None:
     model = MaskableTRPO("MlpPolicy", env, n_steps=64, batch_size=64, seed=0).learn(128)
     assert model.logger.name_to_value["train/is_line_search_success"] in (0.0, 1.0)
+
+
+def test_with_every_action_valid_it_trains_as_trpo_on_its_torch_path() -> None:
+    """All-true masks leave the masked policy the plain one: same seed, the same actions and (up to float rounding of
+    the masked logits' normalization) the same parameters as ``TRPO(mlp_fast_path=False)`` after 4 iterations."""
+
+    def env():
+        return make_vec_env("CartPole-v1", n_envs=2, seed=0, wrapper_class=ActionMasker,
+                            wrapper_kwargs=dict(action_mask_fn=lambda e: np.ones(2, dtype=bool)))  # fmt: skip
+
+    masked = MaskableTRPO("MlpPolicy", env(), n_steps=64, batch_size=64, seed=0).learn(256)
+    plain = TRPO("MlpPolicy", env(), n_steps=64, batch_size=64, seed=0, mlp_fast_path=False).learn(256)
+    np.testing.assert_array_equal(masked.rollout_buffer.actions, plain.rollout_buffer.actions)
+    th.testing.assert_close(
+        flat_parameters(masked.policy.parameters()), flat_parameters(plain.policy.parameters()), rtol=0, atol=1e-5
+    )
