@@ -53,11 +53,6 @@ class ActionSampler:
         self.family = numpy_family(self.distribution_family)  # its sampling from explicit noise
         self.action_space = policy.action_space
 
-    @property
-    def masks_actions(self) -> bool:
-        """Whether the policy masks actions: each branch state's mask must then be read from its env copy."""
-        return self.inference.masks_actions
-
     # -- distribution parameters ---------------------------------------------------------------------------------
 
     def parameters(self, obs: Observation) -> NumpyParams:

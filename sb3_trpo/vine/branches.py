@@ -121,6 +121,7 @@ class BranchPlan:
     """What to roll out: for each branch its state index, first action and row of the noise table.
 
     ``critic_data``: also return each branch's visited states and their returns-to-go (:class:`BranchCriticData`).
+    ``masked``: the policy acts with each branch state's action mask (read from the branch's env copy).
     """
 
     states: np.ndarray
@@ -131,6 +132,7 @@ class BranchPlan:
     gamma: float
     bootstrap: bool
     critic_data: bool = False
+    masked: bool = False
 
     def __len__(self) -> int:
         return len(self.states)
@@ -323,8 +325,11 @@ class _Chunk:
         tail_values = np.zeros(len(branches))
         if tails:
             positions = np.concatenate(tail_positions)
-            memory = None if self.memory is None else self.memory.take(positions)
-            tail_values[positions] = sampler.values(concat_obs(tails), memory)
+            tail_obs = concat_obs(tails)
+            if self.memory is None:
+                tail_values[positions] = sampler.values(tail_obs)
+            else:
+                tail_values[positions] = sampler.values(tail_obs, self.memory.take(positions))
             rows = branches[positions]
             estimates.q_values[rows] += np.concatenate(tail_discounts) * tail_values[positions]
             estimates.bootstrapped[rows] = True
@@ -334,8 +339,10 @@ class _Chunk:
     def _act(self, active: np.ndarray, obs: Observation, noise: np.ndarray, t: int) -> np.ndarray:
         """The policy's actions at branch step ``t`` for the chunk positions ``active`` (their masks read from their
         env copies where the policy masks actions; their memory advanced)."""
+        if not self.plan.masked and self.memory is None:
+            return self.sampler.act(obs, noise)
         masks = None
-        if self.sampler.masks_actions:
+        if self.plan.masked:
             where = f"the vine's branch env copies of {self.envs.name} (branch step {t})"
             masks = check_action_masks(self.envs.action_masks(active.tolist()), self.sampler.action_space, len(active), where)
         memory = None if self.memory is None else self.memory.take(active)

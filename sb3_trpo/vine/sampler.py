@@ -404,6 +404,7 @@ class VineSampler:
             gamma=self.gamma,
             bootstrap=self.options.bootstrap,
             critic_data=self.options.critic_data,
+            masked=self.inference.masks_actions,
         )
 
     def _records(self, estimates: BranchEstimates) -> dict[str, float]:
