@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch as th
-from sb3_contrib.common.maskable.buffers import MaskableRolloutBuffer
 from sb3_contrib.common.maskable.utils import is_masking_supported
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import ActorCriticPolicy
@@ -73,10 +72,11 @@ class MaskedPolicyInference(PolicyInference):
     def branch_start(
         self, rollout_buffer: RolloutBuffer, steps: np.ndarray, env_indices: np.ndarray
     ) -> tuple[PolicyStates, Any]:
-        assert isinstance(rollout_buffer, MaskableRolloutBuffer) or hasattr(rollout_buffer, "action_masks")
+        """The rollout-set states with the masks the trunk stored there (sb3-contrib's maskable buffers)."""
         device = self.policy.device
         observations = obs_as_tensor(buffer_rows(rollout_buffer.observations, steps, env_indices), device)
-        masks = th.as_tensor(buffer_rows(rollout_buffer.action_masks, steps, env_indices), device=device)  # type: ignore[attr-defined]
+        stored = rollout_buffer.action_masks  # type: ignore[attr-defined]
+        masks = th.as_tensor(buffer_rows(stored, steps, env_indices), device=device)
         return MaskedStates(observations, masks), None
 
     def branch_parameters(self, obs: Observation, masks: np.ndarray | None, memory: Any) -> tuple[NumpyParams, Any]:
