@@ -334,11 +334,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def run_specs(args: argparse.Namespace) -> list[RunSpec]:
-    """Every task, seed and algorithm; the algorithms of one (task, seed) side by side, so that they share the load."""
+    """Every task, seed and algorithm, seed by seed (a campaign stopped early has every task with its first seeds);
+    the algorithms of one (task, seed) side by side, so that they share the load."""
     return [
         RunSpec(label, "", name, seed, int(TASKS[name].budget * args.budget_scale), 0, args.eval_episodes)
-        for name in args.tasks
         for seed in args.seeds
+        for name in args.tasks
         for label in TASKS[name].algos
     ]
 
