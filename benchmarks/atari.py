@@ -403,7 +403,8 @@ def compare_report(args: argparse.Namespace, argv: Sequence[str], labels: Sequen
     rows = []
     for label in labels:
         for game in args.games:
-            runs = [run for plan in plans(args, label, {}) if (run := read_run(plan, args.runs_dir)) is not None]
+            game_plans = [plan for plan in plans(args, label, {}) if plan.env_id == env_id(game)]
+            runs = [run for plan in game_plans if (run := read_run(plan, args.runs_dir)) is not None]
             if not runs:
                 continue
             finals = np.concatenate([run.final_scores() for run in runs])
