@@ -8,7 +8,9 @@ sb3-trpo's algorithms registered (:mod:`sb3_trpo.zoo.registration`).
   entry's ``env_kwargs`` to the evaluation env too (the zoo gives it only ``--env-kwargs``);
 * command lines the zoo would reject with a traceback, or only after building envs (an unknown env id, a config
   without an entry for the env, ``trpo_contrib`` with an sb3-trpo-only argument), are refused first, in one line
-  (:class:`~sb3_trpo.zoo.config.ZooUsageError`, :mod:`sb3_trpo.zoo.checks`; ``--traceback`` shows the traceback);
+  (:class:`~sb3_trpo.zoo.config.ZooUsageError`, :mod:`sb3_trpo.zoo.checks`; ``--traceback`` shows the traceback),
+  with exit status 1 as where the zoo raises; 2 stays argparse's, for a malformed command line (and an unknown
+  command);
 * the workarounds for the pinned rl-zoo and its dependencies apply (:mod:`sb3_trpo.zoo.upstream`);
 * the plot commands accept ``--figures-dir DIR`` to write their figures as PNG files (:mod:`sb3_trpo.zoo.plots`).
 """
@@ -59,6 +61,9 @@ commands (options are the zoo's own; `{PROG} COMMAND -h` lists them, and what {P
 every command also accepts --traceback: show the traceback of a command line {PROG} refuses (unknown env id,
 missing config entry, ...) instead of one line; plot commands accept --figures-dir DIR: write every figure they
 draw to DIR as PNG.
+
+exit status: 0 on success; 1 where the zoo would raise (unknown env id, missing config entry, ...: one line on
+stderr); 2 for a malformed command line (unknown command or option, a value of the wrong type).
 """
 
 
@@ -72,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     command, options = args[0], args[1:]
     if command not in (*ALGO_COMMANDS, *PLOT_COMMANDS):
-        raise SystemExit(f"{PROG}: unknown command {command!r}\n\n{USAGE}")
+        print(f"{PROG}: error: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        raise SystemExit(2)
     known, options = _wrapper_parser(command).parse_known_args(options)
     try:
         run_command(command, options, known)
@@ -80,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if known.traceback:
             raise
         print(f"{PROG} {command}: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(1) from None
 
 
 def run_command(command: str, options: list[str], known: argparse.Namespace) -> None:
