@@ -253,8 +253,8 @@ def test_unknown_command_is_a_malformed_command_line(capsys: pytest.CaptureFixtu
 
 @pytest.mark.parametrize(
     "args",
-    [["train", "--env", "CartPole-v1", "-n", "many"], ["enjoy", "--no-such-option"]],
-    ids=["train-bad-value", "enjoy-unknown-option"],
+    [["train", "--env", "CartPole-v1", "-n", "many"], ["enjoy", "--no-such-option"], ["benchmark", "-n", "many"]],
+    ids=["train-bad-value", "enjoy-unknown-option", "benchmark-bad-value"],
 )
 def test_malformed_command_line_exits_with_argparse_status_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
