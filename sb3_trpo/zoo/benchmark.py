@@ -10,8 +10,8 @@ repository, and so fails from an installed rl_zoo3. This command does the same s
 * nothing is downloaded from the Hugging Face Hub (rl-zoo's default lists and downloads the ``sb3`` organisation's
   agents): fetch a Hub agent into the log folder with ``load_from_hub`` first; ``--no-hub`` is accepted and changes
   nothing;
-* an agent already evaluated with the same settings, after its model was last saved, is skipped; an evaluation cut
-  short (killed) is run again;
+* an agent already evaluated with the same settings, of the same model file, is skipped; an evaluation cut short
+  (killed) is run again;
 * an agent that cannot be evaluated (no model, an unreadable model, an error in ``enjoy``) is reported in the output
   and under the table, and the others go on;
 * the training budget comes from the run's ``-n`` when it was given, else from its config entry, and ``benchmark.csv``
@@ -201,11 +201,17 @@ def evaluation_settings(agent: TrainedAgent, args: argparse.Namespace) -> dict[s
 
 
 def already_evaluated(agent: TrainedAgent, reward_log: Path, settings: dict[str, int]) -> bool:
-    """Whether an evaluation with ``settings`` ended (not killed) after the agent's model was last written."""
+    """Whether an evaluation of the agent's model file as it is now, with ``settings``, ended (was not cut short)."""
     marker = reward_log / EVALUATED_JSON
-    if not marker.is_file():
-        return False
-    return json.loads(marker.read_text()) == settings and marker.stat().st_mtime >= agent.model_path.stat().st_mtime
+    return marker.is_file() and json.loads(marker.read_text()) == evaluation_record(agent, settings)
+
+
+def evaluation_record(agent: TrainedAgent, settings: dict[str, int]) -> dict[str, Any]:
+    """What ``evaluated.json`` holds: the settings, and the model file evaluated (its real path, size and modification
+    time, so that a run trained again, or a log folder pointing at another run, is evaluated again)."""
+    stat = agent.model_path.stat()
+    model = {"path": str(agent.model_path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return {**settings, "model": model}
 
 
 def run_enjoy(agent: TrainedAgent, args: argparse.Namespace, reward_log: Path, settings: dict[str, int]) -> str:
@@ -226,7 +232,7 @@ def run_enjoy(agent: TrainedAgent, args: argparse.Namespace, reward_log: Path, s
     if process.returncode != 0:
         lines = [line.strip() for line in (reward_log / ENJOY_LOG).read_text().splitlines() if line.strip()]
         return f"enjoy exited with status {process.returncode}: {lines[-1] if lines else '(no output)'}"
-    (reward_log / EVALUATED_JSON).write_text(json.dumps(settings))
+    (reward_log / EVALUATED_JSON).write_text(json.dumps(evaluation_record(agent, settings)))
     return ""
 
 
