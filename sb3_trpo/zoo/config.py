@@ -42,8 +42,8 @@ ZOO_ENTRY_KEYS = frozenset(
 class ZooUsageError(ValueError):
     """A command line refused before the zoo runs it (unknown env id, missing config entry, unsupported argument).
 
-    :func:`sb3_trpo.zoo.main` prints the message as one line and exits with status 2 (``--traceback``: raises it
-    instead).
+    :func:`sb3_trpo.zoo.main` prints the message as one line and exits with status 1, as the zoo's scripts do where
+    they raise (``--traceback``: raises it instead); status 2 stays argparse's, for a malformed command line.
     """
 
 
