@@ -398,12 +398,24 @@ def write_report(args: argparse.Namespace, argv: Sequence[str], runs: list[RunRe
     return markdown
 
 
+def run_command(args: argparse.Namespace, plan: RunPlan) -> str:
+    """The command that trains ``plan`` with the other games and seeds of ``args``."""
+    hyperparams = [
+        f"{name}:{value!r}" if isinstance(value, str) else f"{name}:{value}" for name, value in plan.overrides.items()
+    ]
+    argv = ["--games", *args.games, "--seeds", *map(str, args.seeds), "--frames", str(plan.budget * FRAMES_PER_STEP)]
+    argv += ["--eval-every", str(plan.eval_freq * FRAMES_PER_STEP), "--eval-games", str(plan.eval_episodes)]
+    argv += ["--final-games", str(plan.final_episodes), "--label", plan.label]
+    return command_line(MODULE, argv + (["--hyperparams", *hyperparams] if hyperparams else []))
+
+
 def compare_report(args: argparse.Namespace, argv: Sequence[str], labels: Sequence[str]) -> str:
     """Several labels (tuning variants) side by side, per game: mean over seeds of each statistic."""
     rows = []
     for label in labels:
         for game in args.games:
-            runs = [run for plan in plans(args, label, {}) if (run := read_run(plan, args.runs_dir)) is not None]
+            game_plans = [plan for plan in plans(args, label, {}) if plan.env_id == env_id(game)]
+            runs = [run for plan in game_plans if (run := read_run(plan, args.runs_dir)) is not None]
             if not runs:
                 continue
             finals = np.concatenate([run.final_scores() for run in runs])
@@ -425,10 +437,16 @@ def compare_report(args: argparse.Namespace, argv: Sequence[str], labels: Sequen
                     "agent steps/s": " / ".join(f"{speed(run):.0f}" for run in runs),
                 }
             )
+    made = []
+    for label in labels:
+        runs = [run for plan in plans(args, label, {}) if (run := read_run(plan, args.runs_dir)) is not None]
+        if runs:
+            made.append(f"- `{label}`: `{run_command(args, runs[0].plan)}`")
     lines = [
         "# Atari tuning runs side by side",
         "",
-        f"- command: `{command_line(MODULE, argv)}`",
+        f"- command: `{command_line(MODULE, argv)}`, reading runs made by:",
+        *made,
         f"- date: {datetime.date.today().isoformat()}; machine: {machine_description()}",
         "- last evaluation: the final (or latest) evaluation's full games, stochastic policy, pooled over seeds; "
         "training games: mean score of the training games in the last 10% of the steps reached",

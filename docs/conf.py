@@ -67,7 +67,9 @@ EXTERNAL_PACKAGES = (
     "np",
     "numpy",
     "optuna",
+    "pandas",
     "pathlib",
+    "pd",
     "ray",
     "rl_zoo3",
     "sb3_contrib",
@@ -146,15 +148,23 @@ def _documented(env: Any) -> list[tuple[str, str, str]]:
 
 
 def _in_context(node: Any, target: str) -> Any:
-    """The object a bare name stands for in the module that defines the documented object the reference sits in
-    (type hints name classes as their module imports them: ``GymEnv``, ``VecEnv``, ``VineOptions``)."""
+    """The object a bare name stands for in the module that defines the documented object the reference sits in, or
+    in its base classes' modules (type hints name classes as their module imports them: ``GymEnv``, ``VecEnv``,
+    ``VineOptions``)."""
     module, cls = node.get("py:module"), node.get("py:class")
     owner = _object_at(f"{module}.{cls}" if cls else module) if module else None
-    home = sys.modules.get(getattr(owner, "__module__", None) or module or "")
-    obj: Any = home
-    for name in target.split("."):
-        obj = getattr(obj, name, None)
-    return obj
+    homes = [sys.modules.get(getattr(owner, "__module__", None) or module or "")]
+    # an inherited signature names classes as its base class's module imports them
+    homes += [
+        sys.modules.get(base.__module__) for base in getattr(owner, "__mro__", ())[1:]
+    ]
+    for home in homes:
+        obj: Any = home
+        for name in target.split("."):
+            obj = getattr(obj, name, None)
+        if obj is not None:
+            return obj
+    return None
 
 
 def _public_name(app: Any, env: Any, node: Any, contnode: Any) -> Any:

@@ -1,5 +1,9 @@
 """The main job: ``python -m sb3_trpo`` trains TRPO, saves the model and a learning-curve PNG, prints where.
 
+After training it reports what rl-zoo reports: the saved model's deterministic evaluation (mean ± std of the return
+over ``--eval-episodes`` episodes on a separate env, seeded as training, as rl-zoo's evaluation env is), beside the
+mean return of the last training episodes (drawn from the stochastic policy while it was learning, so lower).
+
 The default (CartPole-v1, 100k steps, rl-zoo's tuned TRPO hyperparameters) needs nothing beyond the package.
 """
 
@@ -14,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import load_results
 
 from sb3_trpo import TRPO
@@ -40,7 +45,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timesteps", type=int, default=100_000, help="training budget in env steps (default: 100000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=Path("runs"), help="parent folder of the run folder (default: runs)")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--eval-episodes", type=int, default=20, help="episodes of the saved model's deterministic evaluation (default: 20)"
+    )
+    args = parser.parse_args(argv)
+    if args.eval_episodes < 1:
+        parser.error(f"--eval-episodes must be at least 1, got {args.eval_episodes}")
+    return args
 
 
 def plot_learning_curve(monitor_dir: Path, path: Path, title: str) -> None:
@@ -64,6 +75,21 @@ def plot_learning_curve(monitor_dir: Path, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def evaluate_saved_model(model_path: Path, env_id: str, seed: int, n_episodes: int) -> tuple[float, float]:
+    """Mean and standard deviation of the return of the model saved at ``model_path``, deterministic policy, over
+    ``n_episodes`` episodes on a fresh env seeded with ``seed`` (rl-zoo's evaluation env takes the run's seed too)."""
+    model = TRPO.load(model_path, device="cpu")
+    env = make_vec_env(env_id, n_envs=1, seed=seed)
+    try:
+        episode_returns, _ = evaluate_policy(
+            model, env, n_eval_episodes=n_episodes, deterministic=True, return_episode_rewards=True
+        )
+    finally:
+        env.close()
+    returns = np.asarray(episode_returns, dtype=float)
+    return float(returns.mean()), float(returns.std())
+
+
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     th.set_num_threads(1)
@@ -80,7 +106,12 @@ def main(argv: list[str] | None = None) -> Path:
     plot_learning_curve(monitor_dir, curve_path, f"TRPO on {args.env} (seed {args.seed})")
     assert model.ep_info_buffer is not None
     returns = pd.Series([ep["r"] for ep in model.ep_info_buffer], dtype=float)
-    print(f"mean return of the last {len(returns)} training episodes: {np.mean(returns):.1f}")
+    mean, std = evaluate_saved_model(model_path, args.env, args.seed, args.eval_episodes)
+    evaluated = f"saved model, deterministic policy, {args.eval_episodes} episodes on a separate env"
+    trained = f"last {len(returns)} training episodes, stochastic policy"
+    width = max(len(evaluated), len(trained))
+    print(f"return: {evaluated:<{width}}  {mean:.1f} +- {std:.1f}")
+    print(f"return: {trained:<{width}}  {np.mean(returns):.1f}")
     print(f"model:          {model_path}")
     print(f"learning curve: {curve_path}")
     print(f"monitor files:  {monitor_dir}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch as th
@@ -36,3 +36,27 @@ def action_tensor(actions: np.ndarray | th.Tensor, space: spaces.Space, device: 
     if isinstance(space, spaces.Discrete):
         return th.as_tensor(actions, device=device).long().reshape(-1)
     return th.as_tensor(actions, dtype=th.float32, device=device)
+
+
+def join_observations(first: th.Tensor | dict[str, th.Tensor], second: th.Tensor | dict[str, th.Tensor]) -> Any:
+    """Two observation batches (tensors, or dicts of them) joined along the first axis (dicts key by key)."""
+    if isinstance(first, dict):
+        assert isinstance(second, dict)
+        return {key: th.cat([first[key], second[key]]) for key in first}
+    assert isinstance(second, th.Tensor)
+    return th.cat([first, second])
+
+
+def batch_length(observations: np.ndarray | th.Tensor | dict[str, Any]) -> int:
+    """The number of rows of an observation batch (an array or tensor, or a dict of them)."""
+    if isinstance(observations, dict):
+        return len(next(iter(observations.values())))
+    return len(observations)
+
+
+def buffer_rows(values: np.ndarray | dict[str, np.ndarray], steps: np.ndarray, env_indices: np.ndarray) -> Any:
+    """The entries ``(steps[n], env_indices[n])`` of a rollout buffer's ``(n_steps, n_envs, ...)`` array (or dict of
+    them), one row per pair."""
+    if isinstance(values, dict):
+        return {key: value[steps, env_indices] for key, value in values.items()}
+    return values[steps, env_indices]

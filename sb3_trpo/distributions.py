@@ -14,11 +14,18 @@ Each family below works on a tuple of tensors ``phi`` (its distribution paramete
 closed form here, and callers then fall back to differentiating the KL twice. It is the one place where the kind of
 a distribution is decided: the NumPy fast path (:mod:`sb3_trpo.fast`, which also samples each family in NumPy) and
 the vine sampler ask it too.
+
+sb3-contrib's maskable distributions are categoricals over masked logits (invalid actions' logits replaced by
+``-1e8``), so their probabilities there are exactly 0 in float32: the categorical closed forms hold unchanged on the
+masked logits. The KL sums over valid actions only, and ``M = diag(p) - p p^T`` has zero rows and columns at invalid
+actions, so the Fisher ``J^T M J`` is that of the distribution over the valid actions.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Protocol
 
 import torch as th
@@ -29,6 +36,7 @@ from stable_baselines3.common.distributions import (
     Distribution,
     MultiCategoricalDistribution,
     StateDependentNoiseDistribution,
+    kl_divergence,
 )
 
 Params = tuple[th.Tensor, ...]
@@ -158,6 +166,14 @@ class MultiCategoricalFamily:
         return tuple(self._categorical.score((p,), actions[:, i])[0] for i, p in enumerate(params))
 
 
+class MaskableMultiCategoricalFamily(MultiCategoricalFamily):
+    """sb3-contrib's maskable ``MultiDiscrete`` distribution (and its ``MultiBinary`` one, a categorical of 2 per bit):
+    one categorical block per component, over masked logits."""
+
+    def parameters(self, distribution: Distribution) -> Params:
+        return tuple(component.logits for component in distribution.distributions)  # type: ignore[attr-defined]
+
+
 class BernoulliFamily:
     """Independent Bernoullis over logits (``MultiBinary``): ``M = diag(p (1 - p))``."""
 
@@ -198,7 +214,31 @@ def family_of(distribution: Distribution) -> OutputFamily | None:
         return MultiCategoricalFamily(distribution.action_dims)
     if isinstance(distribution, BernoulliDistribution):
         return BernoulliFamily()
+    maskable = maskable_distributions()
+    if maskable is not None and isinstance(distribution, maskable.MaskableCategoricalDistribution):
+        return CategoricalFamily()
+    if maskable is not None and isinstance(distribution, maskable.MaskableMultiCategoricalDistribution):
+        return MaskableMultiCategoricalFamily(distribution.action_dims)
     return None
+
+
+def maskable_distributions() -> ModuleType | None:
+    """sb3-contrib's maskable distributions module where it is loaded, else ``None`` (then no distribution is one of
+    its classes): ``import sb3_trpo`` does not import sb3-contrib."""
+    return sys.modules.get("sb3_contrib.common.maskable.distributions")
+
+
+def kl_components(distribution: Distribution) -> int:
+    """The number of independent components sb3-contrib's TRPO averages a state's KL over: one per action dimension of
+    a diagonal Gaussian (gSDE included) and per bit of a Bernoulli (maskable ones too), one per state for
+    (multi-)categoricals, whose KL SB3 sums. (``kl_normalization="action_dims"`` divides by it.)"""
+    maskable = maskable_distributions()
+    if maskable is not None and isinstance(distribution, maskable.MaskableBernoulliDistribution):
+        return len(distribution.action_dims)  # type: ignore[attr-defined]
+    if maskable is not None and isinstance(distribution, maskable.MaskableDistribution):
+        return 1
+    with th.no_grad():
+        return int(kl_divergence(distribution, distribution)[0].numel())
 
 
 def detach_params(params: Params) -> Params:

@@ -2,10 +2,11 @@
 the policy step consumes.
 
 A :class:`SurrogateBatch` is what the policy step needs from a sampler: the states where the KL constraint and
-the Fisher matrix are measured, how to get log-probabilities of its actions from a distribution over those
-states, and the objective as a function of new and old log-probabilities. The single-path sampler (section 5.1)
-gives :class:`SinglePathBatch`; the vine sampler (section 5.2) gives the batches of :mod:`sb3_trpo.vine.estimators`
-(eqs. 15-16, and its default hybrid of eq. 14 and branch pairs).
+the Fisher matrix are measured (a :class:`~sb3_trpo.states.PolicyStates`, which knows how the policy's distribution
+over them is computed: from the observations alone, masked, or over sequences), how to get log-probabilities of its
+actions from a distribution over those states, and the objective as a function of new and old log-probabilities.
+The single-path sampler (section 5.1) gives :class:`SinglePathBatch`; the vine sampler (section 5.2) gives the
+batches of :mod:`sb3_trpo.vine.estimators` (eqs. 15-16, and its default hybrid of eq. 14 and branch pairs).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import torch as th
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.type_aliases import PyTorchObs
 
+from sb3_trpo.states import ObservationStates, PolicyStates
+
 
 class SurrogateBatch(Protocol):
     """The data of one policy update, as the trust-region step sees it."""
 
     @property
-    def observations(self) -> PyTorchObs:
+    def states(self) -> PolicyStates:
         """States ``s_1..s_N`` of the KL constraint and the Fisher matrix (eq. 14: ``s ~ rho_old``)."""
         ...
 
@@ -51,12 +54,18 @@ class SinglePathBatch:
 
     ``advantage_scale`` is what the raw advantages were divided by (their standard deviation with
     ``normalize_advantage``, else 1): branch advantages of the vine's default surrogate are put in the same units.
+    ``policy_states`` are the states as the policy step evaluates them (``None``: the observations alone).
     """
 
     observations: PyTorchObs
     actions: th.Tensor
     advantages: th.Tensor
     advantage_scale: float = 1.0
+    policy_states: PolicyStates | None = None
+
+    @property
+    def states(self) -> PolicyStates:
+        return ObservationStates(self.observations) if self.policy_states is None else self.policy_states
 
     @property
     def fisher_actions(self) -> th.Tensor:

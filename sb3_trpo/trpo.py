@@ -13,6 +13,7 @@ import contextlib
 import copy
 import math
 import numbers
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,19 +32,19 @@ from stable_baselines3.common.policies import (
     BasePolicy,
     MultiInputActorCriticPolicy,
 )
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, RolloutBufferSamples, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, RolloutBufferSamples, Schedule
 from stable_baselines3.common.utils import explained_variance
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
-from sb3_trpo.arrays import index_obs
 from sb3_trpo.checks import check_bool, check_choice, check_int, check_real
-from sb3_trpo.distributions import OutputFamily, Params, detach_params, family_of, sum_per_state
+from sb3_trpo.distributions import OutputFamily, Params, detach_params, family_of, kl_components, sum_per_state
 from sb3_trpo.fast.blas import single_threaded_blas
 from sb3_trpo.images import scaled_once, step_by_step_threads
 from sb3_trpo.sampling.base import CriticBatch, Sampler, add_simulator_steps
 from sb3_trpo.sampling.inference import PolicyInference
 from sb3_trpo.sampling.single_path import SinglePathSampler
+from sb3_trpo.states import ObservationStates, PolicyStates, probe_observation
 from sb3_trpo.surrogate import SurrogateBatch
 from sb3_trpo.trust_region import (
     ConjugateGradientResult,
@@ -177,6 +178,12 @@ class TRPO(OnPolicyAlgorithm):
         "CnnPolicy": ActorCriticCnnPolicy,
         "MultiInputPolicy": MultiInputActorCriticPolicy,
     }
+    supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]] = (
+        spaces.Box,
+        spaces.Discrete,
+        spaces.MultiDiscrete,
+        spaces.MultiBinary,
+    )
 
     def __init__(
         self,
@@ -265,8 +272,11 @@ class TRPO(OnPolicyAlgorithm):
             device=device,
             seed=seed,
             _init_setup_model=False,
-            supported_action_spaces=(spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
+            supported_action_spaces=self.supported_action_spaces,
         )
+        self._check_policy_class()
+        if self.env is not None:
+            self._check_env(self.env)
 
         self.normalize_advantage = normalize_advantage
         if self.env is not None:
@@ -307,9 +317,30 @@ class TRPO(OnPolicyAlgorithm):
                 stacklevel=3,
             )
 
-    def _setup_model(self) -> None:
+    def _check_policy_class(self) -> None:
+        """``TypeError`` before anything is built when the policy needs another algorithm class (sb3-contrib's maskable
+        or recurrent policies: :class:`~sb3_trpo.MaskableTRPO`, :class:`~sb3_trpo.RecurrentTRPO`)."""
+        check_plain_policy(self.policy_class)
+
+    def _check_env(self, env: VecEnv) -> None:
+        """Raise before anything is built when ``env`` lacks what the policy needs (nothing, for TRPO's policies)."""
+
+    def _build_policy_and_buffer(self) -> None:
+        """The learning-rate schedule, the seeds, the rollout buffer and the policy (SB3's ``OnPolicyAlgorithm``)."""
         super()._setup_model()
-        self._actor_params = actor_parameters(self.policy)
+
+    def _make_inference(self) -> PolicyInference:
+        """The policy's computations (:mod:`sb3_trpo.sampling.inference`): torch or the NumPy fast path."""
+        return PolicyInference(self.policy, self.mlp_fast_path)
+
+    def _vine_options(self) -> VineOptions:
+        """The vine sampler's options from ``vine_kwargs``."""
+        return VineOptions.from_kwargs(self.vine_kwargs)
+
+    def _setup_model(self) -> None:
+        self._build_policy_and_buffer()
+        self._inference = self._make_inference()
+        self._actor_params = actor_parameters(self.policy, self._inference.probe_states())
         if (
             getattr(self.policy, "share_features_extractor", False)
             and sum(p.numel() for p in self.policy.features_extractor.parameters()) > 0
@@ -322,13 +353,14 @@ class TRPO(OnPolicyAlgorithm):
             )
         if not isinstance(getattr(self, "_rng", None), np.random.Generator):  # a loaded model goes on with its own
             self._rng = np.random.default_rng(self.seed)
-        self._inference = PolicyInference(self.policy, self.mlp_fast_path)
         trunk = SinglePathSampler(self, self._inference)
         self._sampler: Sampler = trunk
         if self.sampler == "vine":
-            options = VineOptions.from_kwargs(self.vine_kwargs).for_trunk(self.n_steps * self.n_envs, self.action_space)
+            options = self._vine_options().for_trunk(
+                self.n_steps * self.n_envs, self.action_space, masked=self._inference.masks_actions
+            )
             self._sampler = VineSampler(trunk, self._inference, self.gamma, self.n_steps, self.seed, options, self.env)
-        release_distribution_graph(self.policy)
+        release_distribution_graph(self.policy, self._inference.probe_states())
 
     def _excluded_save_params(self) -> list[str]:
         # _rng (critic minibatch order, Fisher subsets) is saved, so that a loaded model continues its random stream
@@ -376,13 +408,17 @@ class TRPO(OnPolicyAlgorithm):
         """One TRPO iteration on the collected rollout: policy step, critic fit, logs."""
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
-        rollout = next(self.rollout_buffer.get(batch_size=None))
+        rollout = self._whole_rollout()
         with single_threaded_blas(), self._model_inputs(rollout) as rollout:
             step = self.policy_step(self._sampler.policy_batch(rollout))
             value_losses = self._fit_critic(self._sampler.critic_batch(rollout))
-        release_distribution_graph(self.policy)
+        release_distribution_graph(self.policy, self._inference.probe_states())
         self._n_updates += 1
         self._log_train(step, value_losses)
+
+    def _whole_rollout(self) -> RolloutBufferSamples:
+        """The whole rollout buffer as one batch (shuffled, as sb3-contrib's TRPO takes it)."""
+        return next(self.rollout_buffer.get(batch_size=None))
 
     def _model_inputs(self, rollout: RolloutBufferSamples) -> contextlib.AbstractContextManager[RolloutBufferSamples]:
         """The rollout as the networks take it: images scaled once for the iteration (single path, whose batches
@@ -398,8 +434,8 @@ class TRPO(OnPolicyAlgorithm):
         family = family_of(getattr(self.policy, "action_dist", None))  # type: ignore[arg-type]
         # Without a closed form, KL(old || new) needs the old distribution: SB3 policies reuse one distribution
         # object, so copy it (no grad) before the differentiable forward below overwrites it
-        old_distribution = self._old_distribution_copy(batch.observations) if family is None else None
-        distribution = self.policy.get_distribution(batch.observations)
+        old_distribution = self._old_distribution_copy(batch.states) if family is None else None
+        distribution = batch.states.distribution(self.policy)
         old_dist_params = detach_params(family.parameters(distribution)) if family is not None else None
         # sb3-contrib's units (KL averaged over c components, Fisher divided by c) with radius delta and damping lambda
         # are exactly per-state KL with radius c * delta and damping c * lambda: work in the latter, report the former
@@ -472,8 +508,7 @@ class TRPO(OnPolicyAlgorithm):
         """
         if self.kl_normalization == "none":
             return 1.0
-        with th.no_grad():
-            return float(kl_divergence(distribution, distribution)[0].numel())
+        return float(kl_components(distribution))
 
     def _fisher_operator(
         self,
@@ -485,19 +520,19 @@ class TRPO(OnPolicyAlgorithm):
     ) -> FisherOperator:
         """The Fisher product chosen by ``fisher``, plus ``damping``, on the (optionally sub-sampled) batch states."""
         subset = self._fisher_subset(batch)
+        states = batch.states if subset is None else batch.states.subset(subset)
         if family is None or old_dist_params is None:
             # No closed form for this distribution: the Hessian of the mean KL by double backprop.
-            obs = index_obs(batch.observations, subset)
-            old = self._old_distribution_copy(obs)
-            new = copy.copy(self.policy.get_distribution(obs))
+            old = self._old_distribution_copy(states)
+            new = copy.copy(states.distribution(self.policy))
             return kl_hessian_fisher(per_state_kl(old, new).mean(), self._actor_params, damping)
         if subset is None:
             dist_params = family.parameters(distribution)
             old_params = old_dist_params
         else:
-            dist_params = family.parameters(self.policy.get_distribution(index_obs(batch.observations, subset)))
+            dist_params = family.parameters(states.distribution(self.policy))
             old_params = detach_params(dist_params)
-        jacobian = self._inference.jacobian(index_obs(batch.observations, subset), dist_params, self._actor_params)
+        jacobian = self._inference.jacobian(states, dist_params, self._actor_params)
         if self.fisher == "empirical":
             actions = batch.fisher_actions if subset is None else batch.fisher_actions[subset]
             return empirical_fisher(jacobian, family.score(old_params, actions), damping)
@@ -511,9 +546,9 @@ class TRPO(OnPolicyAlgorithm):
             return None
         return np.sort(self._rng.choice(n_states, size=n_keep, replace=False))
 
-    def _old_distribution_copy(self, observations: PyTorchObs) -> Distribution:
+    def _old_distribution_copy(self, states: PolicyStates) -> Distribution:
         with th.no_grad():
-            return copy.copy(self.policy.get_distribution(observations))
+            return copy.copy(states.distribution(self.policy))
 
     def _evaluate_step(
         self,
@@ -525,7 +560,7 @@ class TRPO(OnPolicyAlgorithm):
     ) -> StepEvaluation:
         """Surrogate, mean KL and max KL (KL(old || new) per state) at the current parameters."""
         with th.no_grad():
-            distribution = self.policy.get_distribution(batch.observations)
+            distribution = batch.states.distribution(self.policy)
             objective = batch.objective(batch.log_probs(distribution), old_log_probs)
             if family is not None and old_dist_params is not None:
                 kl = family.kl(old_dist_params, family.parameters(distribution))
@@ -584,32 +619,28 @@ class TRPO(OnPolicyAlgorithm):
         )
 
 
-def probe_observation(policy: BasePolicy) -> PyTorchObs:
-    """One observation of ``policy``'s space as a batch of one (a fixed sample; no global generator is used)."""
-    probe_space = copy.deepcopy(policy.observation_space)
-    probe_space.seed(0)
-    obs, _ = policy.obs_to_tensor(probe_space.sample())
-    return obs
-
-
-def release_distribution_graph(policy: BasePolicy) -> None:
+def release_distribution_graph(policy: BasePolicy, probe: PolicyStates | None = None) -> None:
     """Leave ``policy.action_dist`` holding a distribution built without gradients.
 
     SB3 policies keep the last distribution they built. One built with gradients (the actor-parameter probe, the
-    policy step) holds non-leaf tensors, which ``copy.deepcopy`` refuses; a forward on one probe observation under
-    ``no_grad`` replaces it, so that ``deepcopy(model.policy)`` and ``deepcopy(model)`` work as with sb3-contrib.
+    policy step) holds non-leaf tensors, which ``copy.deepcopy`` refuses; a forward on one probe state (``probe``;
+    ``None``: one observation of a policy whose distribution depends on it alone) under ``no_grad`` replaces it, so
+    that ``deepcopy(model.policy)`` and ``deepcopy(model)`` work as with sb3-contrib.
     """
+    states = ObservationStates(probe_observation(policy)) if probe is None else probe
     with th.no_grad():
-        policy.get_distribution(probe_observation(policy))  # type: ignore[operator]
+        states.distribution(policy)
 
 
-def actor_parameters(policy: BasePolicy) -> list[nn.Parameter]:
+def actor_parameters(policy: BasePolicy, probe: PolicyStates | None = None) -> list[nn.Parameter]:
     """The parameters the action distribution depends on, in ``policy.parameters()`` order.
 
-    Found from the policy's computation graph (which parameters a probe observation's distribution parameters
-    depend on), not from parameter names; shared layers (e.g. a shared CNN) belong to the actor.
+    Found from the policy's computation graph (which parameters the distribution parameters at a probe state depend
+    on; ``probe`` ``None``: one observation, for a policy whose distribution depends on it alone), not from parameter
+    names; shared layers (e.g. a shared CNN) belong to the actor.
     """
-    distribution = policy.get_distribution(probe_observation(policy))  # type: ignore[operator]
+    states = ObservationStates(probe_observation(policy)) if probe is None else probe
+    distribution = states.distribution(policy)
     family = family_of(distribution)
     if family is not None:
         outputs: Sequence[th.Tensor] = family.parameters(distribution)
@@ -618,6 +649,24 @@ def actor_parameters(policy: BasePolicy) -> list[nn.Parameter]:
     trainable = [p for p in policy.parameters() if p.requires_grad]
     grads = th.autograd.grad([o.sum() for o in outputs], trainable, allow_unused=True)
     return [p for p, g in zip(trainable, grads, strict=True) if g is not None]
+
+
+def check_plain_policy(policy_class: type[BasePolicy]) -> None:
+    """``TypeError`` when ``policy_class`` is one of sb3-contrib's maskable or recurrent policies, which
+    :class:`TRPO` cannot run (their distributions need masks or LSTM states), naming the class that can. (Their
+    modules are looked up, not imported: a class can subclass them only once they are loaded.)"""
+    recurrent = sys.modules.get("sb3_contrib.common.recurrent.policies")
+    maskable = sys.modules.get("sb3_contrib.common.maskable.policies")
+    if recurrent is not None and issubclass(policy_class, recurrent.RecurrentActorCriticPolicy):
+        raise TypeError(
+            f"TRPO cannot run the recurrent policy {policy_class.__name__} (its distribution needs LSTM states over "
+            "sequences): use sb3_trpo.RecurrentTRPO with 'MlpLstmPolicy', 'CnnLstmPolicy' or 'MultiInputLstmPolicy'"
+        )
+    if maskable is not None and issubclass(policy_class, maskable.MaskableActorCriticPolicy):
+        raise TypeError(
+            f"TRPO cannot run the maskable policy {policy_class.__name__} (it would ignore the action masks): use "
+            "sb3_trpo.MaskableTRPO"
+        )
 
 
 def mean_entropy(distribution: Distribution) -> float:

@@ -74,10 +74,12 @@ def test_a_finished_run_is_not_trained_again(tmp_path: Path) -> None:
 
 
 def test_compare_reports_labels_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    common = [
-        *TINY[: -len(HYPERPARAMS)],
-        "--frames",
-        "1024",
+    common = ["--games", "Breakout", "SpaceInvaders", "--frames", "512", "--eval-every", "512", "--eval-games", "1"]
+    common += [
+        "--final-games",
+        "1",
+        "--random-games",
+        "2",
         "--runs-dir",
         str(tmp_path / "runs"),
         "--out",
@@ -87,9 +89,18 @@ def test_compare_reports_labels_side_by_side(tmp_path: Path, capsys: pytest.Capt
     main([*common, "--label", "b", *HYPERPARAMS, "target_kl:0.001"])
     capsys.readouterr()
     main([*common, "--compare", "a", "b"])
-    table = (tmp_path / "out" / "tuning.md").read_text()
-    assert "| a | n_envs=2, n_steps=64, batch_size=64 | Breakout |" in table
-    assert "| b | n_envs=2, n_steps=64, batch_size=64, target_kl=0.001 | Breakout |" in table
+    rows = [
+        line
+        for line in (tmp_path / "out" / "tuning.md").read_text().splitlines()
+        if line.startswith("| a") or line.startswith("| b")
+    ]
+    assert [row.split(" | ")[:3] for row in rows] == [
+        ["| a", "n_envs=2, n_steps=64, batch_size=64", "Breakout"],
+        ["| a", "n_envs=2, n_steps=64, batch_size=64", "SpaceInvaders"],
+        ["| b", "n_envs=2, n_steps=64, batch_size=64, target_kl=0.001", "Breakout"],
+        ["| b", "n_envs=2, n_steps=64, batch_size=64, target_kl=0.001", "SpaceInvaders"],
+    ]
+    assert all(row.split(" | ")[3] == "0" for row in rows)  # each row holds its own game's one run (seed 0)
 
 
 def test_random_play_scores_whole_games() -> None:

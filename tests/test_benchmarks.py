@@ -229,3 +229,21 @@ def test_every_campaign_runs_as_a_module() -> None:
         module = importlib.import_module(f"benchmarks.{name}")
         assert callable(module.main), name
         assert 'if __name__ == "__main__":\n    main(' in (REPO_ROOT / "benchmarks" / f"{name}.py").read_text(), name
+
+
+@pytest.mark.slow  # about 15 s of CPU (MaskablePPO's default rollout is 2048 steps), longer on a loaded machine
+def test_contrib_policies_script(tmp_path: Path) -> None:
+    """One masked and the recurrent task, one seed, about one iteration per run: the table, its verdict column, the
+    CSVs and one figure per task; a second invocation reuses the finished runs."""
+    tiny = ["--tasks", "InvalidActionDiscrete", "CartPoleNoVel-v1", "--seeds", "0", "--budget-scale", "0.005"]
+    stdout = run_module("benchmarks.contrib_policies", *tiny, "--eval-episodes", "1", "--out", tmp_path)
+    assert "python -m benchmarks.contrib_policies --tasks InvalidActionDiscrete CartPoleNoVel-v1" in stdout
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    expected = {"maskable_trpo", "maskable_ppo", "recurrent_trpo", "recurrent_ppo", "trpo"}
+    assert set(runs["algo"]) == expected and runs["eval_return"].notna().all()
+    report = (tmp_path / "summary.md").read_text()
+    assert "| InvalidActionDiscrete | maskable_ppo | 1 |" in report and "n/a (one seed)" in report
+    for task in ("InvalidActionDiscrete", "CartPoleNoVel-v1"):
+        assert_small_png(tmp_path / f"{task}.png")
+    again = run_module("benchmarks.contrib_policies", *tiny, "--eval-episodes", "1", "--out", tmp_path)
+    assert "5 of 5 runs reused" in again

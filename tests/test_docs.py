@@ -47,7 +47,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_site_builds_with_warnings_as_errors_and_has_every_page(site: Path) -> None:
     for page in ("index", "getting-started", "migration", "algorithms/trpo", "results", "benchmarks", "api/index"):
         assert (site / f"{page}.html").is_file(), page
-    for page in ("vine", "workers", "ablations", "atari", "zoo"):
+    for page in ("vine", "workers", "ablations", "atari", "policies", "zoo"):
         assert (site / "features" / f"{page}.html").is_file(), page
     api = (site / "api" / "trpo.html").read_text()
     # every option is rendered from the docstring, once

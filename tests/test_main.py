@@ -1,8 +1,12 @@
 """The main job (``python -m sb3_trpo``) and the delayed model setup of SB3."""
 
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_trpo import TRPO, __version__
 from sb3_trpo.__main__ import ZOO_HYPERPARAMS, main
@@ -16,6 +20,36 @@ def test_main_job_saves_model_and_learning_curve(tmp_path, capsys):
     assert model_path.is_file() and curve_path.stat().st_size > 1000
     assert str(model_path) in printed and str(curve_path) in printed
     assert TRPO.load(model_path).num_timesteps >= 2048
+
+
+def test_main_job_reports_the_saved_model_deterministic_evaluation(tmp_path, capsys):
+    """As rl-zoo reports: the saved model's deterministic return (mean +- std over 20 episodes by default, on a
+    separate env seeded as training), beside the training episodes' mean."""
+    run_dir = main(["--timesteps", "1024", "--output", str(tmp_path), "--seed", "3"])
+    printed = capsys.readouterr().out
+    model = TRPO.load(run_dir / "model.zip", device="cpu")
+    returns, _ = evaluate_policy(
+        model,
+        make_vec_env("CartPole-v1", n_envs=1, seed=3),
+        n_eval_episodes=20,
+        deterministic=True,
+        return_episode_rewards=True,
+    )
+    evaluation = re.search(
+        r"^return: saved model, deterministic policy, 20 episodes on a separate env +(\S+) \+- (\S+)$", printed, re.M
+    )
+    assert evaluation is not None, printed
+    assert float(evaluation[1]) == pytest.approx(np.mean(returns), abs=0.051)
+    assert float(evaluation[2]) == pytest.approx(np.std(returns), abs=0.051)
+    training = re.search(r"^return: last (\d+) training episodes, stochastic policy +(\S+)$", printed, re.M)
+    assert training is not None, printed
+    assert int(training[1]) == len(model.ep_info_buffer)
+    assert float(training[2]) == pytest.approx(np.mean([ep["r"] for ep in model.ep_info_buffer]), abs=0.051)
+    # a shorter evaluation through the module's own option
+    main(["--timesteps", "1024", "--output", str(tmp_path), "--seed", "3", "--eval-episodes", "2"])
+    assert "deterministic policy, 2 episodes on a separate env" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--eval-episodes", "0"])
 
 
 def test_delayed_setup_and_version():

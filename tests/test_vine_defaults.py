@@ -179,3 +179,10 @@ def test_an_atari_sized_trunk_gets_the_derived_sizes(n_actions_of_env: int, expe
     assert model.action_space.n == n_actions_of_env
     assert _sizes(model.rollout_sampler.options) == expected
     assert model.rollout_sampler.options.branch_steps() == ATARI_TRUNK // 2
+
+
+def test_masked_policies_default_to_first_actions_from_the_policy() -> None:
+    """Rolling out every action would roll out invalid ones: with masks the derived q is pi_old (K = 2)."""
+    options = VineOptions().for_trunk(1024, spaces.Discrete(4), masked=True)
+    assert (options.action_sampling, options.n_actions) == ("policy", 2)
+    assert VineOptions().for_trunk(1024, spaces.Discrete(4)).action_sampling == "all"

@@ -260,9 +260,23 @@ def test_config_env_kwargs_reach_the_evaluation_env() -> None:
     assert "--eval-env-kwargs" not in single_path
 
 
-def test_unknown_command_is_refused() -> None:
-    with pytest.raises(SystemExit, match="unknown command 'tarin'"):
+def test_unknown_command_is_a_malformed_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
         main(["tarin", "--env", "CartPole-v1"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.startswith("sb3-trpo-zoo: error: unknown command 'tarin'")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["train", "--env", "CartPole-v1", "-n", "many"], ["enjoy", "--no-such-option"], ["benchmark", "-n", "many"]],
+    ids=["train-bad-value", "enjoy-unknown-option", "benchmark-bad-value"],
+)
+def test_malformed_command_line_exits_with_argparse_status_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        zoo(*args)
+    assert exit_.value.code == 2
+    assert "error: " in capsys.readouterr().err
 
 
 def test_hopper_v5_train_enjoy_and_plots(
@@ -409,10 +423,11 @@ def test_each_upstream_workaround_names_the_version_it_targets() -> None:
 
 
 def refusal(capsys: pytest.CaptureFixture[str], *args: str | Path) -> str:
-    """Run the CLI with ``args``, expect it to refuse them (exit status 2) and return its one-line message."""
+    """Run the CLI with ``args``, expect it to refuse them (exit status 1, as the zoo raises) and return its one-line
+    message."""
     with pytest.raises(SystemExit) as exit_:
         zoo(*args)
-    assert exit_.value.code == 2
+    assert exit_.value.code == 1
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1, captured.err
@@ -436,14 +451,27 @@ def test_missing_config_entry_is_one_line_naming_the_file_and_nearest_keys(
 
 
 def test_unknown_env_id_is_one_line_with_the_suggestion(tmp_path: Path) -> None:
-    """The whole process: one line on stderr, no traceback, exit status 2 (``--traceback`` shows it)."""
+    """The whole process: one line on stderr, no traceback, exit status 1 as the zoo's (``--traceback`` shows it)."""
     command = [sys.executable, "-m", "sb3_trpo.zoo", "train", "--env", "CartPol-v1", "-f", str(tmp_path)]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "sb3-trpo-zoo train: error: CartPol-v1 is not a registered env id; did you mean CartPole-v1?"
     ]
     assert "Traceback" not in result.stdout
+
+
+def test_config_without_the_entry_nor_default_exits_1_as_rl_zoo(tmp_path: Path) -> None:
+    """rl-zoo's own ``test_default_hyperparameters`` expects exit status 1 where a config file has neither the env's
+    entry nor ``default`` (its train script raises); the whole process, with its one line."""
+    conf = tmp_path / "only_cartpole.yml"
+    conf.write_text(yaml.safe_dump({"CartPole-v1": {"policy": "MlpPolicy", "n_timesteps": 100}}))
+    command = [sys.executable, "-m", "sb3_trpo.zoo", "train", "--env", "Pendulum-v1", "-conf", str(conf), "-f", str(tmp_path)]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"sb3-trpo-zoo train: error: {conf} has no entry for Pendulum-v1 and no 'default' entry; nearest keys: CartPole-v1"
+    ]
 
 
 @pytest.mark.parametrize("command", ["train", "enjoy", "record_video", "record_training", "push_to_hub"])

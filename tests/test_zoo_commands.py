@@ -175,7 +175,7 @@ def test_plot_train_shrinks_a_window_longer_than_the_runs(
 def test_plot_train_without_episodes_is_refused(logs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         zoo("plot_train", "-a", "trpo", "-e", "Hopper-v5", "-f", logs, "--figures-dir", tmp_path)
-    assert exit_.value.code == 2
+    assert exit_.value.code == 1
     assert capsys.readouterr().err.strip() == (
         f"sb3-trpo-zoo plot_train: error: no Monitor files under {logs / 'trpo'} in a folder named after Hopper-v5"
     )

@@ -184,5 +184,7 @@ _NUMPY_FAMILIES: dict[type, type[NumpyFamily]] = {
 
 
 def numpy_family(family: OutputFamily) -> NumpyFamily:
-    """The NumPy sampling of a closed-form family of :func:`sb3_trpo.distributions.family_of`."""
-    return _NUMPY_FAMILIES[type(family)]()
+    """The NumPy sampling of a closed-form family of :func:`sb3_trpo.distributions.family_of` (or of a subclass: the
+    maskable multi-categorical reads its parameters elsewhere, and samples as the multi-categorical)."""
+    kind = next(base for base in type(family).__mro__ if base in _NUMPY_FAMILIES)
+    return _NUMPY_FAMILIES[kind]()

@@ -14,30 +14,62 @@ storage and its version counter, which every in-place write bumps (optimizer ste
 autograd checks saved tensors by the same counter). The tensors watched are the policy's parameter objects when the
 seam is built, as the optimizer's and the policy step's are: writes through ``tensor.data`` (which bypass the
 counter) and parameters replaced by new objects are not seen.
+
+It is also where the kinds of policy differ, so that the rollout loop, the vine's branches and the policy step never
+ask which kind they hold: :class:`PolicyInference` serves SB3's ``ActorCriticPolicy``; its subclasses
+:class:`sb3_trpo.sampling.masked.MaskedPolicyInference` (sb3-contrib's maskable policies: masks from the env, stored
+with the rollout) and :class:`sb3_trpo.sampling.recurrent.RecurrentPolicyInference` (sb3-contrib's recurrent
+policies: LSTM states carried from step to step, stored with the rollout) override the hooks of the rollout loop
+(:meth:`PolicyInference.rollout_step` and the ones after it), of the branches (:meth:`PolicyInference.branch_start`
+and after) and the batch states of the policy step (:meth:`PolicyInference.policy_states`). Those two always
+compute in torch: the fast path mirrors plain MLPs only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch as th
+from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.type_aliases import PyTorchObs
+from stable_baselines3.common.type_aliases import PyTorchObs, RolloutBufferSamples
 from stable_baselines3.common.utils import obs_as_tensor
+from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 from torch.nn import functional as F
 
-from sb3_trpo.arrays import Observation, index_obs
+from sb3_trpo.arrays import Observation, buffer_rows, index_obs
 from sb3_trpo.distributions import Params, family_of
 from sb3_trpo.fast.critic import AdamSettings
 from sb3_trpo.fast.critic import fit_critic as fit_critic_numpy
 from sb3_trpo.fast.families import NumpyParams, numpy_params
 from sb3_trpo.fast.jacobian import MirrorJacobian
 from sb3_trpo.fast.mirror import ActorCriticMirror
+from sb3_trpo.states import ObservationStates, PolicyStates, probe_observation
 from sb3_trpo.trust_region import Jacobian, PolicyJacobian
 
 WeightsState = tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class RolloutStep:
+    """The policy's part of one step of the rollout loop, for all envs.
+
+    :param actions: The actions, in the policy's format (NumPy)
+    :param values: The critic's values, ``(n_envs, 1)``
+    :param log_probs: The actions' log-probabilities, ``(n_envs,)``
+    :param buffer_kwargs: What the rollout buffer's ``add`` takes beyond SB3's arguments (masks, LSTM states)
+    :param memory: What the policy carries to the next step (LSTM states), if anything
+    """
+
+    actions: np.ndarray
+    values: th.Tensor
+    log_probs: th.Tensor
+    buffer_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    memory: Any = None
 
 
 def weights_state(tensors: Sequence[th.Tensor]) -> WeightsState:
@@ -51,6 +83,9 @@ class PolicyInference:
     :param policy: The policy
     :param fast_path: Whether to use the NumPy fast path where the policy allows it (``mlp_fast_path``)
     """
+
+    masks_actions = False
+    """Whether the policy's distributions depend on action masks (branches then read each state's mask)."""
 
     def __init__(self, policy: ActorCriticPolicy, fast_path: bool) -> None:
         self.policy = policy
@@ -114,7 +149,56 @@ class PolicyInference:
         assert isinstance(obs, np.ndarray)
         return th.from_numpy(mirror.values(obs)).reshape(-1, 1)
 
+    def begin_rollout(self, env: VecEnv) -> None:
+        """Called once before a rollout on ``env`` (a policy that needs something of the env checks it here)."""
+
+    def rollout_step(self, obs: Observation, episode_starts: np.ndarray, env: VecEnv) -> RolloutStep:
+        """The policy's part of one step of the rollout loop: :meth:`act` at ``obs``, the ``n_envs`` current
+        observations of ``env`` (``episode_starts``: which of them begin an episode)."""
+        actions, values, log_probs = self.act(obs)
+        return RolloutStep(actions, values, log_probs)
+
+    def terminal_value(self, obs: Observation, env_index: int, step: RolloutStep) -> th.Tensor:
+        """``V`` of env ``env_index``'s terminal observation ``obs`` (a batch of one) after ``step`` (time limits),
+        shape ``(1,)``."""
+        return self.values(obs)[0]
+
+    def advance(self, step: RolloutStep) -> None:
+        """Called when ``step`` is stored and the loop moves on (a recurrent policy keeps its new LSTM states)."""
+
+    def last_values(self, obs: Observation, dones: np.ndarray) -> th.Tensor:
+        """``V`` of the observations after the rollout's last step, ``(n_envs, 1)``, for GAE's bootstrap."""
+        return self.values(obs)
+
+    # -- the policy step -----------------------------------------------------------------------------------------
+
+    def policy_states(self, rollout: RolloutBufferSamples) -> PolicyStates:
+        """The states of ``rollout`` (the whole rollout, one row per state) as the policy step evaluates them."""
+        return ObservationStates(rollout.observations)
+
+    def probe_states(self) -> PolicyStates:
+        """One state of the observation space (a fixed sample), to find which parameters the distribution uses."""
+        return ObservationStates(probe_observation(self.policy))
+
     # -- branch rollouts -----------------------------------------------------------------------------------------
+
+    def branch_start(
+        self, rollout_buffer: RolloutBuffer, steps: np.ndarray, env_indices: np.ndarray
+    ) -> tuple[PolicyStates, Any]:
+        """The vine's rollout-set states (trunk positions ``(steps[n], env_indices[n])`` of ``rollout_buffer``) as the
+        policy step evaluates them, and what each branch from them carries after its first action (``None``: nothing;
+        a recurrent policy's LSTM states, see :meth:`branch_parameters`)."""
+        rows = buffer_rows(rollout_buffer.observations, steps, env_indices)
+        return ObservationStates(obs_as_tensor(rows, self.policy.device)), None
+
+    def branch_parameters(self, obs: Observation, masks: np.ndarray | None, memory: Any) -> tuple[NumpyParams, Any]:
+        """The distribution's parameters at branch states ``obs`` (with their action ``masks`` where the policy masks
+        actions, and the ``memory`` the branches carry), and the memory after them."""
+        return self.distribution_parameters(obs), memory
+
+    def branch_values(self, obs: Observation, memory: Any) -> np.ndarray:
+        """The critic's ``V(s)`` at branch states ``obs`` (with the ``memory`` the branches carry), float64 ``(n,)``."""
+        return self.value_estimates(obs)
 
     def distribution_parameters(self, obs: Observation) -> NumpyParams:
         """The closed-form family's parameters at a batch of observations, as float32 arrays (``(mean, std)``,
@@ -142,12 +226,13 @@ class PolicyInference:
 
     # -- the policy step and the critic fit ----------------------------------------------------------------------
 
-    def jacobian(self, observations: PyTorchObs, dist_params: Params, params: Sequence[nn.Parameter]) -> Jacobian:
-        """Products with ``J = d phi / d theta`` over ``observations``, whose distribution parameters (computed with
+    def jacobian(self, states: PolicyStates, dist_params: Params, params: Sequence[nn.Parameter]) -> Jacobian:
+        """Products with ``J = d phi / d theta`` over ``states``, whose distribution parameters (computed with
         gradients by the policy) are ``dist_params``; ``params`` are the actor's parameters."""
         mirror = self._synced(actor=True)
         if mirror is None:
             return PolicyJacobian(dist_params, params)
+        observations = states.observations
         assert isinstance(observations, th.Tensor)  # the mirror exists only for flat Box observations
         return MirrorJacobian(mirror, observations.detach().cpu().numpy(), params)
 

@@ -4,8 +4,11 @@
 ``_update_info_buffer``, time-limit bootstrapping, gSDE noise resets, ``squash_output``/clipping, ``RolloutBuffer.add``,
 GAE), with the policy's per-step inference behind :class:`~sb3_trpo.sampling.inference.PolicyInference`: for plain
 MLP policies the NumPy fast path does that inference and draws its noise from torch's global generator exactly as the
-torch policy would, so the fast path changes speed, never results. The vine sampler (:mod:`sb3_trpo.vine`) collects
-its trunk through this same loop.
+torch policy would, so the fast path changes speed, never results. What a kind of policy needs beyond SB3's loop
+goes through the same seam (:meth:`~sb3_trpo.sampling.inference.PolicyInference.rollout_step`): a maskable policy's
+masks, read from the env at each step and stored with the rollout, a recurrent policy's LSTM states, carried from
+step to step and stored with the rollout (as sb3-contrib's ``MaskablePPO`` and ``RecurrentPPO`` loops do). The vine
+sampler (:mod:`sb3_trpo.vine`) collects its trunk through this same loop.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import RolloutBufferSamples
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_trpo.arrays import Observation, action_tensor, index_obs
+from sb3_trpo.arrays import Observation, action_tensor
 from sb3_trpo.sampling.base import Collection, CriticBatch
-from sb3_trpo.sampling.inference import PolicyInference
+from sb3_trpo.sampling.inference import PolicyInference, RolloutStep
 from sb3_trpo.surrogate import SinglePathBatch
 
 
@@ -65,12 +68,14 @@ class SinglePathSampler:
         rollout_buffer.reset()
         if algo.use_sde:
             _reset_noise(policy, env.num_envs)
+        inference.begin_rollout(env)
         callback.on_rollout_start()
         new_obs, dones = algo._last_obs, algo._last_episode_starts
         while n_steps < n_rollout_steps:
             if algo.use_sde and algo.sde_sample_freq > 0 and n_steps % algo.sde_sample_freq == 0:
                 _reset_noise(policy, env.num_envs)
-            actions, values, log_probs = inference.act(algo._last_obs)
+            step = inference.rollout_step(algo._last_obs, algo._last_episode_starts, env)
+            actions, values, log_probs = step.actions, step.values, step.log_probs
             clipped_actions = env_actions(policy, actions)
             new_obs, rewards, dones, infos = env.step(clipped_actions)
             algo.num_timesteps += env.num_envs
@@ -82,11 +87,14 @@ class SinglePathSampler:
             check_finite_step(new_obs, rewards, infos, dones, algo.num_timesteps)
             if isinstance(policy.action_space, spaces.Discrete):
                 actions = actions.reshape(-1, 1)
-            bootstrap_time_limits(inference, rewards, dones, infos, algo.gamma)
-            rollout_buffer.add(algo._last_obs, actions, rewards, algo._last_episode_starts, values, log_probs)
+            bootstrap_time_limits(inference, step, rewards, dones, infos, algo.gamma)
+            rollout_buffer.add(
+                algo._last_obs, actions, rewards, algo._last_episode_starts, values, log_probs, **step.buffer_kwargs
+            )
+            inference.advance(step)
             algo._last_obs = new_obs
             algo._last_episode_starts = dones
-        rollout_buffer.compute_returns_and_advantage(last_values=inference.values(new_obs), dones=dones)
+        rollout_buffer.compute_returns_and_advantage(last_values=inference.last_values(new_obs, dones), dones=dones)
         callback.update_locals(locals())
         callback.on_rollout_end()
         return Collection(True)
@@ -101,7 +109,8 @@ class SinglePathSampler:
             advantages = (advantages - advantages.mean()) / std
             scale = float(std)
         actions = action_tensor(rollout.actions[keep], self.algo.policy.action_space, rollout.actions.device)
-        return SinglePathBatch(index_obs(rollout.observations, keep), actions, advantages, scale)
+        states = self.inference.policy_states(rollout).subset(keep)
+        return SinglePathBatch(states.observations, actions, advantages, scale, policy_states=states)
 
     def critic_batch(self, rollout: RolloutBufferSamples) -> CriticBatch:
         """The rollout's states and lambda-returns."""
@@ -128,13 +137,18 @@ def env_actions(policy: ActorCriticPolicy, actions: np.ndarray) -> np.ndarray:
 
 
 def bootstrap_time_limits(
-    inference: PolicyInference, rewards: np.ndarray, dones: np.ndarray, infos: list[dict[str, Any]], gamma: float
+    inference: PolicyInference,
+    step: RolloutStep,
+    rewards: np.ndarray,
+    dones: np.ndarray,
+    infos: list[dict[str, Any]],
+    gamma: float,
 ) -> None:
     """``r += gamma V(s_terminal)`` in place where an episode was truncated by a time limit (SB3 GH#633)."""
     for idx, done in enumerate(dones):
         terminal_obs = infos[idx].get("terminal_observation")
         if done and terminal_obs is not None and infos[idx].get("TimeLimit.truncated", False):
-            terminal_value = inference.values(_as_batch(terminal_obs))[0]
+            terminal_value = inference.terminal_value(_as_batch(terminal_obs), idx, step)
             rewards[idx] += gamma * terminal_value  # float32 arithmetic, as in SB3
 
 

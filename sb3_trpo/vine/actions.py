@@ -11,6 +11,7 @@ Bernoulli ones.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch as th
@@ -21,6 +22,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from sb3_trpo.arrays import Observation, action_tensor
 from sb3_trpo.distributions import OutputFamily, family_of
 from sb3_trpo.fast.families import NumpyParams, numpy_family, numpy_noise, numpy_params
+from sb3_trpo.masking import uniform_valid_actions
 from sb3_trpo.sampling.inference import PolicyInference
 from sb3_trpo.sampling.single_path import env_actions
 
@@ -30,7 +32,7 @@ ACTION_SAMPLING = ("policy", "uniform", "all", "antithetic")
 def branch_family(policy: ActorCriticPolicy) -> OutputFamily:
     """The policy's distribution family, if branch actions can be drawn from explicit noise; ``ValueError`` otherwise."""
     family = family_of(policy.action_dist)
-    if family is None or policy.use_sde:
+    if family is None or getattr(policy, "use_sde", False):  # maskable policies have no gSDE (nor the attribute)
         raise ValueError(
             f"The vine sampler draws branch actions from DiagGaussian, Categorical, MultiCategorical or Bernoulli "
             f"policies; got {type(policy.action_dist).__name__} (gSDE is not supported)"
@@ -76,13 +78,26 @@ class ActionSampler:
         """One batched policy call: actions at ``obs`` from ``noise``."""
         return self.actions(self.parameters(obs), noise)
 
+    def step(
+        self, obs: Observation, noise: np.ndarray, masks: np.ndarray | None = None, memory: Any = None
+    ) -> tuple[np.ndarray, Any]:
+        """One batched policy call at branch states: actions at ``obs`` from ``noise``, given the states' action
+        ``masks`` (a maskable policy) and the ``memory`` the branches carry (a recurrent policy's LSTM states), and
+        the memory after these states."""
+        if masks is None and memory is None:
+            return self.act(obs, noise), None
+        parameters, memory = self.inference.branch_parameters(obs, masks, memory)
+        return self.actions(parameters, noise), memory
+
     def env_actions(self, actions: np.ndarray) -> np.ndarray:
         """What the env receives (clipped or unscaled Box actions), as in single-path collection."""
         return env_actions(self.policy, actions)
 
-    def values(self, obs: Observation) -> np.ndarray:
-        """The critic's ``V(s)`` at a batch of observations."""
-        return self.inference.value_estimates(obs)
+    def values(self, obs: Observation, memory: Any = None) -> np.ndarray:
+        """The critic's ``V(s)`` at a batch of observations (branch states, with the ``memory`` they carry)."""
+        if memory is None:
+            return self.inference.value_estimates(obs)
+        return self.inference.branch_values(obs, memory)
 
 
 def check_action_sampling(action_sampling: str, action_space: spaces.Space, n_actions: int | None) -> int:
@@ -119,19 +134,24 @@ def draw_first_actions(
     action_sampling: str,
     n_actions: int,
     rng: np.random.Generator,
+    masks: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """K first actions at each of the N rollout-set states, ``(K, N, ...)``, and their ``log q``, ``(K, N)``.
 
     ``distribution`` is pi_old over the N states. With ``"policy"``, ``q = pi_old`` and ``log q`` is computed by
     ``distribution.log_prob`` exactly as the policy step computes ``log pi_old``; ``"antithetic"`` also draws from
     pi_old, in pairs ``mean +- std * eps`` (Gaussian policies); ``"uniform"`` has constant ``log q``; ``"all"``
-    enumerates the actions (eq. 15 needs no ``q``, its ``log q`` is 0).
+    enumerates the actions (eq. 15 needs no ``q``, its ``log q`` is 0). With the states' action ``masks`` (a maskable
+    policy), ``"uniform"`` draws uniformly over each state's valid actions (``"policy"`` never draws an invalid one:
+    pi_old gives it probability 0).
     """
     space = sampler.action_space
     if action_sampling == "all":
         actions = np.repeat(np.arange(n_actions, dtype=np.int64)[:, None], n_states, axis=1)
         return actions, np.zeros((n_actions, n_states))
     if action_sampling == "uniform":
+        if masks is not None:
+            return uniform_valid_actions(space, masks, n_actions, rng)
         return _uniform_actions(space, n_actions, n_states, rng)
     parameters = sampler.distribution_parameters(distribution)
     if action_sampling == "antithetic":

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from sb3_trpo.arrays import Observation, concat_obs, index_obs
+from sb3_trpo.masking import check_action_masks, read_action_masks
 from sb3_trpo.vine.actions import ActionSampler
 from sb3_trpo.vine.snapshot import EnvSnapshot, build_env, env_name, restore_env
 from sb3_trpo.vine.vecenv import ObservationPipeline
@@ -55,6 +56,8 @@ class BranchEnvs(Protocol):
     def restore(self, slots: Sequence[int], snapshots: Sequence[EnvSnapshot]) -> None: ...
 
     def step(self, slots: Sequence[int], actions: np.ndarray) -> StepResult: ...
+
+    def action_masks(self, slots: Sequence[int]) -> np.ndarray: ...
 
     def close(self) -> None: ...
 
@@ -86,6 +89,10 @@ class InProcessBranchEnvs:
             observations.append(obs)
         return StepResult(observations, rewards, terminated, truncated)
 
+    def action_masks(self, slots: Sequence[int]) -> np.ndarray:
+        """The copies' current action masks (their envs' ``action_masks()``, through sb3-contrib), one row per slot."""
+        return np.stack([read_action_masks(self.envs[slot]) for slot in slots])
+
     def close(self) -> None:
         for env in self.envs:
             env.close()
@@ -96,11 +103,25 @@ class InProcessBranchEnvs:
 # Plans and estimates
 
 
+class BranchMemory(Protocol):
+    """What branches carry from step to step beyond their env state (a recurrent policy's LSTM states), one row per
+    branch (or per rollout-set state)."""
+
+    def take(self, rows: np.ndarray) -> BranchMemory:
+        """Rows ``rows``, as a new memory."""
+        ...
+
+    def put(self, rows: np.ndarray, values: BranchMemory) -> None:
+        """Overwrite rows ``rows`` with ``values`` (in place)."""
+        ...
+
+
 @dataclass
 class BranchPlan:
     """What to roll out: for each branch its state index, first action and row of the noise table.
 
     ``critic_data``: also return each branch's visited states and their returns-to-go (:class:`BranchCriticData`).
+    ``masked``: the policy acts with each branch state's action mask (read from the branch's env copy).
     """
 
     states: np.ndarray
@@ -111,6 +132,7 @@ class BranchPlan:
     gamma: float
     bootstrap: bool
     critic_data: bool = False
+    masked: bool = False
 
     def __len__(self) -> int:
         return len(self.states)
@@ -216,11 +238,14 @@ def run_branches(
     snapshots: Sequence[EnvSnapshot | None],
     wrapper_states: Sequence[tuple[Any, ...] | None],
     plan: BranchPlan,
+    memory: BranchMemory | None = None,
 ) -> BranchEstimates:
     """Roll out every branch of ``plan``, in chunks of ``envs.n_envs``, from restored copies of the trunk states.
 
     ``snapshots[n]`` and ``wrapper_states[n]`` are those of rollout-set state ``n`` (``None`` for states no branch of
-    ``plan`` starts from).
+    ``plan`` starts from); ``memory`` (rows by rollout-set state) is what a branch from state ``n`` carries after its
+    first action (a recurrent policy's LSTM states; ``None``: nothing). Where the policy masks actions, the policy
+    acts at each branch state with that state's mask, read from its env copy.
     """
     estimates = BranchEstimates.zeros(len(plan))
     critic: list[BranchCriticData] = []
@@ -230,7 +255,8 @@ def run_branches(
         states = plan.states[branches].tolist()
         envs.restore(slots.tolist(), [_known(snapshots[n]) for n in states])
         pipeline.start(envs.n_envs, slots, [_known(wrapper_states[n]) for n in states])
-        data = _Chunk(envs, pipeline, sampler, plan, branches, estimates).run()
+        chunk_memory = None if memory is None else memory.take(plan.states[branches])
+        data = _Chunk(envs, pipeline, sampler, plan, branches, estimates, chunk_memory).run()
         if data is not None:
             critic.append(data)
     if critic:
@@ -253,6 +279,7 @@ class _Chunk:
     plan: BranchPlan
     branches: np.ndarray
     estimates: BranchEstimates
+    memory: BranchMemory | None = None  # what each branch (chunk position) carries, updated as it steps
     rewards: np.ndarray = field(init=False)  # (len(branches), horizon), only with critic_data
     visited: list[tuple[np.ndarray, int, Observation]] = field(init=False, default_factory=list)
     no_rows: Observation | None = field(init=False, default=None)  # a batch of 0 observations of the right shape
@@ -294,16 +321,35 @@ class _Chunk:
             if plan.critic_data:
                 self.visited.append((active, t + 1, running_obs))
             noise = plan.noise[plan.noise_rows[branches[active]], t + 1]
-            actions = sampler.act(running_obs, noise)
+            actions = self._act(active, running_obs, noise, t + 1)
         tail_values = np.zeros(len(branches))
         if tails:
             positions = np.concatenate(tail_positions)
-            tail_values[positions] = sampler.values(concat_obs(tails))
+            tail_obs = concat_obs(tails)
+            if self.memory is None:
+                tail_values[positions] = sampler.values(tail_obs)
+            else:
+                tail_values[positions] = sampler.values(tail_obs, self.memory.take(positions))
             rows = branches[positions]
             estimates.q_values[rows] += np.concatenate(tail_discounts) * tail_values[positions]
             estimates.bootstrapped[rows] = True
         self._check_estimates()
         return self._critic_data(tail_values) if plan.critic_data else None
+
+    def _act(self, active: np.ndarray, obs: Observation, noise: np.ndarray, t: int) -> np.ndarray:
+        """The policy's actions at branch step ``t`` for the chunk positions ``active`` (their masks read from their
+        env copies where the policy masks actions; their memory advanced)."""
+        if not self.plan.masked and self.memory is None:
+            return self.sampler.act(obs, noise)
+        masks = None
+        if self.plan.masked:
+            where = f"the vine's branch env copies of {self.envs.name} (branch step {t})"
+            masks = check_action_masks(self.envs.action_masks(active.tolist()), self.sampler.action_space, len(active), where)
+        memory = None if self.memory is None else self.memory.take(active)
+        actions, memory = self.sampler.step(obs, noise, masks, memory)
+        if self.memory is not None:
+            self.memory.put(active, memory)
+        return actions
 
     def _fail(self, position: int, what: str, value: float, step: int) -> BranchDataError:
         return BranchDataError(what, value, self.envs.name, int(self.plan.states[self.branches[position]]), step)

@@ -22,6 +22,7 @@ import torch as th
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.type_aliases import PyTorchObs
 
+from sb3_trpo.states import ObservationStates, PolicyStates
 from sb3_trpo.surrogate import SinglePathBatch
 
 SURROGATES = ("hybrid", "paper")
@@ -52,6 +53,7 @@ class VineBatch:
     ``objective`` ignores the ``old_log_probs`` the policy step passes (``log pi_old`` of the batch's actions) and
     uses the stored ``log q`` instead: they are equal for ``q = pi_old`` but not for uniform sampling, where eq. 16's
     weights are ``pi_theta / q``. With ``all_actions`` the objective is eq. 15, which needs no ``q``.
+    ``policy_states`` are the N states as the policy step evaluates them (``None``: the observations alone).
     """
 
     observations: PyTorchObs
@@ -60,6 +62,11 @@ class VineBatch:
     q_values: th.Tensor
     log_q: th.Tensor
     all_actions: bool
+    policy_states: PolicyStates | None = None
+
+    @property
+    def states(self) -> PolicyStates:
+        return ObservationStates(self.observations) if self.policy_states is None else self.policy_states
 
     def log_probs(self, distribution: Distribution) -> th.Tensor:
         """``log pi(a_nk | s_n)`` for the K actions at each of the N states of ``distribution``: ``(K, N)``."""
@@ -119,6 +126,7 @@ class HybridBatch:
     :param branch_advantages: Their advantages in the trunk's units, ``(K, N)`` (:func:`branch_advantages`)
     :param log_q: ``log q(a_nk | s_n)`` of the first actions, ``(K, N)``
     :param weight: c, the weight of a branch pair against a trunk state
+    :param branch_states: The N states as the policy step evaluates them (``None``: their observations alone)
     """
 
     trunk: SinglePathBatch
@@ -128,16 +136,13 @@ class HybridBatch:
     branch_advantages: th.Tensor
     log_q: th.Tensor
     weight: float
+    branch_states: PolicyStates | None = None
 
     def __post_init__(self) -> None:
         self._n_trunk = len(self.trunk.actions)
-        trunk_obs, branch_obs = self.trunk.observations, self.branch_observations
-        if isinstance(trunk_obs, dict):
-            assert isinstance(branch_obs, dict)
-            self.observations: PyTorchObs = {key: th.cat([trunk_obs[key], branch_obs[key]]) for key in trunk_obs}
-        else:
-            assert isinstance(branch_obs, th.Tensor)
-            self.observations = th.cat([trunk_obs, branch_obs])
+        branch = ObservationStates(self.branch_observations) if self.branch_states is None else self.branch_states
+        self.states: PolicyStates = self.trunk.states.join(branch)
+        self.observations: PyTorchObs = self.states.observations
         self.fisher_actions = th.cat([self.trunk.actions, self.branch_trunk_actions])
 
     def log_probs(self, distribution: Distribution) -> th.Tensor:
@@ -165,4 +170,6 @@ def hybrid_batch(vine: VineBatch, trunk: SinglePathBatch, action_sampling: str, 
     """
     log_q = th.full_like(vine.log_q, -math.log(n_actions)) if action_sampling == "all" else vine.log_q
     advantages = branch_advantages(vine.q_values, action_sampling in ("policy", "uniform"), trunk.advantage_scale)
-    return HybridBatch(trunk, vine.observations, vine.fisher_actions, vine.actions, advantages, log_q, weight)
+    return HybridBatch(
+        trunk, vine.observations, vine.fisher_actions, vine.actions, advantages, log_q, weight, branch_states=vine.states
+    )

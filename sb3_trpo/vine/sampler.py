@@ -34,11 +34,11 @@ from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.type_aliases import RolloutBufferSamples
-from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_trpo.arrays import action_tensor
+from sb3_trpo.arrays import action_tensor, buffer_rows
 from sb3_trpo.checks import check_bool, check_choice, check_int, check_real
+from sb3_trpo.masking import check_action_masks, read_action_masks, uniform_valid_actions
 from sb3_trpo.sampling.base import Collection, CriticBatch, TrunkCollector
 from sb3_trpo.sampling.inference import PolicyInference
 from sb3_trpo.surrogate import SurrogateBatch
@@ -70,7 +70,7 @@ class VineOptions:
     simulator steps are branch steps). The rule, applied to the options not given (each one given is kept as it is):
 
     * q: every action (``"all"``, eq. 15) on a ``Discrete`` space of at most 6 actions (unless ``n_actions`` is given
-      and is not their number), else draws from the policy (``"policy"``);
+      and is not their number, or the policy masks actions), else draws from the policy (``"policy"``);
     * K: the number of actions with ``"all"``, else 2 (the fewest a leave-one-out baseline needs);
     * H: 8 steps, bootstrapped with the critic (fewer when the budget cannot hold K branches of 8 steps: then
       ``floor(branch_fraction * T / K)``, at least 1);
@@ -172,16 +172,18 @@ class VineOptions:
         """Whether every size is set (as :meth:`for_trunk` returns them)."""
         return all(getattr(self, name) is not None for name in SIZE_NAMES)
 
-    def for_trunk(self, trunk_steps: int, action_space: spaces.Space) -> VineOptions:
+    def for_trunk(self, trunk_steps: int, action_space: spaces.Space, masked: bool = False) -> VineOptions:
         """These options with the sizes left unset derived from a trunk of ``trunk_steps`` steps per iteration
         (``n_steps * n_envs``) and the action space, by the rule in the class docstring; the sizes given are kept.
+        With ``masked`` (a policy with invalid-action masks) the first actions default to draws from the policy, as
+        rolling out every action would roll out the invalid ones.
 
         ``ValueError`` if the action space does not allow the given ``action_sampling`` (see ``VineOptions``).
         """
         check_int("trunk_steps", trunk_steps, 1)
         sampling = self.action_sampling
         if sampling is None:
-            small = isinstance(action_space, spaces.Discrete) and int(action_space.n) <= ENUMERATED_ACTIONS
+            small = not masked and isinstance(action_space, spaces.Discrete) and int(action_space.n) <= ENUMERATED_ACTIONS
             every = small and self.n_actions in (None, int(getattr(action_space, "n", 0)))  # a given K other than n: draws
             sampling = "all" if every else "policy"
         n_actions = self.n_actions
@@ -219,10 +221,7 @@ class RolloutSet:
 
     def observations(self, buffer: RolloutBuffer) -> np.ndarray | dict[str, np.ndarray]:
         """The observations the policy acted on at these states (as stored in the trunk's rollout buffer)."""
-        obs = buffer.observations
-        if isinstance(obs, dict):
-            return {key: value[self.steps, self.env_indices] for key, value in obs.items()}
-        return obs[self.steps, self.env_indices]
+        return buffer_rows(buffer.observations, self.steps, self.env_indices)  # type: ignore[no-any-return]
 
     def trunk_actions(self, buffer: RolloutBuffer) -> np.ndarray:
         """The trunk's action at each state: a draw from pi_old there."""
@@ -269,7 +268,7 @@ class VineSampler:
         self.gamma = gamma
         self.n_steps = n_steps
         self.options = options
-        if policy.use_sde:
+        if getattr(policy, "use_sde", False):  # maskable policies have no gSDE (nor the attribute)
             raise ValueError("The vine sampler does not support gSDE (use_sde=True): branch noise must be explicit")
         if not options.resolved:
             raise ValueError(
@@ -279,6 +278,11 @@ class VineSampler:
         assert options.n_states is not None and options.horizon is not None and options.action_sampling is not None
         self.n_states, self.horizon, self.action_sampling = options.n_states, options.horizon, options.action_sampling
         self.n_actions = check_action_sampling(self.action_sampling, policy.action_space, options.n_actions)
+        if inference.masks_actions and self.action_sampling == "all":
+            raise ValueError(
+                "vine_kwargs action_sampling='all' (eq. 15) rolls out every action, the invalid ones included: it does "
+                "not go with action masks; use 'policy' or 'uniform' (uniform over each state's valid actions)"
+            )
         self.actions = ActionSampler(inference)
         self._rng = np.random.default_rng(None if seed is None else [seed, 0x76696E65])
         self._env: VecEnv | None = None
@@ -306,7 +310,8 @@ class VineSampler:
         trunk.check()
         pipeline = ObservationPipeline(env)
         recipe = trunk.recipe()
-        _dry_run(recipe, trunk.capture([0], options.common_random_numbers)[0], options.common_random_numbers)
+        snapshot = trunk.capture([0], options.common_random_numbers)[0]
+        _dry_run(recipe, snapshot, options.common_random_numbers, self.inference.masks_actions)
         self.close()
         self._env, self.trunk_envs, self.pipeline, self.recipe = env, trunk, pipeline, recipe
 
@@ -343,11 +348,12 @@ class VineSampler:
             self._runner.close()
             self._runner = None
 
-    def _run_plan(self, rollout_set: RolloutSet, plan: BranchPlan) -> BranchEstimates:
-        """The branches of ``plan`` on the branch runner; non-finite branch data raises ``ValueError`` naming the
-        env, the rollout-set state (and its trunk position) and the branch step, before any policy step."""
+    def _run_plan(self, rollout_set: RolloutSet, plan: BranchPlan, memory: Any = None) -> BranchEstimates:
+        """The branches of ``plan`` on the branch runner (``memory``: what each rollout-set state's branches carry
+        after their first action); non-finite branch data raises ``ValueError`` naming the env, the rollout-set state
+        (and its trunk position) and the branch step, before any policy step."""
         assert self.pipeline is not None
-        batch = BranchBatch(plan, rollout_set.snapshots, rollout_set.wrapper_states, self.pipeline)
+        batch = BranchBatch(plan, rollout_set.snapshots, rollout_set.wrapper_states, self.pipeline, memory)
         try:
             return self.branch_runner().run(batch)
         except BranchDataError as error:
@@ -436,18 +442,22 @@ class VineSampler:
     def _run_branches(self, rollout_set: RolloutSet, rollout_buffer: RolloutBuffer) -> BranchEstimates:
         policy = self.policy
         policy.set_training_mode(False)
-        observations = obs_as_tensor(rollout_set.observations(rollout_buffer), policy.device)  # type: ignore[arg-type]
+        # The rollout-set states as the trunk met them (with their masks, or their LSTM states: captured with the
+        # trunk's step there), and what their branches carry after the first action
+        states, memory = self.inference.branch_start(rollout_buffer, rollout_set.steps, rollout_set.env_indices)
         with th.no_grad():
-            distribution = policy.get_distribution(observations)
+            distribution = states.distribution(policy)
         n, k = len(rollout_set), self.n_actions
         sampling = self.action_sampling
-        first_actions, log_q = draw_first_actions(self.actions, distribution, n, sampling, k, self._rng)
+        masks = None if states.action_masks is None else states.action_masks.cpu().numpy()
+        first_actions, log_q = draw_first_actions(self.actions, distribution, n, sampling, k, self._rng, masks)
         plan = self.plan(first_actions, self.actions.distribution_parameters(distribution))
-        estimates = self._run_plan(rollout_set, plan)
+        estimates = self._run_plan(rollout_set, plan, memory)
         self.branch_critic = estimates.critic
         space = policy.action_space
         self.branch_batch = VineBatch(
-            observations=observations,
+            policy_states=states,
+            observations=states.observations,
             fisher_actions=action_tensor(rollout_set.trunk_actions(rollout_buffer), space, policy.device),
             actions=th.stack([action_tensor(a, space, policy.device) for a in first_actions]),
             q_values=th.as_tensor(estimates.q_values.reshape(n, k).T, dtype=th.float32, device=policy.device),
@@ -474,6 +484,7 @@ class VineSampler:
             gamma=self.gamma,
             bootstrap=self.options.bootstrap,
             critic_data=self.options.critic_data,
+            masked=self.inference.masks_actions,
         )
 
     def _records(self, estimates: BranchEstimates) -> dict[str, float]:
@@ -489,14 +500,20 @@ class VineSampler:
         }
 
 
-def _dry_run(recipe: bytes, snapshot: EnvSnapshot, include_rng: bool) -> None:
-    """Build one branch copy, restore the trunk's snapshot, then reset, step, snapshot and restore it."""
+def _dry_run(recipe: bytes, snapshot: EnvSnapshot, include_rng: bool, masked: bool = False) -> None:
+    """Build one branch copy, restore the trunk's snapshot, then reset, step (a valid action, where the policy masks
+    actions), snapshot and restore it."""
     env = build_env(recipe)
     try:
         restore_env(env, snapshot)
         env.reset(seed=0)
         env.action_space.seed(0)
-        env.step(env.action_space.sample())
+        if masked:
+            masks = check_action_masks(read_action_masks(env), env.action_space, 1, "the env's action_masks()")
+            action = uniform_valid_actions(env.action_space, masks, 1, np.random.default_rng(0))[0][0, 0]
+        else:
+            action = env.action_space.sample()
+        env.step(action)
         check_env(env)
         restore_env(env, capture_env(env, include_rng))
     finally:

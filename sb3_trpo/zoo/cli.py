@@ -1,14 +1,17 @@
 """The command line ``sb3-trpo-zoo COMMAND [options]`` (or ``python -m sb3_trpo.zoo``): rl-zoo's scripts with
 sb3-trpo's algorithms registered (:mod:`sb3_trpo.zoo.registration`).
 
-:func:`main` runs the zoo's own scripts (every one that takes ``--algo``, and the plots), with these changes:
+:func:`main` runs the zoo's own scripts (every one that takes ``--algo``, and the plots), and ``benchmark`` (rl-zoo's
+benchmark step, :mod:`sb3_trpo.zoo.benchmark`), with these changes:
 
 * ``--algo`` is ``trpo`` when not given;
 * ``train`` reads ``zoo_configs/<algo>.yml`` unless ``-conf``/``--conf-file`` is passed, and passes the config
   entry's ``env_kwargs`` to the evaluation env too (the zoo gives it only ``--env-kwargs``);
 * command lines the zoo would reject with a traceback, or only after building envs (an unknown env id, a config
   without an entry for the env, ``trpo_contrib`` with an sb3-trpo-only argument), are refused first, in one line
-  (:class:`~sb3_trpo.zoo.config.ZooUsageError`, :mod:`sb3_trpo.zoo.checks`; ``--traceback`` shows the traceback);
+  (:class:`~sb3_trpo.zoo.config.ZooUsageError`, :mod:`sb3_trpo.zoo.checks`; ``--traceback`` shows the traceback),
+  with exit status 1 as where the zoo raises; 2 stays argparse's, for a malformed command line (and an unknown
+  command);
 * the workarounds for the pinned rl-zoo and its dependencies apply (:mod:`sb3_trpo.zoo.upstream`);
 * the plot commands accept ``--figures-dir DIR`` to write their figures as PNG files (:mod:`sb3_trpo.zoo.plots`).
 """
@@ -23,10 +26,12 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from sb3_trpo.zoo.benchmark import run_benchmark
 from sb3_trpo.zoo.checks import check_command_line
 from sb3_trpo.zoo.commands import (
     ALGO_COMMANDS,
     FUNCTION_COMMANDS,
+    OWN_COMMANDS,
     PLOT_COMMANDS,
     PROG,
     script_argv,
@@ -41,7 +46,8 @@ from sb3_trpo.zoo.upstream import command_environment, run_as_main, with_eval_en
 USAGE = f"""usage: {PROG} COMMAND [options]   (or: python -m sb3_trpo.zoo COMMAND [options])
 
 rl-baselines3-zoo with sb3-trpo registered as `trpo` (single path) and `trpo_vine` (vine sampler),
-and sb3-contrib's TRPO as `trpo_contrib` (with the hyperparameters of `trpo`).
+`trpo_mask` (MaskableTRPO) and `trpo_lstm` (RecurrentTRPO), and sb3-contrib's TRPO as `trpo_contrib`
+(with the hyperparameters of `trpo`).
 
 commands (options are the zoo's own; `{PROG} COMMAND -h` lists them, and what {PROG} adds):
   train            train an agent; --algo defaults to trpo, hyperparameters default to
@@ -55,10 +61,15 @@ commands (options are the zoo's own; `{PROG} COMMAND -h` lists them, and what {P
   plot_train       training curves from the Monitor files
   all_plots        evaluation curves and a results table from evaluations.npz
   plot_from_file   plots from the file written by `all_plots -o`
+  benchmark        evaluate every trained agent of a log folder (--log-dir) through `enjoy` and write
+                   benchmark.md and benchmark.csv (rl-zoo's benchmark step; nothing is downloaded from the Hub)
 
 every command also accepts --traceback: show the traceback of a command line {PROG} refuses (unknown env id,
 missing config entry, ...) instead of one line; plot commands accept --figures-dir DIR: write every figure they
 draw to DIR as PNG.
+
+exit status: 0 on success; 1 where the zoo would raise (unknown env id, missing config entry, ...: one line on
+stderr); 2 for a malformed command line (unknown command or option, a value of the wrong type).
 """
 
 
@@ -71,8 +82,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit(2)
         return
     command, options = args[0], args[1:]
-    if command not in (*ALGO_COMMANDS, *PLOT_COMMANDS):
-        raise SystemExit(f"{PROG}: unknown command {command!r}\n\n{USAGE}")
+    if command not in (*ALGO_COMMANDS, *PLOT_COMMANDS, *OWN_COMMANDS):
+        print(f"{PROG}: error: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        raise SystemExit(2)
     known, options = _wrapper_parser(command).parse_known_args(options)
     try:
         run_command(command, options, known)
@@ -80,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if known.traceback:
             raise
         print(f"{PROG} {command}: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(1) from None
 
 
 def run_command(command: str, options: list[str], known: argparse.Namespace) -> None:
@@ -91,6 +103,9 @@ def run_command(command: str, options: list[str], known: argparse.Namespace) -> 
     register()
     help_requested = "-h" in options or "--help" in options
     with _wrapper_help(command, help_requested):
+        if command in OWN_COMMANDS:
+            run_benchmark(options)
+            return
         if command in PLOT_COMMANDS:
             run_plot(command, options, known.figures_dir, check=not help_requested)
             return

@@ -24,6 +24,8 @@ ALGO_COMMANDS = {
 }
 FUNCTION_COMMANDS = ("train", "enjoy")
 PLOT_COMMANDS = ("plot_train", "plot_from_file", "all_plots")
+# Commands of sb3-trpo-zoo's own, in place of a zoo script that cannot run from an installed rl_zoo3 (its module)
+OWN_COMMANDS = {"benchmark": "sb3_trpo.zoo.benchmark"}
 # Commands whose --env must name a registered env (load_from_hub only downloads files).
 ENV_COMMANDS = ("train", "enjoy", "record_video", "record_training", "push_to_hub")
 

@@ -3,7 +3,8 @@
 Scripts and benchmarks that build a model without the zoo but with the same hyperparameters read an entry here
 (:func:`split_entry`, :func:`config_entry`) without importing rl_zoo3, Optuna or sb3-contrib. The files are package
 data in ``sb3_trpo/zoo_configs/`` (linked as ``zoo_configs/`` at the repository root): ``trpo.yml`` for ``--algo trpo``
-and ``trpo_contrib``, ``trpo_vine.yml`` for ``--algo trpo_vine``.
+and ``trpo_contrib``, ``trpo_vine.yml`` for ``--algo trpo_vine``, ``trpo_mask.yml`` for ``--algo trpo_mask``
+(:class:`sb3_trpo.MaskableTRPO`) and ``trpo_lstm.yml`` for ``--algo trpo_lstm`` (:class:`sb3_trpo.RecurrentTRPO`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ from sb3_trpo.trpo import CHOICE_ARGUMENTS
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "zoo_configs"  # package data; also linked as zoo_configs/ at the root
 ALGO_NAMES = ("trpo", "trpo_vine")
 CONTRIB_ALGO = "trpo_contrib"
-CONFIG_FILES = {"trpo": "trpo.yml", "trpo_vine": "trpo_vine.yml", CONTRIB_ALGO: "trpo.yml"}
+MASKABLE_ALGO = "trpo_mask"  # sb3_trpo.MaskableTRPO, named as rl-zoo would name MaskablePPO (ppo_mask)
+RECURRENT_ALGO = "trpo_lstm"  # sb3_trpo.RecurrentTRPO, as rl-zoo names RecurrentPPO (ppo_lstm)
+CONFIG_FILES = {
+    "trpo": "trpo.yml",
+    "trpo_vine": "trpo_vine.yml",
+    CONTRIB_ALGO: "trpo.yml",
+    MASKABLE_ALGO: "trpo_mask.yml",
+    RECURRENT_ALGO: "trpo_lstm.yml",
+}
 DEFAULT_ALGO = "trpo"
 # Keys of a config entry that the zoo itself consumes (envs, budget, policy name, callbacks), not the algorithm
 ZOO_ENTRY_KEYS = frozenset(
@@ -33,8 +42,8 @@ ZOO_ENTRY_KEYS = frozenset(
 class ZooUsageError(ValueError):
     """A command line refused before the zoo runs it (unknown env id, missing config entry, unsupported argument).
 
-    :func:`sb3_trpo.zoo.main` prints the message as one line and exits with status 2 (``--traceback``: raises it
-    instead).
+    :func:`sb3_trpo.zoo.main` prints the message as one line and exits with status 1, as the zoo's scripts do where
+    they raise (``--traceback``: raises it instead); status 2 stays argparse's, for a malformed command line.
     """
 
 

@@ -1,4 +1,5 @@
-"""sb3-trpo's algorithms in rl-zoo's tables: ``trpo`` and ``trpo_vine`` (:class:`sb3_trpo.TRPO`), ``trpo_contrib``.
+"""sb3-trpo's algorithms in rl-zoo's tables: ``trpo`` and ``trpo_vine`` (:class:`sb3_trpo.TRPO`), ``trpo_contrib``,
+``trpo_mask`` and ``trpo_lstm``.
 
 The zoo has no plugin mechanism: its scripts take the algorithm names from the ``ALGOS`` table when they build
 their parsers, and hyperparameter search looks the algorithm up in ``HYPERPARAMS_SAMPLER``. :func:`register` fills
@@ -11,6 +12,14 @@ those public tables at runtime (no installed file is edited):
   ``zoo_configs/trpo.yml``, so that a comparison runs both with the same hyperparameters; logged under
   ``<log folder>/trpo_contrib/``. Entries that set arguments only sb3-trpo has (e.g. Atari's ``fisher_sub_sampling``)
   are refused before any env is built (:mod:`sb3_trpo.zoo.checks`).
+* ``trpo_mask``: :class:`sb3_trpo.MaskableTRPO` (sb3-contrib's maskable policies), hyperparameters from
+  ``zoo_configs/trpo_mask.yml``; its evaluations during training mask actions
+  (:func:`sb3_trpo.zoo.upstream.masked_evaluations`). rl-zoo has no MaskablePPO; the name is the one it would take.
+* ``trpo_lstm``: :class:`sb3_trpo.RecurrentTRPO` (sb3-contrib's LSTM policies), hyperparameters from
+  ``zoo_configs/trpo_lstm.yml`` (rl-zoo's ``ppo_lstm`` entries, with the values TRPO shares with PPO).
+
+All take TRPO's search space (recurrent and maskable policies take the same ``net_arch``, ``activation_fn`` and
+``share_features_extractor``; as rl-zoo's ``ppo_lstm`` sampler, the LSTM's own settings are not searched).
 
 Atari critic: with ``CnnPolicy`` the zoo configs set ``share_features_extractor: false``. TRPO's policy step moves
 only the parameters the action distribution depends on (found by autograd reachability) and the critic fit drops
@@ -29,15 +38,19 @@ from rl_zoo3 import hyperparams_opt
 from rl_zoo3.utils import ALGOS
 from sb3_contrib import TRPO as ContribTRPO
 
+from sb3_trpo.maskable_trpo import MaskableTRPO
+from sb3_trpo.recurrent_trpo import RecurrentTRPO
 from sb3_trpo.trpo import TRPO
-from sb3_trpo.zoo.config import ALGO_NAMES, CONTRIB_ALGO
+from sb3_trpo.zoo.config import ALGO_NAMES, CONTRIB_ALGO, MASKABLE_ALGO, RECURRENT_ALGO
 
 
 def register() -> None:
-    """Put ``trpo``, ``trpo_vine`` and ``trpo_contrib`` in the zoo's algorithm, search-space and trial-converter tables
-    (idempotent)."""
-    for name in ALGO_NAMES:
-        ALGOS[name] = TRPO
+    """Put ``trpo``, ``trpo_vine``, ``trpo_contrib``, ``trpo_mask`` and ``trpo_lstm`` in the zoo's algorithm,
+    search-space and trial-converter tables (idempotent)."""
+    ours: dict[str, type[TRPO]] = {name: TRPO for name in ALGO_NAMES}
+    ours.update({MASKABLE_ALGO: MaskableTRPO, RECURRENT_ALGO: RecurrentTRPO})
+    for name, algo_class in ours.items():
+        ALGOS[name] = algo_class
         hyperparams_opt.HYPERPARAMS_SAMPLER[name] = sample_trpo_params
         hyperparams_opt.HYPERPARAMS_CONVERTER[name] = convert_trpo_params
     ALGOS[CONTRIB_ALGO] = ContribTRPO

@@ -8,7 +8,9 @@ where that behaviour is absent. The targets are the versions this project instal
 * :func:`record_video_through_us`: rl-zoo 2.9.2's ``record_training`` starts ``python -m rl_zoo3.record_video``;
 * :func:`hub_metadata_function`: rl-zoo 2.9.2's ``push_to_hub`` imports a function that huggingface_sb3 3.2 renamed;
 * :func:`ffmpeg_on_path`: rl-zoo 2.9.2 and huggingface_sb3 3.2 run ``ffmpeg`` by name through the shell;
-* :func:`with_plot_window`: rl-zoo 2.9.2's ``plot_train`` draws nothing for runs shorter than its window.
+* :func:`with_plot_window`: rl-zoo 2.9.2's ``plot_train`` draws nothing for runs shorter than its window;
+* :func:`masked_evaluations`: rl-zoo 2.9.2 evaluates during training with SB3's ``EvalCallback``, which passes no
+  action masks.
 
 (huggingface_sb3 is the module of the ``sb3-team-hf-integration`` distribution.) :func:`command_environment` applies
 the ones a command needs.
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from sb3_trpo.zoo.commands import ALGO_COMMANDS, PROG, known_options
-from sb3_trpo.zoo.config import ZooUsageError, config_entry, is_yaml
+from sb3_trpo.zoo.config import MASKABLE_ALGO, ZooUsageError, config_entry, is_yaml
 
 
 def with_eval_env_kwargs(options: list[str]) -> list[str]:
@@ -78,7 +80,29 @@ def command_environment(command: str, options: Sequence[str]) -> Iterator[None]:
             stack.enter_context(hub_metadata_function())
         if command == "record_training" or (command == "push_to_hub" and "--no-render" not in options):
             stack.enter_context(ffmpeg_on_path(command))
+        if command == "train" and known_options(options).algo == MASKABLE_ALGO:
+            stack.enter_context(masked_evaluations())
         yield
+
+
+@contextlib.contextmanager
+def masked_evaluations() -> Iterator[None]:
+    """For the length of the block, the zoo's training runs evaluate with sb3-contrib's ``MaskableEvalCallback``.
+
+    rl-zoo 2.9.2 builds its evaluation callback from SB3's ``EvalCallback`` (looked up in ``rl_zoo3.exp_manager`` when
+    the run starts), which calls ``model.predict`` without masks: a maskable policy would be evaluated on invalid
+    actions too. ``MaskableEvalCallback`` takes the same arguments and reads each step's masks from the env (public
+    route: none, the zoo has no maskable algorithm).
+    """
+    from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
+
+    exp_manager: Any = importlib.import_module("rl_zoo3.exp_manager")
+    original = exp_manager.EvalCallback
+    exp_manager.EvalCallback = MaskableEvalCallback
+    try:
+        yield
+    finally:
+        exp_manager.EvalCallback = original
 
 
 @contextlib.contextmanager

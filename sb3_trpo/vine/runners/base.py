@@ -47,6 +47,7 @@ from sb3_trpo.vine.actions import ActionSampler
 from sb3_trpo.vine.branches import (
     BranchDataError,
     BranchEstimates,
+    BranchMemory,
     BranchPlan,
     InProcessBranchEnvs,
     merge_estimates,
@@ -62,12 +63,14 @@ class BranchWorkerError(RuntimeError):
 
 @dataclass
 class BranchBatch:
-    """One iteration's branch work: the plan, and per rollout-set state its snapshot and VecEnv wrapper state."""
+    """One iteration's branch work: the plan, and per rollout-set state its snapshot and VecEnv wrapper state, and what
+    its branches carry after their first action (``memory``, rows by state: a recurrent policy's LSTM states)."""
 
     plan: BranchPlan
     snapshots: Sequence[EnvSnapshot]
     wrapper_states: Sequence[tuple[Any, ...]]
     pipeline: ObservationPipeline
+    memory: BranchMemory | None = None
 
 
 @dataclass
@@ -101,12 +104,13 @@ class BranchRunner(Protocol):
 @dataclass
 class WorkerSpec:
     """What a worker is built from: the branch copies' recipe and seeds, the pickled policy, whether to use the NumPy
-    fast path for it."""
+    fast path for it, and the class of its inference (the kind of policy: plain, maskable, recurrent)."""
 
     recipe: bytes
     seeds: list[int]
     policy: bytes
     fast_path: bool
+    inference_class: type[PolicyInference] = PolicyInference
 
 
 @dataclass
@@ -127,6 +131,7 @@ class WorkerJobs:
     plan: BranchPlan
     snapshots: list[EnvSnapshot | None]
     wrapper_states: list[tuple[Any, ...] | None]
+    memory: BranchMemory | None = None
 
 
 def pickled_policy(policy: ActorCriticPolicy) -> bytes:
@@ -150,7 +155,7 @@ class BranchWorker:
         self.envs = InProcessBranchEnvs(spec.recipe, spec.seeds)
         self.policy: ActorCriticPolicy = cloudpickle.loads(spec.policy)
         self.policy.set_training_mode(False)
-        self.sampler = ActionSampler(PolicyInference(self.policy, spec.fast_path))
+        self.sampler = ActionSampler(spec.inference_class(self.policy, spec.fast_path))
 
     def info(self) -> tuple[int, str]:
         """The worker's pid and host."""
@@ -165,7 +170,9 @@ class BranchWorker:
         self.policy.load_state_dict({name: th.tensor(value) for name, value in shared.weights.items()})
         try:
             with single_threaded_blas():
-                return run_branches(self.envs, shared.pipeline, self.sampler, jobs.snapshots, jobs.wrapper_states, jobs.plan)
+                return run_branches(
+                    self.envs, shared.pipeline, self.sampler, jobs.snapshots, jobs.wrapper_states, jobs.plan, jobs.memory
+                )
         except BranchDataError as error:
             return error
 
@@ -186,6 +193,7 @@ def split_batch(batch: BranchBatch, chunk_size: int, n_workers: int) -> list[Wor
                 plan=batch.plan.subset(branches),
                 snapshots=[s if n in used else None for n, s in enumerate(batch.snapshots)],
                 wrapper_states=[w if n in used else None for n, w in enumerate(batch.wrapper_states)],
+                memory=batch.memory,
             )
         )
     return jobs
@@ -224,6 +232,7 @@ class WorkerPool(abc.ABC):
     :param policy: The policy (pickled when the pool starts; its weights are shipped at every run)
     :param fast_path: Whether workers use the NumPy fast path (as the main process does)
     :param timeout: Seconds to wait for a worker's reply (``None``: as long as it lives)
+    :param inference_class: The class of the workers' inference (that of the main process: plain, maskable, recurrent)
     """
 
     def __init__(
@@ -233,6 +242,7 @@ class WorkerPool(abc.ABC):
         policy: ActorCriticPolicy,
         fast_path: bool,
         timeout: float | None = None,
+        inference_class: type[PolicyInference] = PolicyInference,
     ) -> None:
         self.recipe = recipe
         self.seeds = [list(map(int, s)) for s in seeds]
@@ -240,11 +250,12 @@ class WorkerPool(abc.ABC):
         self.policy = policy
         self.fast_path = fast_path
         self.timeout = timeout
+        self.inference_class = inference_class
         self.stats = RunStats()
 
     def worker_spec(self, worker: int, policy: bytes) -> WorkerSpec:
         """What worker ``worker`` is built from, given the pickled policy."""
-        return WorkerSpec(self.recipe, self.seeds[worker], policy, self.fast_path)
+        return WorkerSpec(self.recipe, self.seeds[worker], policy, self.fast_path, self.inference_class)
 
     def run(self, batch: BranchBatch) -> BranchEstimates:
         """The estimates of every branch of ``batch``, from the workers (started first if none runs)."""

@@ -30,7 +30,7 @@ def make_runner(
     if n_workers == 0:
         return InProcessBranchRunner(recipe, seeds, sampler)
     per_worker = worker_seeds(seeds, n_workers)
-    policy, fast_path = sampler.inference.policy, sampler.inference.fast
+    policy, fast_path, kind = sampler.inference.policy, sampler.inference.fast, type(sampler.inference)
     if backend == "ray":
-        return RayBranchRunner(recipe, per_worker, policy, fast_path, timeout)
-    return ProcessBranchRunner(recipe, per_worker, policy, fast_path, timeout, start_method)
+        return RayBranchRunner(recipe, per_worker, policy, fast_path, timeout, inference_class=kind)
+    return ProcessBranchRunner(recipe, per_worker, policy, fast_path, timeout, start_method, inference_class=kind)

@@ -28,7 +28,7 @@ class InProcessBranchRunner:
         start = time.perf_counter()
         with single_threaded_blas():  # as in the workers: the same BLAS kernels give the same bits
             estimates = run_branches(
-                self.envs, batch.pipeline, self.sampler, batch.snapshots, batch.wrapper_states, batch.plan
+                self.envs, batch.pipeline, self.sampler, batch.snapshots, batch.wrapper_states, batch.plan, batch.memory
             )
         self.stats = RunStats(run_seconds=time.perf_counter() - start)
         return estimates

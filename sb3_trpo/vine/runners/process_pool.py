@@ -36,6 +36,7 @@ from typing import Any, NoReturn, Protocol
 
 from stable_baselines3.common.policies import ActorCriticPolicy
 
+from sb3_trpo.sampling.inference import PolicyInference
 from sb3_trpo.vine.branches import BranchDataError, BranchEstimates
 from sb3_trpo.vine.runners.base import BranchWorker, BranchWorkerError, WorkerPool, pickled_policy
 
@@ -142,6 +143,7 @@ class ProcessBranchRunner(WorkerPool):
     :param fast_path: Whether workers use the NumPy fast path (as the main process does)
     :param timeout: Seconds to wait for a worker's reply (``None``: as long as it lives)
     :param start_method: Multiprocessing start method (``None``: ``"forkserver"`` where available, else ``"spawn"``)
+    :param inference_class: The class of the workers' inference (that of the main process: plain, maskable, recurrent)
     """
 
     def __init__(
@@ -152,8 +154,9 @@ class ProcessBranchRunner(WorkerPool):
         fast_path: bool,
         timeout: float | None = None,
         start_method: str | None = None,
+        inference_class: type[PolicyInference] = PolicyInference,
     ) -> None:
-        super().__init__(recipe, seeds, policy, fast_path, timeout)
+        super().__init__(recipe, seeds, policy, fast_path, timeout, inference_class)
         if start_method is None:
             start_method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
         self.start_method = start_method

@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 from stable_baselines3.common.policies import ActorCriticPolicy
 
+from sb3_trpo.sampling.inference import PolicyInference
 from sb3_trpo.vine.branches import BranchDataError, BranchEstimates
 from sb3_trpo.vine.runners.base import BranchWorker, BranchWorkerError, WorkerPool, pickled_policy
 
@@ -77,6 +78,7 @@ class RayBranchRunner(WorkerPool):
     :param policy: The policy (pickled when the actors start; its weights are shipped at every run)
     :param fast_path: Whether workers use the NumPy fast path (as the main process does)
     :param timeout: Seconds to wait for an actor's reply (``None``: as long as it lives)
+    :param inference_class: The class of the workers' inference (that of the main process: plain, maskable, recurrent)
     """
 
     def __init__(
@@ -86,9 +88,10 @@ class RayBranchRunner(WorkerPool):
         policy: ActorCriticPolicy,
         fast_path: bool,
         timeout: float | None = None,
+        inference_class: type[PolicyInference] = PolicyInference,
     ) -> None:
         import_ray()
-        super().__init__(recipe, seeds, policy, fast_path, timeout)
+        super().__init__(recipe, seeds, policy, fast_path, timeout, inference_class)
         self.actors: list[Any] = []
         self.infos: list[tuple[int, str]] = []
         self._refs: list[Any] = []  # the pending results of the last run, one per actor

@@ -1,0 +1,374 @@
+"""sb3_trpo.TRPO on rl-zoo's TRPO entries at rl-zoo's budgets, against the published TRPO figures.
+
+Every entry of ``zoo_configs/trpo.yml`` that has a published TRPO figure (rl-zoo's ``benchmark.md``, sb3-contrib's
+docs), on its gymnasium 1.x id, plus the MuJoCo v5 entries without one, is trained with
+``python -m sb3_trpo.zoo train --algo trpo`` at the entry's ``n_timesteps`` (rl-zoo's budget) on each seed
+(:mod:`benchmarks.common.runs`: resumable, ``--jobs`` at a time, evaluations every ``--eval-freq`` steps for the
+curves). Then ``python -m sb3_trpo.zoo benchmark`` evaluates each run's final model as rl-zoo's benchmark does
+(``enjoy`` for ``--eval-steps`` steps, deterministic for these ids): each seed's figure is the mean return of those
+episodes, and ours is the mean ± std of the seeds' figures. Each entry is judged against the goal "no more than one
+published standard deviation below the published figure".
+
+    python -m benchmarks.zoo_benchmark [--tasks Hopper-v5 ...] [--seeds 0 1 2] [--jobs 2] [--eval-steps 150000]
+    python -m benchmarks.zoo_benchmark --tasks CartPole-v1 --seeds 0 --budget 2048 --eval-freq 1024  # tiny: a test
+
+A killed campaign resumes where it stopped: finished runs are kept, an unfinished run restarts, evaluations already
+done are read back; it prints what it resumed. ``--budget`` replaces every entry's budget (tiny runs for tests and
+timing slices; the report then says so).
+
+Writes to ``--out``: ``report.md`` (the table, the figures), ``zoo_benchmark.csv`` (the same table, numbers
+unformatted), ``benchmark.md`` and ``benchmark.csv`` (the benchmark step's own table: one row per run),
+``curves.csv`` (every evaluation during training) and ``<task>.png`` (mean ± std over seeds of the evaluation return,
+with the published figures). The zoo's log folder (links to the runs) and the evaluations are under ``--runs-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from huggingface_sb3 import EnvironmentName
+
+from benchmarks.common.report import (
+    curves_table,
+    format_return,
+    markdown_table,
+    new_figure,
+    plot_mean_curve,
+    save_figure,
+    style_axes,
+)
+from benchmarks.common.runs import (
+    DEFAULT_RUNS_DIR,
+    EVAL_EPISODES,
+    RESULTS_DIR,
+    SEEDS,
+    RunFailedError,
+    RunResult,
+    RunSpec,
+    finish,
+    is_finished,
+    load_result,
+    report_header,
+    run_all,
+    zoo_environment,
+)
+from sb3_trpo.zoo.benchmark import CSV_NAME, MARKDOWN_NAME
+from sb3_trpo.zoo.config import CONFIG_DIR, config_entry, load_yaml_config
+
+MODULE = "benchmarks.zoo_benchmark"
+LABEL = "zoo_benchmark"  # the runs' folder under --runs-dir: <runs dir>/zoo_benchmark/<env>/n<budget>-seed<seed>/
+ALGO = "trpo"
+CONFIG = CONFIG_DIR / "trpo.yml"
+ZOO_EVAL_FREQ = 25_000  # rl-zoo's train --eval-freq default; shorter budgets get 20 evaluations
+EVAL_STEPS = 150_000  # rl-zoo's benchmark -n default: evaluation steps per run
+
+
+@dataclass(frozen=True)
+class Published:
+    """A published TRPO figure: the return on ``env_id`` after ``budget`` steps, ± ``std``.
+
+    :param std: rl-zoo: over the evaluation episodes of its one run; sb3-contrib: over its 3 seeds
+    """
+
+    env_id: str
+    budget: int
+    mean: float
+    std: float
+
+
+RL_ZOO_SOURCE = (
+    "rl-baselines3-zoo's benchmark.md, trpo rows (https://github.com/DLR-RM/rl-baselines3-zoo/blob/master/benchmark.md, "
+    "read at commit 0088472): sb3_contrib.TRPO, one run per entry, its final model evaluated by `python -m "
+    "rl_zoo3.benchmark` (deterministic, about 150K steps), ± the std over those evaluation episodes; gym-era ids "
+    "(MuJoCo -v3, LunarLander -v2)"
+)
+CONTRIB_SOURCE = (
+    "sb3-contrib's TRPO docs, Results (https://sb3-contrib.readthedocs.io/en/master/modules/trpo.html#results; "
+    "docs/modules/trpo.rst): 1M steps on MuJoCo -v3 (mujoco-py 2.1.0), 3 seeds, ± over seeds"
+)
+# rl-zoo's benchmark.md: gymnasium 1.x id of ours -> the row it compares with
+RL_ZOO = {
+    "Ant-v5": Published("Ant-v3", 1_000_000, 4982.301, 663.761),
+    "HalfCheetah-v5": Published("HalfCheetah-v3", 1_000_000, 1785.476, 68.672),
+    "Hopper-v5": Published("Hopper-v3", 1_000_000, 3618.386, 356.768),
+    "Walker2d-v5": Published("Walker2d-v3", 1_000_000, 4933.148, 1452.538),
+    "Swimmer-v5": Published("Swimmer-v3", 1_000_000, 365.663, 2.087),
+    "BipedalWalker-v3": Published("BipedalWalker-v3", 1_000_000, 182.339, 145.570),
+    "CartPole-v1": Published("CartPole-v1", 100_000, 500.000, 0.000),
+    "Pendulum-v1": Published("Pendulum-v1", 100_000, -174.631, 127.577),
+    "Acrobot-v1": Published("Acrobot-v1", 100_000, -83.114, 18.648),
+    "MountainCar-v0": Published("MountainCar-v0", 100_000, -107.278, 13.231),
+    "MountainCarContinuous-v0": Published("MountainCarContinuous-v0", 50_000, 92.489, 0.355),
+    "LunarLander-v3": Published("LunarLander-v2", 200_000, 133.166, 112.173),
+    "LunarLanderContinuous-v3": Published("LunarLanderContinuous-v2", 200_000, 262.387, 21.428),
+}
+# sb3-contrib's docs
+CONTRIB = {
+    "HalfCheetah-v5": Published("HalfCheetah-v3", 1_000_000, 1803.0, 46.0),
+    "Ant-v5": Published("Ant-v3", 1_000_000, 3554.0, 591.0),
+    "Hopper-v5": Published("Hopper-v3", 1_000_000, 3372.0, 215.0),
+    "Walker2d-v5": Published("Walker2d-v3", 1_000_000, 4502.0, 234.0),
+    "Swimmer-v5": Published("Swimmer-v3", 1_000_000, 359.0, 2.0),
+}
+UNPUBLISHED = ("Humanoid-v5", "InvertedPendulum-v5", "InvertedDoublePendulum-v5", "Reacher-v5")
+TASKS = (*RL_ZOO, *UNPUBLISHED)
+COLORS = {"ours": "C0", "rl-zoo": "C3", "sb3-contrib": "C2"}
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), help="env ids with their own entry in trpo.yml")
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument("--jobs", type=int, default=2, help="training runs in parallel (one process each)")
+    parser.add_argument("--budget", type=int, help="train every task for this many steps instead of its n_timesteps")
+    parser.add_argument(
+        "--eval-freq", type=int, help=f"env steps between evaluations (default: {ZOO_EVAL_FREQ}, or budget / 20 if less)"
+    )
+    parser.add_argument("--eval-episodes", type=int, default=EVAL_EPISODES, help="episodes per evaluation during training")
+    parser.add_argument("--eval-steps", type=int, default=EVAL_STEPS, help="the benchmark step's -n: steps per final model")
+    parser.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="runs, the zoo log folder, evaluations")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "zoo_benchmark", help="report, tables and figures")
+    args = parser.parse_args(argv)
+    config = load_yaml_config(CONFIG)
+    missing = [task for task in args.tasks if task not in config]
+    if missing:
+        parser.error(
+            f"no entry of their own in {CONFIG}: {', '.join(missing)} (tasks with a published figure: {', '.join(RL_ZOO)})"
+        )
+    if args.budget is not None and args.budget < 1:
+        parser.error(f"--budget must be positive, got {args.budget}")
+    return args
+
+
+def budget_of(args: argparse.Namespace, env_id: str) -> int:
+    """The task's training budget: ``--budget`` if given, else its entry's ``n_timesteps`` (rl-zoo's)."""
+    return args.budget if args.budget is not None else int(config_entry(CONFIG, env_id)["n_timesteps"])
+
+
+def run_specs(args: argparse.Namespace) -> list[RunSpec]:
+    """Every task and seed, the longest runs first (two jobs finish together rather than one long run alone)."""
+    specs = []
+    for env_id in args.tasks:
+        budget = budget_of(args, env_id)
+        eval_freq = args.eval_freq if args.eval_freq is not None else min(ZOO_EVAL_FREQ, max(budget // 20, 1))
+        specs += [RunSpec(LABEL, ALGO, env_id, seed, budget, eval_freq, args.eval_episodes) for seed in args.seeds]
+    return sorted(specs, key=lambda spec: -spec.budget)
+
+
+def report_resume(specs: Sequence[RunSpec], runs_dir: Path) -> None:
+    """Print where the campaign starts: runs finished before (kept) and unfinished ones (restarted)."""
+    finished = [spec for spec in specs if is_finished(spec, spec.folder(runs_dir))]
+    unfinished = [spec for spec in specs if spec not in finished and spec.folder(runs_dir).exists()]
+    if not finished and not unfinished:
+        print(f"starting: {len(specs)} runs, none made before; logs under {runs_dir}", flush=True)
+        return
+    print(f"resuming: {len(finished)} of {len(specs)} runs finished before (kept); {len(unfinished)} unfinished", flush=True)
+    for spec in unfinished:
+        print(f"  restarts from scratch: {spec.env_id} seed {spec.seed} ({spec.folder(runs_dir)})", flush=True)
+
+
+def train(specs: Sequence[RunSpec], args: argparse.Namespace) -> tuple[list[RunResult], str]:
+    """Run what is not finished; the finished runs (in ``specs``' order) and the failures' summary ('' if none)."""
+    failures = ""
+    try:
+        run_all(specs, args.runs_dir, args.jobs)
+    except RunFailedError as error:
+        failures = str(error)
+        print(f"going on with the finished runs; {failures.splitlines()[0]}", flush=True)
+    done = [spec for spec in specs if is_finished(spec, spec.folder(args.runs_dir))]
+    return [load_result(spec, spec.folder(args.runs_dir), cached=True) for spec in done], failures
+
+
+def link_log_folder(results: Sequence[RunResult], logs: Path) -> None:
+    """A zoo log folder of the runs, ``<logs>/trpo/<env>_<seed + 1>`` each linking to its run's own zoo folder (each
+    run trains in a log folder of its own), rebuilt from ``results``."""
+    if logs.exists():
+        shutil.rmtree(logs)
+    logs.mkdir(parents=True)
+    for result in results:
+        (run_folder,) = (result.folder / "zoo" / ALGO).glob(f"{EnvironmentName(result.spec.env_id)}_*")
+        link = logs / ALGO / f"{EnvironmentName(result.spec.env_id)}_{result.spec.seed + 1}"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(run_folder.resolve(), target_is_directory=True)
+
+
+def evaluate(results: Sequence[RunResult], args: argparse.Namespace) -> pd.DataFrame:
+    """``python -m sb3_trpo.zoo benchmark`` on the runs: the benchmark step's table (one row per run)."""
+    folder = args.runs_dir / f"{LABEL}_evaluations"
+    logs, benchmark_dir = folder / "logs", folder / "benchmark"
+    link_log_folder(results, logs)
+    command = [
+        sys.executable, "-m", "sb3_trpo.zoo", "benchmark", "--log-dir", str(logs), "--benchmark-dir", str(benchmark_dir),
+        "-n", str(args.eval_steps), "--num-threads", "1",
+    ]  # fmt: skip
+    print(f"benchmark step: python {' '.join(command[1:])}", flush=True)
+    subprocess.run(command, env=zoo_environment(), check=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in (MARKDOWN_NAME, CSV_NAME):
+        shutil.copy(benchmark_dir / name, args.out / name)
+    return pd.read_csv(benchmark_dir / CSV_NAME)
+
+
+def verdict(mean: float, published: Published | None) -> str:
+    """Ours against a published figure: at or above it, within one published std below, or short (by how many)."""
+    if published is None:
+        return "no published figure"
+    if not np.isfinite(mean):
+        return "no evaluated run"
+    if mean >= published.mean:
+        return "meets (at or above)"
+    if mean >= published.mean - published.std:
+        return "meets (within 1 std)"
+    shortfall = published.mean - mean
+    scale = f"{shortfall / published.std:.1f} std" if published.std > 0 else "std 0"
+    return f"short by {shortfall:.1f} ({scale})"
+
+
+def format_budget(steps: int) -> str:
+    return f"{steps / 1e6:g}M" if steps >= 1_000_000 else f"{steps / 1e3:g}K"
+
+
+def format_published(published: Published | None) -> str:
+    if published is None:
+        return "n/a"
+    return f"{published.mean:.1f} ± {published.std:.1f} ({published.env_id}, {format_budget(published.budget)})"
+
+
+def summary_table(results: Sequence[RunResult], evaluations: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
+    """One row per task: ours (per seed, mean ± std over seeds), the published figures, the verdicts (numbers raw)."""
+    ours = evaluations[evaluations["algo"] == ALGO]
+    rows = []
+    for env_id in args.tasks:
+        budget = budget_of(args, env_id)
+        runs = ours[ours["env_id"] == env_id].sort_values("seed")
+        evaluated = runs["error"].isna()
+        finals = runs["mean_reward"][evaluated].to_numpy(dtype=float)
+        per_seed = [f"{seed}: {value:.1f}" for seed, value in zip(runs["seed"][evaluated], finals, strict=True)]
+        per_seed += [f"{seed}: not evaluated (benchmark.md says why)" for seed in runs["seed"][~evaluated]]
+        mean = float(finals.mean()) if len(finals) else float("nan")
+        rl_zoo, contrib = RL_ZOO.get(env_id), CONTRIB.get(env_id)
+        rows.append(
+            {
+                "task": env_id,
+                "budget": budget,
+                "seeds": f"{len(finals)} of {len(args.seeds)}",  # evaluated
+                "ours_mean": mean,
+                "ours_std": float(finals.std(ddof=1)) if len(finals) > 1 else float("nan"),
+                "per_seed": "; ".join(per_seed),
+                "rl_zoo": format_published(rl_zoo),
+                "vs_rl_zoo": verdict(mean, rl_zoo),
+                "sb3_contrib": format_published(contrib),
+                "vs_sb3_contrib": verdict(mean, contrib),
+                "wall_minutes_per_run": wall_minutes([result for result in results if result.spec.env_id == env_id]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def wall_minutes(results: Sequence[RunResult]) -> float:
+    """Mean wall time of training runs (the whole zoo process), in minutes (NaN if none)."""
+    return float(np.mean([result.timing["wall_seconds"] for result in results])) / 60.0 if results else float("nan")
+
+
+def markdown_summary(summary: pd.DataFrame) -> str:
+    """The summary as a markdown table, numbers formatted, env versions and budgets in the cells."""
+    frame = pd.DataFrame(
+        {
+            "task (ours)": [f"{row.task}, {format_budget(row.budget)}" for row in summary.itertuples()],
+            "seeds evaluated": summary["seeds"],
+            "ours: mean ± std over seeds": [
+                format_return(row.ours_mean, row.ours_std) if np.isfinite(row.ours_mean) else "n/a"
+                for row in summary.itertuples()
+            ],
+            "per seed": summary["per_seed"],
+            "rl-zoo benchmark.md": summary["rl_zoo"],
+            "vs rl-zoo": summary["vs_rl_zoo"],
+            "sb3-contrib docs": summary["sb3_contrib"],
+            "vs sb3-contrib": summary["vs_sb3_contrib"],
+            "wall min / run": [f"{value:.1f}" if np.isfinite(value) else "n/a" for value in summary["wall_minutes_per_run"]],
+        }
+    )
+    return markdown_table(frame)
+
+
+def plot_task(results: Sequence[RunResult], row: pd.Series, path: Path) -> Path:
+    """The evaluation curves (mean ± std over seeds), ours at the end (the benchmark step's figure, ± over seeds),
+    and the published figures as dashed lines (± their std shaded)."""
+    figure, axes = new_figure()
+    ax = axes[0]
+    plot_mean_curve(ax, results, f"ours, {row['task']} (evaluations during training)", COLORS["ours"])
+    if np.isfinite(row["ours_mean"]):
+        error = row["ours_std"] if np.isfinite(row["ours_std"]) else 0.0
+        ax.errorbar([row["budget"]], [row["ours_mean"]], yerr=[error], fmt="o", color=COLORS["ours"], capsize=3)
+    for name, published in (("rl-zoo", RL_ZOO.get(row["task"])), ("sb3-contrib", CONTRIB.get(row["task"]))):
+        if published is None:
+            continue
+        label = f"{name}: {published.env_id}, {format_budget(published.budget)}"
+        ax.axhline(published.mean, color=COLORS[name], linestyle="--", linewidth=1.0, label=label)
+        ax.axhspan(published.mean - published.std, published.mean + published.std, color=COLORS[name], alpha=0.08)
+    style_axes(ax, f"{row['task']} ({format_budget(row['budget'])} steps)")
+    return save_figure(figure, path)
+
+
+def write_outputs(argv: Sequence[str], args: argparse.Namespace, results: list[RunResult], evaluations: pd.DataFrame) -> str:
+    """The report, its tables and figures in ``args.out``; returns the report's markdown."""
+    summary = summary_table(results, evaluations, args)
+    summary.to_csv(args.out / "zoo_benchmark.csv", index=False, float_format="%.4g")
+    if results:
+        curves_table(results).to_csv(args.out / "curves.csv", index=False)
+    figures = []
+    for _, row in summary.iterrows():
+        runs = [result for result in results if result.spec.env_id == row["task"]]
+        if runs:
+            figures.append(plot_task(runs, row, args.out / f"{EnvironmentName(row['task'])}.png"))
+    budgets = "each entry's n_timesteps in zoo_configs/trpo.yml (rl-zoo's budget)"
+    if args.budget is not None:
+        budgets = f"{args.budget} steps for every task (--budget: NOT rl-zoo's budgets)"
+    every = f"{args.eval_freq} steps" if args.eval_freq else f"min({ZOO_EVAL_FREQ}, budget / 20) steps"
+    lines = [
+        "# sb3_trpo.TRPO on rl-zoo's TRPO entries, against the published figures",
+        "",
+        *report_header(MODULE, argv, args.jobs, results),
+        f"- training: `python -m sb3_trpo.zoo train --algo trpo` with each task's entry of zoo_configs/trpo.yml; budget: "
+        f"{budgets}; seeds: {' '.join(map(str, args.seeds))}; curves: an evaluation every {every}, "
+        f"{args.eval_episodes} episodes of the deterministic policy (rl-zoo's EvalCallback)",
+        f"- ours: each seed's final model evaluated by `python -m sb3_trpo.zoo benchmark -n {args.eval_steps}` "
+        "(enjoy's default, deterministic for these ids: the mean return of the episodes that end within those "
+        "steps), then mean ± std over seeds (ddof=1); the benchmark step's own table: benchmark.md",
+        f"- rl-zoo: {RL_ZOO_SOURCE}",
+        f"- sb3-contrib: {CONTRIB_SOURCE}",
+        "- goal: no entry more than one published standard deviation below the published figure; `meets (within 1 "
+        "std)` when ours >= published - published std, else `short by` the gap (in published std)",
+        "",
+        markdown_summary(summary),
+        "",
+        *[f"![{path.stem}]({path.name})" for path in figures],
+        "",
+    ]
+    markdown = "\n".join(lines)
+    (args.out / "report.md").write_text(markdown)
+    return markdown
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    specs = run_specs(args)
+    report_resume(specs, args.runs_dir)
+    results, failures = train(specs, args)
+    evaluations = evaluate(results, args)
+    finish(MODULE, argv, write_outputs(argv, args, results, evaluations), args.out)
+    if failures:
+        raise SystemExit(f"the report leaves out the runs that failed:\n{failures}")
+
+
+if __name__ == "__main__":
+    main()

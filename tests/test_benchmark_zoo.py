@@ -1,0 +1,118 @@
+"""benchmarks/zoo_benchmark.py: what it runs (tasks, budgets, published figures, verdicts), and end to end on a tiny
+budget with a kill in the middle and the resumption."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from benchmarks.zoo_benchmark import CONTRIB, RL_ZOO, TASKS, UNPUBLISHED, Published, main, parse_args, run_specs, verdict
+from sb3_trpo.zoo import CONFIG_DIR
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# The figures as the issue quotes them (rounded), to check the module's data against
+ISSUE_RL_ZOO = {
+    "Ant-v5": (4982, 664), "HalfCheetah-v5": (1786, 69), "Hopper-v5": (3618, 357), "Walker2d-v5": (4933, 1453),
+    "Swimmer-v5": (366, 2), "BipedalWalker-v3": (182, 146), "CartPole-v1": (500, 0), "Pendulum-v1": (-175, 128),
+    "Acrobot-v1": (-83, 19), "MountainCar-v0": (-107, 13), "MountainCarContinuous-v0": (92.5, 0.4),
+    "LunarLander-v3": (133, 112), "LunarLanderContinuous-v3": (262, 21),
+}  # fmt: skip
+ISSUE_CONTRIB = {"HalfCheetah-v5": (1803, 46), "Ant-v5": (3554, 591), "Hopper-v5": (3372, 215), "Walker2d-v5": (4502, 234)}
+
+
+def trpo_config() -> dict:
+    with open(CONFIG_DIR / "trpo.yml") as file:
+        return yaml.safe_load(file)
+
+
+def test_tasks_are_the_published_entries_and_every_mujoco_v5_entry() -> None:
+    config = trpo_config()
+    mujoco_v5 = {key for key in config if key.endswith("-v5") and not key.startswith("ALE/")}
+    assert mujoco_v5 <= set(TASKS) and set(UNPUBLISHED) == mujoco_v5 - set(RL_ZOO)
+    assert all(task in config for task in TASKS)  # an entry of its own, not `default`
+    for task, (mean, std) in ISSUE_RL_ZOO.items():  # benchmark.md has 3 decimals, the issue rounds
+        assert (RL_ZOO[task].mean, RL_ZOO[task].std) == pytest.approx((mean, std), abs=1.0), task
+    for task, (mean, std) in ISSUE_CONTRIB.items():
+        assert (CONTRIB[task].mean, CONTRIB[task].std) == (mean, std) and CONTRIB[task].budget == 1_000_000
+    assert set(CONTRIB) <= set(RL_ZOO) and all(p.env_id.endswith("-v3") for p in CONTRIB.values())
+
+
+def test_default_campaign_is_three_seeds_of_every_task_at_its_config_budget() -> None:
+    args = parse_args([])
+    specs = run_specs(args)
+    assert len(specs) == 3 * len(TASKS) and args.jobs == 2 and args.eval_steps == 150_000
+    config = trpo_config()
+    assert all(spec.algo == "trpo" and spec.budget == int(config[spec.env_id]["n_timesteps"]) for spec in specs)
+    assert [spec.budget for spec in specs] == sorted((spec.budget for spec in specs), reverse=True)  # longest first
+    assert {spec.env_id: spec.eval_freq for spec in specs}["Hopper-v5"] == 25_000
+    assert {spec.env_id: spec.eval_freq for spec in specs}["CartPole-v1"] == 5_000  # 20 evaluations in 100K steps
+    # rl-zoo's budget, except where today's config differs from the budget of the published run (labelled in the table)
+    differs = {task for task, published in RL_ZOO.items() if published.budget != int(config[task]["n_timesteps"])}
+    assert differs == {"LunarLanderContinuous-v3"}
+    with pytest.raises(SystemExit):
+        parse_args(["--tasks", "Pusher-v5"])  # no entry of its own: it would train on `default`
+
+
+def test_verdict_against_the_goal_of_one_published_std() -> None:
+    published = Published("Hopper-v3", 1_000_000, 3618.4, 356.8)
+    assert verdict(3700.0, published) == "meets (at or above)"
+    assert verdict(3300.0, published) == "meets (within 1 std)"
+    assert verdict(3000.0, published) == "short by 618.4 (1.7 std)"
+    assert verdict(499.0, Published("CartPole-v1", 100_000, 500.0, 0.0)) == "short by 1.0 (std 0)"
+    assert verdict(float("nan"), published) == "no evaluated run"
+    assert verdict(10.0, None) == "no published figure"
+
+
+@pytest.mark.slow
+def test_tiny_campaign_killed_in_a_run_resumes_and_reports(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    args = ["--tasks", "CartPole-v1", "Pendulum-v1", "--seeds", "0", "--budget", "2048", "--eval-freq", "1024"]
+    args += ["--eval-episodes", "2", "--eval-steps", "1000", "--jobs", "1", "--runs-dir", str(runs), "--out", str(out)]
+    # A whole process killed (SIGKILL to its group, as a preempted machine) once CartPole is done and Pendulum started
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    command = [sys.executable, "-m", "benchmarks.zoo_benchmark", *args]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL)
+    pendulum = runs / "zoo_benchmark" / "Pendulum-v1" / "n2048-seed0"
+    deadline = time.monotonic() + 240
+    while not (pendulum / "spec.json").is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert (runs / "zoo_benchmark" / "CartPole-v1" / "n2048-seed0" / "run.csv").is_file()
+    assert not (pendulum / "run.csv").exists()
+
+    main(args)  # the same command again
+    printed = capfd.readouterr().out
+    assert "resuming: 1 of 2 runs finished before (kept); 1 unfinished" in printed
+    assert f"restarts from scratch: Pendulum-v1 seed 0 ({pendulum})" in printed
+    assert "zoo_benchmark CartPole-v1 seed 0: " in printed and "(cached)" in printed
+    assert (pendulum / "run.csv").is_file()
+
+    # the benchmark step's table, one row per run, and the report
+    evaluations = pd.read_csv(out / "benchmark.csv")
+    assert list(evaluations["env_id"]) == ["CartPole-v1", "Pendulum-v1"] and evaluations["error"].isna().all()
+    summary = pd.read_csv(out / "zoo_benchmark.csv").set_index("task")
+    assert summary.loc["Pendulum-v1", "ours_mean"] == pytest.approx(evaluations["mean_reward"][1], rel=1e-3)
+    assert summary.loc["Pendulum-v1", "rl_zoo"] == "-174.6 ± 127.6 (Pendulum-v1, 100K)"
+    assert summary.loc["Pendulum-v1", "vs_rl_zoo"].startswith(("short by", "meets"))
+    report = (out / "report.md").read_text()
+    assert "| Pendulum-v1, 2.048K | 1 of 1 |" in report and "--budget: NOT rl-zoo's budgets" in report
+    assert "rl-baselines3-zoo's benchmark.md" in report and "sb3-contrib's TRPO docs" in report
+    for task in ("CartPole-v1", "Pendulum-v1"):
+        assert f"![{task}]({task}.png)" in report and (out / f"{task}.png").read_bytes().startswith(PNG_MAGIC)
+    assert set(pd.read_csv(out / "curves.csv")["env"]) == {"CartPole-v1", "Pendulum-v1"}
+    assert "|trpo|Pendulum-v1|     1|   0|" in (out / "benchmark.md").read_text()
+
+    main(args)  # nothing left to do: every run and every evaluation is read back
+    printed = capfd.readouterr().out
+    assert "resuming: 2 of 2 runs finished before (kept); 0 unfinished" in printed
+    assert printed.count("(evaluated before: read back)") == 2
