@@ -39,7 +39,7 @@ from benchmarks.common.machine import command_line, machine_description
 from benchmarks.common.random_play import random_play as play_randomly
 from benchmarks.common.report import format_p, markdown_table, new_figure, save_figure
 from benchmarks.common.runs import RESULTS_DIR
-from sb3_trpo.envs.atari import AtariVecEnv
+from sb3_trpo.envs.atari import AtariVecEnv, available_cores
 
 MODULE = "benchmarks.atari"
 GAMES = ("BeamRider", "Breakout", "Enduro", "Pong", "Qbert", "Seaquest", "SpaceInvaders")
@@ -340,8 +340,9 @@ def header(argv: Sequence[str], args: argparse.Namespace) -> list[str]:
     overrides = ", ".join(f"{k}={v!r}" for k, v in args.overrides.items()) or "none"
     return [
         f"- command: `{command_line(MODULE, argv)}`",
-        f"- date: {datetime.date.today().isoformat()}; machine: {machine_description()} (this campaign: torch threads "
-        f"= all cores per run, {args.jobs} run(s) at a time)",
+        f"- date: {datetime.date.today().isoformat()}; machine: {machine_description(torch_threads=False)}; "
+        f"{args.jobs} run(s) at a time, each with torch and emulator threads = the cores shared out "
+        f"({max(1, available_cores() // args.jobs)} per run here)",
         f"- runs: single-path sb3_trpo.TRPO, each game's entry of zoo_configs/trpo.yml (ALE/<Game>-v5, vectorised "
         f"ALE, sticky actions 0.25), overrides: {overrides}; budget {args.frames / 1e6:g}M frames = "
         f"{args.frames // FRAMES_PER_STEP:,} agent steps per run",

@@ -12,8 +12,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
-def machine_description() -> str:
-    """Cores, CPU model and whether this is a virtual machine, e.g. ``2-core AMD EPYC VM, CPU only``."""
+def machine_description(torch_threads: bool = True) -> str:
+    """Cores, CPU model and whether this is a virtual machine, e.g. ``2-core AMD EPYC VM, CPU only``, and (with
+    ``torch_threads``) the benchmarks' usual ``torch 1 thread per run``."""
     model, virtual = platform.processor() or platform.machine(), False
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
@@ -21,7 +22,8 @@ def machine_description() -> str:
         names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
         model = names[0] if names else model
         virtual = any(line.startswith("flags") and " hypervisor" in line for line in lines)
-    return f"{os.cpu_count()}-core {model}{' VM' if virtual else ''}, CPU only, torch 1 thread per run"
+    threads = ", torch 1 thread per run" if torch_threads else ""
+    return f"{os.cpu_count()}-core {model}{' VM' if virtual else ''}, CPU only{threads}"
 
 
 def load_average() -> str:
