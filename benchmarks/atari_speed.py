@@ -41,7 +41,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 
 from benchmarks.common.atari_runs import entry, make_env, policy_class
-from benchmarks.common.machine import command_line, machine_description
+from benchmarks.common.machine import command_line, machine_description, profile_shares
 from sb3_trpo.envs.atari import available_cores
 from sb3_trpo.zoo import sb3_trpo_only_arguments
 
@@ -139,7 +139,6 @@ def profile(env_id: str, iterations: int, device: str, top: int = 25) -> None:
     """cProfile of sb3_trpo over ``iterations`` iterations after a warm-up: shares of the main parts, then the top."""
     import cProfile
     import pstats
-    from pathlib import Path
 
     model = build("sb3_trpo", env_id, 0, device)
     profiler = cProfile.Profile()
@@ -147,20 +146,18 @@ def profile(env_id: str, iterations: int, device: str, top: int = 25) -> None:
     model.learn(iterations * model.n_steps * model.n_envs, reset_num_timesteps=False)
     profiler.disable()
     stats = pstats.Stats(profiler)
-    total = stats.total_tt  # type: ignore[attr-defined]
-    cumulative = {f"{Path(file).name}:{name}": entry_[3] for (file, _, name), entry_ in stats.stats.items()}  # type: ignore[attr-defined]
-    print(f"{env_id}: cProfile of {iterations} iterations of sb3_trpo, {total:.2f} s in all")
-    for label, key in (
+    parts = (
         ("collection", "trpo.py:collect_rollouts"),
         ("  env step (vectorised ALE)", "atari.py:step_wait"),
-        ("  policy's per-step call", "samplers.py:act"),
+        ("  policy's per-step call", "inference.py:act"),
         ("  RolloutBuffer.add", "buffers.py:add"),
         ("train()", "trpo.py:train"),
-        ("  policy step", "trpo.py:_policy_step"),
+        ("  policy step", "trpo.py:policy_step"),
         ("    conjugate gradient", "trust_region.py:conjugate_gradient"),
         ("  critic fit", "trpo.py:_fit_critic"),
-    ):
-        print(f"  {label:34s} {100 * cumulative.get(key, 0.0) / total:5.1f}%")
+    )
+    print(f"{env_id}: cProfile of {iterations} iterations of sb3_trpo, {stats.total_tt:.2f} s in all")  # type: ignore[attr-defined]
+    print("\n".join(profile_shares(stats, parts, width=34)))
     stats.sort_stats("cumulative").print_stats(top)
 
 

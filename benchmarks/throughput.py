@@ -23,7 +23,6 @@ import platform
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,7 @@ from gymnasium import spaces
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from benchmarks.common.machine import command_line, machine_description
+from benchmarks.common.machine import command_line, machine_description, profile_shares
 from sb3_trpo.zoo import split_entry
 
 CONTRIB, TORCH, FAST = "sb3_contrib.TRPO", "sb3_trpo.TRPO (mlp_fast_path=False)", "sb3_trpo.TRPO (fast path)"
@@ -141,18 +140,16 @@ def profile(env_id: str, iterations: int, top: int = 25) -> None:
     model.learn(iterations * rollout_steps, reset_num_timesteps=False)
     profiler.disable()
     stats = pstats.Stats(profiler)
-    total = stats.total_tt  # type: ignore[attr-defined]
-    cumulative = {f"{Path(file).name}:{name}": entry[3] for (file, _, name), entry in stats.stats.items()}  # type: ignore[attr-defined]
-    print(f"{env_id}: cProfile of {iterations} iterations of {rollout_steps} steps, {total:.2f} s in all")
-    for label, key in (
+    parts = (
         ("VecEnv step (env, Monitor, VecNormalize)", "base_vec_env.py:step"),
         ("policy's per-step call", "inference.py:act"),
         ("RolloutBuffer.add", "buffers.py:add"),
         ("train()", "trpo.py:train"),
         ("  conjugate gradient", "trust_region.py:conjugate_gradient"),
         ("  critic fit", "trpo.py:_fit_critic"),
-    ):
-        print(f"  {label:42s} {100 * cumulative.get(key, 0.0) / total:5.1f}%")
+    )
+    print(f"{env_id}: cProfile of {iterations} iterations of {rollout_steps} steps, {stats.total_tt:.2f} s in all")  # type: ignore[attr-defined]
+    print("\n".join(profile_shares(stats, parts)))
     stats.sort_stats("cumulative").print_stats(top)
 
 

@@ -247,3 +247,22 @@ def test_contrib_policies_script(tmp_path: Path) -> None:
         assert_small_png(tmp_path / f"{task}.png")
     again = run_module("benchmarks.contrib_policies", *tiny, "--eval-episodes", "1", "--out", tmp_path)
     assert "5 of 5 runs reused" in again
+
+
+def test_profile_shares_name_each_part_and_refuse_a_function_never_profiled() -> None:
+    """A renamed function must not show as 0% of the profile: it is refused by name."""
+    import cProfile
+    import pstats
+
+    from benchmarks.common.machine import profile_shares
+
+    def busy() -> int:
+        return sum(i * i for i in range(20_000))
+
+    profiler = cProfile.Profile()
+    profiler.runcall(busy)
+    stats = pstats.Stats(profiler)
+    (line,) = profile_shares(stats, [("busy", "test_benchmarks.py:busy")])
+    assert line.split()[0] == "busy" and 90.0 <= float(line.split()[-1].rstrip("%")) <= 100.0
+    with pytest.raises(ValueError, match="renamed_away"):
+        profile_shares(stats, [("gone", "test_benchmarks.py:renamed_away")])

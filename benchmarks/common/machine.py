@@ -8,6 +8,7 @@ import shlex
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -50,3 +51,15 @@ def checkout_commit() -> str:
 def command_line(module: str, argv: Sequence[str]) -> str:
     """The command that reproduces this invocation: ``python -m <module> <argv>``."""
     return " ".join(["python", "-m", module, *(shlex.quote(arg) for arg in argv)])
+
+
+def profile_shares(profile_stats: Any, parts: Sequence[tuple[str, str]], width: int = 42) -> list[str]:
+    """One line per ``(label, "file.py:function")`` of ``parts``: that function's cumulative share of the profiled
+    time (a ``pstats.Stats``). ``ValueError`` when no such function was profiled, so that a renamed function cannot
+    show as 0%."""
+    total = profile_stats.total_tt
+    cumulative = {f"{Path(file).name}:{name}": entry[3] for (file, _, name), entry in profile_stats.stats.items()}
+    missing = [key for _, key in parts if key not in cumulative]
+    if missing:
+        raise ValueError(f"no profiled function named {missing}: update the profile's parts")
+    return [f"  {label:{width}s} {100 * cumulative[key] / total:5.1f}%" for label, key in parts]
