@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,7 +40,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 
 from benchmarks.common.atari_runs import entry, make_env, policy_class
-from benchmarks.common.machine import command_line, machine_description, profile_shares
+from benchmarks.common.machine import Timing, command_line, machine_description, profile_shares
 from sb3_trpo.envs.atari import available_cores
 from sb3_trpo.zoo import sb3_trpo_only_arguments
 
@@ -49,24 +48,6 @@ MODULE = "benchmarks.atari_speed"
 TARGET_STEPS = 700
 TARGET_CEILING_SHARE = 0.45
 TARGET_CONTRIB_RATIO = 5.0
-
-
-@dataclass
-class Timing:
-    """Accumulated wall-clock seconds of one implementation."""
-
-    steps: int = 0
-    total: float = 0.0
-    train: float = 0.0
-    iterations: int = 0
-
-    @property
-    def rate(self) -> float:
-        return self.steps / self.total if self.total > 0 else float("nan")
-
-    @property
-    def train_share(self) -> float:
-        return self.train / self.total if self.total > 0 else float("nan")
 
 
 def build(implementation: str, env_id: str, seed: int, device: str) -> Any:

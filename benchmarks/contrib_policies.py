@@ -62,7 +62,6 @@ from sb3_contrib.common.envs import InvalidActionEnvDiscrete, InvalidActionEnvMu
 from sb3_contrib.common.maskable.evaluation import evaluate_policy as evaluate_masked
 from sb3_contrib.common.maskable.utils import get_action_masks
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.utils import LinearSchedule
@@ -71,7 +70,7 @@ from torch import nn
 
 from benchmarks.common.machine import checkout_commit, command_line, machine_description
 from benchmarks.common.report import P_THRESHOLD, format_p, format_return, new_figure, save_figure, style_axes, welch
-from benchmarks.common.runs import RESULTS_DIR, RunSpec, run_parallel
+from benchmarks.common.runs import RESULTS_DIR, RunSpec, TrainingReturns, run_parallel
 from sb3_trpo import TRPO, MaskableTRPO, RecurrentTRPO
 from sb3_trpo.masking import uniform_valid_actions
 
@@ -229,22 +228,6 @@ def make_env(task: Task, seed: int, n_envs: int, training: bool, stats_from: Vec
 
 # ----------------------------------------------------------------------------------------------------------------
 # One run
-
-
-class TrainingReturns(BaseCallback):
-    """The mean return of the last 100 training episodes after each rollout (SB3's ``rollout/ep_rew_mean``)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.points: list[tuple[int, float]] = []
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_end(self) -> None:
-        buffer = self.model.ep_info_buffer
-        if buffer:
-            self.points.append((self.num_timesteps, float(np.mean([info["r"] for info in buffer]))))
 
 
 def run_key(spec: RunSpec) -> dict[str, Any]:

@@ -20,7 +20,6 @@ import datetime
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,7 @@ import torch as th
 from sb3_contrib.common.wrappers import ActionMasker
 from stable_baselines3.common.env_util import make_vec_env
 
-from benchmarks.common.machine import command_line, load_average, machine_description
+from benchmarks.common.machine import Timing, command_line, load_average, machine_description
 from sb3_trpo import TRPO, MaskableTRPO
 from sb3_trpo.zoo import split_entry
 
@@ -39,16 +38,6 @@ ENV_ID = "CartPole-v1"
 def all_valid(env: Any) -> np.ndarray:
     """Every action valid: the masked policy is the plain one."""
     return np.ones(env.action_space.n, dtype=bool)
-
-
-@dataclass
-class Timing:
-    """Accumulated seconds and env steps of one implementation."""
-
-    steps: int = 0
-    total: float = 0.0
-    train: float = 0.0
-    iterations: int = 0
 
 
 IMPLEMENTATIONS: dict[str, Callable[..., TRPO]] = {
@@ -104,8 +93,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     reference = timings["MaskableTRPO (torch)"]
     speeds = {}
     for name, timing in timings.items():
-        speeds[name] = timing.steps / timing.total
-        ratio = speeds[name] / (reference.steps / reference.total)
+        speeds[name] = timing.rate
+        ratio = speeds[name] / reference.rate
         print(f"  {name:28s} {speeds[name]:7.0f} env-steps/s ({ratio:.2f}x MaskableTRPO), "
               f"train() {timing.train / timing.iterations:.3f} s")  # fmt: skip
     print(load_average())

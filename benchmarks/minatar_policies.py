@@ -37,14 +37,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch as th
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from benchmarks.common.machine import checkout_commit, command_line, machine_description
 from benchmarks.common.random_play import random_play
 from benchmarks.common.report import P_THRESHOLD, format_p, format_return, welch
-from benchmarks.common.runs import RESULTS_DIR, RunSpec, run_parallel
+from benchmarks.common.runs import RESULTS_DIR, RunSpec, TrainingReturns, run_parallel
 from sb3_trpo import TRPO
 from sb3_trpo.envs.minatar import GAMES, MinAtarCnnPolicy
 
@@ -71,22 +70,6 @@ def run_key(spec: RunSpec) -> dict[str, Any]:
         "budget": spec.budget,
         "eval_episodes": spec.eval_episodes,
     }
-
-
-class TrainingReturns(BaseCallback):
-    """The mean return of the last 100 training episodes after each rollout (SB3's ``rollout/ep_rew_mean``)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.points: list[tuple[int, float]] = []
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_end(self) -> None:
-        buffer = self.model.ep_info_buffer
-        if buffer:
-            self.points.append((self.num_timesteps, float(np.mean([info["r"] for info in buffer]))))
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:

@@ -7,6 +7,7 @@ import platform
 import shlex
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +64,22 @@ def profile_shares(profile_stats: Any, parts: Sequence[tuple[str, str]], width: 
     if missing:
         raise ValueError(f"no profiled function named {missing}: update the profile's parts")
     return [f"  {label:{width}s} {100 * cumulative[key] / total:5.1f}%" for label, key in parts]
+
+
+@dataclass
+class Timing:
+    """Accumulated env steps, wall-clock seconds (in all and in ``train()``) and iterations of one implementation in
+    a speed comparison."""
+
+    steps: int = 0
+    total: float = 0.0
+    train: float = 0.0
+    iterations: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.steps / self.total if self.total > 0 else float("nan")
+
+    @property
+    def train_share(self) -> float:
+        return self.train / self.total if self.total > 0 else float("nan")

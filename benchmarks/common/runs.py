@@ -554,3 +554,19 @@ def finish(module: str, argv: Sequence[str], markdown: str, out: Path) -> None:
     print(markdown)
     print(f"written to {out}")
     print(f"command: {command_line(module, argv)}")
+
+
+class TrainingReturns(BaseCallback):
+    """The mean return of the last 100 training episodes after each rollout (SB3's ``rollout/ep_rew_mean``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.points: list[tuple[int, float]] = []
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        buffer = self.model.ep_info_buffer
+        if buffer:
+            self.points.append((self.num_timesteps, float(np.mean([info["r"] for info in buffer]))))
