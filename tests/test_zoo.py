@@ -70,14 +70,7 @@ ROLLOUT_STEPS = 256  # steps per update in the smoke runs (n_steps * n_envs)
 RL_ZOO_TRPO_CONFIG = Path(rl_zoo3.__file__).resolve().parent / "hyperparams" / "trpo.yml"
 MINATAR_COPIES = [f"MinAtar/{game}-v1" for game in ("SpaceInvaders", "Asterix", "Freeway", "Seaquest")]
 # The vine entries for classic control and Box2D that trpo_vine.yml must have (besides CartPole-v1 and `default`)
-VINE_CLASSIC = [
-    "Pendulum-v1",
-    "Acrobot-v1",
-    "MountainCar-v0",
-    "MountainCarContinuous-v0",
-    "LunarLander-v3",
-    "LunarLanderContinuous-v3",
-]
+VINE_CLASSIC = [env_id for env_id in CLASSIC if env_id != "CartPole-v1"]
 PYBULLET_PACKAGE = "pybullet_envs_gymnasium"  # registers the *BulletEnv-v0 ids of rl-zoo's trpo.yml
 
 gym.register_envs(ale_py)
