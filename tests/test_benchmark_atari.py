@@ -73,6 +73,36 @@ def test_a_finished_run_is_not_trained_again(tmp_path: Path) -> None:
         train_run(other, tmp_path)
 
 
+def test_a_run_does_not_resume_with_an_entry_that_changed_since_it_began(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = RunPlan("t", "ALE/Breakout-v5", 1, 256, 128, 1, 1, {"n_envs": 2, "n_steps": 64, "batch_size": 64})
+    original = atari_runs.save_checkpoint
+
+    def killed_after_saving(*arguments: object) -> None:
+        original(*arguments)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atari_runs, "save_checkpoint", killed_after_saving)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(plan, tmp_path)
+    folder = plan.folder(tmp_path)
+    assert json.loads((folder / "entry.json").read_text())["algo_kwargs"]["target_kl"] == 0.001
+    monkeypatch.setattr(atari_runs, "save_checkpoint", original)
+    entry = atari_runs.entry
+
+    def edited_entry(env_id: str, overrides: dict[str, object]) -> tuple[dict[str, object], dict[str, object]]:
+        algo_kwargs, zoo = entry(env_id, overrides)
+        return {**algo_kwargs, "target_kl": 0.01}, zoo  # as if trpo.yml had been edited since the run began
+
+    monkeypatch.setattr(atari_runs, "entry", edited_entry)
+    with pytest.raises(SystemExit, match=r"other hyperparameters .*algo_kwargs.target_kl: 0.001 -> 0.01"):
+        train_run(plan, tmp_path)
+    assert not (folder / FINAL_JSON).exists()
+    monkeypatch.setattr(atari_runs, "entry", entry)
+    assert (train_run(plan, tmp_path) / FINAL_JSON).is_file()  # the entry it began with: resumes and finishes
+
+
 def test_compare_reports_labels_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     common = ["--games", "Breakout", "SpaceInvaders", "--frames", "512", "--eval-every", "512", "--eval-games", "1"]
     common += [

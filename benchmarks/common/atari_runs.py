@@ -11,9 +11,14 @@ far and the timings. A run killed at any moment (a time limit, a preempted machi
 checkpoint when started again with the same plan; the games in progress restart (the ALE's state is not saved), and
 ``segments`` in ``state.json`` says where each resumption started. A finished run (``final.json``) is not run again.
 
-Files of a run folder: ``plan.json`` (what it trains), ``checkpoint.zip`` and ``state.pkl`` (the last checkpoint),
-``evaluations.csv``, ``games.csv`` (training games), ``progress-<segment>.csv`` (the model's logger records: KLs,
-entropy, step sizes), ``state.json`` (segments, timings; human-readable) and ``final.json`` when it is done.
+The run's hyperparameters (the entry with its overrides, as the run resolved them) are kept in ``entry.json`` when it
+starts; a resumption whose entry differs (``trpo.yml`` changed since) stops with a message instead of mixing two
+configurations in one run.
+
+Files of a run folder: ``plan.json`` (what it trains), ``entry.json`` (with which values), ``checkpoint.zip`` and
+``state.pkl`` (the last checkpoint), ``evaluations.csv``, ``games.csv`` (training games), ``progress-<segment>.csv``
+(the model's logger records: KLs, entropy, step sizes), ``state.json`` (segments, timings; human-readable) and
+``final.json`` when it is done.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from sb3_trpo.zoo import split_entry
 
 FRAMES_PER_STEP = 4  # the vectorised ALE's agent step for ALE/*-v5 and *NoFrameskip-v4 ids
 PLAN_JSON = "plan.json"
+ENTRY_JSON = "entry.json"
 STATE_JSON = "state.json"
 STATE_PICKLE = "state.pkl"
 CHECKPOINT = "checkpoint.zip"
@@ -115,6 +121,31 @@ def entry(env_id: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[
     algo_kwargs.pop("n_timesteps", None)
     zoo.pop("n_timesteps", None)
     return algo_kwargs, zoo
+
+
+def entry_record(algo_kwargs: dict[str, Any], zoo: dict[str, Any]) -> dict[str, Any]:
+    """The resolved entry as JSON values (what ``entry.json`` holds)."""
+    return json.loads(json.dumps({"algo_kwargs": algo_kwargs, "zoo": zoo}, sort_keys=True, default=repr))
+
+
+def check_entry(folder: Path, record: dict[str, Any]) -> None:
+    """Write ``entry.json`` for a new run; ``SystemExit`` naming the changed values if the run began with others."""
+    path = folder / ENTRY_JSON
+    if not path.is_file():
+        path.write_text(json.dumps(record, indent=1, sort_keys=True))
+        return
+    started = json.loads(path.read_text())
+    if started != record:
+        changed = sorted(
+            f"{part}.{name}: {started.get(part, {}).get(name)!r} -> {record[part].get(name)!r}"
+            for part in record
+            for name in set(record[part]) | set(started.get(part, {}))
+            if started.get(part, {}).get(name) != record[part].get(name)
+        )
+        raise SystemExit(
+            f"{folder} began with other hyperparameters ({path}): {'; '.join(changed)}. The entry changed since; "
+            "finish it with the code it began with, or start it again under another label or --runs-dir"
+        )
 
 
 def policy_class(name: str) -> Any:
@@ -265,6 +296,7 @@ def train_run(plan: RunPlan, runs_dir: Path, threads: int | None = None, log: An
     cores = threads or available_cores()
     th.set_num_threads(cores)
     algo_kwargs, zoo = entry(plan.env_id, plan.overrides)
+    check_entry(folder, entry_record(algo_kwargs, zoo))
     n_envs = int(zoo.get("n_envs", 1))
     resumed = (folder / CHECKPOINT).is_file() and (folder / STATE_PICKLE).is_file()
     state: RunState = pickle.loads((folder / STATE_PICKLE).read_bytes()) if resumed else RunState()
