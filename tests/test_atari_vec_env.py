@@ -116,6 +116,33 @@ def test_life_losses_end_training_episodes_and_scores_cover_whole_games() -> Non
         assert 4.5 * games <= dones <= 5 * games + 4 * 4  # 5 lives per game, up to 4 lives lost in unfinished games
 
 
+@pytest.mark.parametrize("fire", [True, False])
+def test_fire_is_pressed_after_a_lost_life_as_sb3s_fire_reset(fire: bool) -> None:
+    """Breakout serves a new ball only on FIRE: with it pressed after each lost life (as SB3's FireResetEnv presses it
+    at each life-loss reset), a policy that never fires still loses all five lives; without it, the game stalls."""
+    env = AtariVecEnv(BREAKOUT, 2, seed=0, env_kwargs={"repeat_action_probability": 0.0}, fire_after_life_loss=fire)
+    assert env.fire_action == (1 if fire else None)
+    env.reset()
+    noops = np.zeros(2, dtype=np.int64)
+    games = lives_lost = 0
+    for _ in range(1500):
+        _, _, dones, infos = env.step(noops)
+        games += sum("episode" in info for info in infos)
+        lives_lost += int(dones.sum())
+    env.close()
+    assert np.array_equal(noops, np.zeros(2))  # the caller's actions are not changed
+    if fire:
+        assert games >= 2 and lives_lost >= 10
+    else:
+        assert games == 0 and lives_lost == 2  # one life each (the ball FIRE served at the start), then no new ball
+
+
+def test_games_without_fire_play_the_agents_actions() -> None:
+    env = AtariVecEnv("ALE/Freeway-v5", 1)
+    assert env.fire_action is None
+    env.close()
+
+
 def test_terminal_observation_and_partial_resets() -> None:
     env = AtariVecEnv(BREAKOUT, 4, seed=0)
     previous = env.reset()

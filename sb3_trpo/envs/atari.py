@@ -15,9 +15,13 @@ with max-pooling, grey 84x84 frames, frame stack, no-op starts and FIRE on reset
   0.25; ``*NoFrameskip-v4``: none), overridable with ``env_kwargs`` as with ``gym.make``;
 * ``seed`` applies at the next ``reset`` (env ``i`` gets ``seed + i``), as SB3's vectorised envs.
 
-Where it differs from SB3's stack: after a lost life the game goes on without pressing FIRE (SB3's ``FireResetEnv``
-presses FIRE, then action 2, at every life-loss reset; here FIRE is pressed only when a game starts) and without the
-extra no-op step of ``EpisodicLifeEnv.reset``; the grey conversion uses ALE's palette luminance and its own resize,
+* after a lost life, in games with FIRE, FIRE is pressed, as SB3's ``FireResetEnv`` presses it at every life-loss reset
+  (Breakout serves no new ball without it, and a policy that rarely fires would stall the game).
+
+Where it differs from SB3's stack: SB3 presses FIRE (then action 2) inside ``reset``, unseen by the agent; the
+vectorised ALE steps all its games together and cannot step one alone, so here FIRE replaces the agent's action in the
+first step after the lost life (the agent's action is recorded, FIRE is played: one step per life). There is no extra
+no-op step of ``EpisodicLifeEnv.reset``; the grey conversion uses ALE's palette luminance and its own resize,
 so pixel values differ slightly from OpenCV's; the order of the no-op start and FIRE differ. Observations are
 channels-first ``(frame_stack, 84, 84)`` uint8, the shape SB3's stack gives after ``VecTransposeImage``.
 
@@ -154,6 +158,8 @@ class AtariVecEnv(VecEnv):
     :param terminal_on_life_loss: End the (training) episode when a life is lost; the game goes on
     :param clip_reward: Give rewards clipped to their sign (the score in ``info["episode"]`` stays unclipped)
     :param fire_on_reset: Press FIRE when a game starts (in games that have it)
+    :param fire_after_life_loss: Play FIRE instead of the agent's action in the step after a lost life (in games that
+        have it), as SB3's ``FireResetEnv`` presses it at each life-loss reset
     :param num_threads: Emulator threads; ``None``: one per env, at most one per available CPU core
     :param monitor_dir: Folder for one SB3 Monitor CSV file per env (``<i>.monitor.csv``); ``None``: no files
     """
@@ -172,6 +178,7 @@ class AtariVecEnv(VecEnv):
         terminal_on_life_loss: bool = True,
         clip_reward: bool = True,
         fire_on_reset: bool = True,
+        fire_after_life_loss: bool = True,
         num_threads: int | None = None,
         monitor_dir: str | os.PathLike[str] | None = None,
     ) -> None:
@@ -183,6 +190,7 @@ class AtariVecEnv(VecEnv):
             ("terminal_on_life_loss", terminal_on_life_loss),
             ("clip_reward", clip_reward),
             ("fire_on_reset", fire_on_reset),
+            ("fire_after_life_loss", fire_after_life_loss),
         ):
             check_bool(name, value)
         if num_threads is not None:
@@ -224,6 +232,8 @@ class AtariVecEnv(VecEnv):
             use_fire_reset=fire_on_reset,
         )
         super().__init__(n_envs, self.ale.single_observation_space, self.ale.single_action_space)
+        self.fire_action = fire_action(self.ale) if fire_after_life_loss else None
+        self._fire_next = np.zeros(n_envs, dtype=bool)  # envs whose next step plays FIRE (a life was just lost)
         self._actions: np.ndarray | None = None
         self._lives = np.zeros(n_envs, dtype=np.int64)
         self._frame_number = np.zeros(n_envs, dtype=np.int64)
@@ -252,6 +262,7 @@ class AtariVecEnv(VecEnv):
         self._frame_number[:] = info["frame_number"]
         self._episode_frame[:] = info["episode_frame_number"]
         self._score[:] = 0.0
+        self._fire_next[:] = False
         self.reset_infos = [{"lives": int(lives)} for lives in info["lives"]]
         return obs
 
@@ -266,6 +277,8 @@ class AtariVecEnv(VecEnv):
         if actions.min() < 0 or actions.max() >= n_actions:
             raise ValueError(f"actions must be in [0, {n_actions}) for {self.env_id}; got {actions.reshape(-1).tolist()}")
         self._actions = actions.reshape(self.num_envs).astype(np.int32)
+        if self.fire_action is not None:
+            self._actions[self._fire_next] = self.fire_action
 
     def step_wait(self) -> VecEnvStepReturn:
         if self._actions is None:
@@ -292,6 +305,7 @@ class AtariVecEnv(VecEnv):
             if self._writers:
                 self._writers[i].write_row(episode)
             self._score[i] = 0.0
+        self._fire_next = life_lost
         self._lives = lives
         self._frame_number = frame_number
         self._episode_frame = episode_frame
@@ -334,6 +348,14 @@ class AtariVecEnv(VecEnv):
             "AtariVecEnv renders no images (its games run inside ale-py); use the per-env stack to record", stacklevel=2
         )
         return [None for _ in range(self.num_envs)]
+
+
+def fire_action(ale: Any) -> int | None:
+    """The index of FIRE in a vectorised ALE's action set, or ``None`` for a game without it."""
+    from ale_py import Action
+
+    actions = list(ale.ale.get_action_set())
+    return actions.index(Action.FIRE) if Action.FIRE in actions else None
 
 
 def vectorised_ale(venv: VecEnv, **kwargs: Any) -> AtariVecEnv:
