@@ -121,7 +121,7 @@ def test_fire_is_pressed_after_a_lost_life_as_sb3s_fire_reset(fire: bool) -> Non
     """Breakout serves a new ball only on FIRE: with it pressed after each lost life (as SB3's FireResetEnv presses it
     at each life-loss reset), a policy that never fires still loses all five lives; without it, the game stalls."""
     env = AtariVecEnv(BREAKOUT, 2, seed=0, env_kwargs={"repeat_action_probability": 0.0}, fire_after_life_loss=fire)
-    assert env.fire_action == (1 if fire else None)
+    assert env.fire_action == 1 and env.fire_after_life_loss == fire
     env.reset()
     noops = np.zeros(2, dtype=np.int64)
     games = lives_lost = 0
@@ -137,9 +137,30 @@ def test_fire_is_pressed_after_a_lost_life_as_sb3s_fire_reset(fire: bool) -> Non
         assert games == 0 and lives_lost == 2  # one life each (the ball FIRE served at the start), then no new ball
 
 
-def test_games_without_fire_play_the_agents_actions() -> None:
+def test_lives_start_served_under_sticky_actions() -> None:
+    """ale-py's FIRE at a game's start is one emulator frame, which sticky actions (0.25 per frame, ALE/*-v5) often
+    swallow; a whole agent step of FIRE at each game start and after each lost life, as SB3's FireResetEnv plays,
+    serves the ball in almost every life of a policy that never fires (both stacks miss one in about a hundred, when
+    stickiness keeps the FIRE step from registering: then the agent must fire)."""
+    env = AtariVecEnv(BREAKOUT, 8, seed=0)
+    env.reset()
+    quiet = np.zeros(8, dtype=np.int64)
+    lives = stalls = 0
+    for _ in range(2000):
+        _, rewards, dones, _ = env.step(np.zeros(8, dtype=np.int64))
+        lives += int(dones.sum())
+        quiet = np.where(dones | (rewards != 0), 0, quiet + 1)
+        stalls += int((quiet == 100).sum())  # no point and no lost life for 100 steps: no ball in play
+    env.close()
+    assert lives >= 400 and stalls <= 0.02 * lives
+
+
+def test_fire_follows_the_life_loss_setting_and_games_without_fire_play_the_agents_actions() -> None:
+    whole_games = AtariVecEnv(BREAKOUT, 1, terminal_on_life_loss=False)
+    assert whole_games.fire_at_start and not whole_games.fire_after_life_loss  # as SB3 without EpisodicLifeEnv
+    whole_games.close()
     env = AtariVecEnv("ALE/Freeway-v5", 1)
-    assert env.fire_action is None
+    assert env.fire_action is None and not env.fire_at_start and not env.fire_after_life_loss
     env.close()
 
 

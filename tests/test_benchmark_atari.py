@@ -96,11 +96,37 @@ def test_a_run_does_not_resume_with_an_entry_that_changed_since_it_began(
         return {**algo_kwargs, "target_kl": 0.01}, zoo  # as if trpo.yml had been edited since the run began
 
     monkeypatch.setattr(atari_runs, "entry", edited_entry)
-    with pytest.raises(SystemExit, match=r"other hyperparameters .*algo_kwargs.target_kl: 0.001 -> 0.01"):
+    with pytest.raises(SystemExit, match=r"other settings .*algo_kwargs.target_kl: 0.001 -> 0.01"):
         train_run(plan, tmp_path)
     assert not (folder / FINAL_JSON).exists()
     monkeypatch.setattr(atari_runs, "entry", entry)
     assert (train_run(plan, tmp_path) / FINAL_JSON).is_file()  # the entry it began with: resumes and finishes
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again_with_the_current_entry(tmp_path: Path) -> None:
+    plan = RunPlan("t", "ALE/Breakout-v5", 1, 128, 128, 1, 1, {"n_envs": 2, "n_steps": 64, "batch_size": 64})
+    folder = plan.folder(tmp_path)
+    folder.mkdir(parents=True)
+    (folder / "entry.json").write_text(json.dumps({"algo_kwargs": {"target_kl": 0.5}, "zoo": {}, "env": {}}))
+    assert (train_run(plan, tmp_path) / FINAL_JSON).is_file()  # nothing to resume: not refused
+    assert json.loads((folder / "entry.json").read_text())["algo_kwargs"]["target_kl"] == 0.001
+
+
+def test_a_checkpoint_without_a_record_is_not_resumed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = RunPlan("t", "ALE/Breakout-v5", 1, 256, 128, 1, 1, {"n_envs": 2, "n_steps": 64, "batch_size": 64})
+    original = atari_runs.save_checkpoint
+
+    def killed_after_saving(*arguments: object) -> None:
+        original(*arguments)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atari_runs, "save_checkpoint", killed_after_saving)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(plan, tmp_path)
+    monkeypatch.setattr(atari_runs, "save_checkpoint", original)
+    (plan.folder(tmp_path) / "entry.json").unlink()  # as a run that began before records were kept
+    with pytest.raises(SystemExit, match=r"no entry\.json"):
+        train_run(plan, tmp_path)
 
 
 def test_compare_reports_labels_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,9 +11,9 @@ far and the timings. A run killed at any moment (a time limit, a preempted machi
 checkpoint when started again with the same plan; the games in progress restart (the ALE's state is not saved), and
 ``segments`` in ``state.json`` says where each resumption started. A finished run (``final.json``) is not run again.
 
-The run's hyperparameters (the entry with its overrides, as the run resolved them) are kept in ``entry.json`` when it
-starts; a resumption whose entry differs (``trpo.yml`` changed since) stops with a message instead of mixing two
-configurations in one run.
+The run's hyperparameters (the entry with its overrides, as the run resolved them) and the vectorised ALE's
+``semantics_version`` are kept in ``entry.json`` when it starts; a resumption whose record differs (``trpo.yml`` or
+the env's behaviour changed since) stops with a message rather than going on under other settings than it began with.
 
 Files of a run folder: ``plan.json`` (what it trains), ``entry.json`` (with which values), ``checkpoint.zip`` and
 ``state.pkl`` (the last checkpoint), ``evaluations.csv``, ``games.csv`` (training games), ``progress-<segment>.csv``
@@ -124,16 +124,24 @@ def entry(env_id: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[
 
 
 def entry_record(algo_kwargs: dict[str, Any], zoo: dict[str, Any]) -> dict[str, Any]:
-    """The resolved entry as JSON values (what ``entry.json`` holds)."""
-    return json.loads(json.dumps({"algo_kwargs": algo_kwargs, "zoo": zoo}, sort_keys=True, default=repr))
+    """The resolved entry and the env's semantics version as JSON values (what ``entry.json`` holds)."""
+    record = {"algo_kwargs": algo_kwargs, "zoo": zoo, "env": {"AtariVecEnv.semantics_version": AtariVecEnv.semantics_version}}
+    return json.loads(json.dumps(record, sort_keys=True, default=repr))
 
 
-def check_entry(folder: Path, record: dict[str, Any]) -> None:
-    """Write ``entry.json`` for a new run; ``SystemExit`` naming the changed values if the run began with others."""
+def check_entry(folder: Path, record: dict[str, Any], resumed: bool) -> None:
+    """Record ``entry.json`` for a run that starts from scratch; for one that resumes from its checkpoint,
+    ``SystemExit`` naming the changed values if it began with others (or began before records were kept)."""
     path = folder / ENTRY_JSON
-    if not path.is_file():
-        path.write_text(json.dumps(record, indent=1, sort_keys=True))
+    if not resumed:
+        write_atomically(path, json.dumps(record, indent=1, sort_keys=True).encode())
         return
+    if not path.is_file():
+        raise SystemExit(
+            f"{folder} has a checkpoint but no {ENTRY_JSON}: it began before runs recorded their hyperparameters, "
+            "so resuming it could mix two configurations; finish it with the code it began with, or start it again "
+            "under another label or --runs-dir"
+        )
     started = json.loads(path.read_text())
     if started != record:
         changed = sorted(
@@ -143,8 +151,8 @@ def check_entry(folder: Path, record: dict[str, Any]) -> None:
             if started.get(part, {}).get(name) != record[part].get(name)
         )
         raise SystemExit(
-            f"{folder} began with other hyperparameters ({path}): {'; '.join(changed)}. The entry changed since; "
-            "finish it with the code it began with, or start it again under another label or --runs-dir"
+            f"{folder} began with other settings ({path}): {'; '.join(changed)}. They changed since; finish it "
+            "with the code it began with, or start it again under another label or --runs-dir"
         )
 
 
@@ -296,9 +304,9 @@ def train_run(plan: RunPlan, runs_dir: Path, threads: int | None = None, log: An
     cores = threads or available_cores()
     th.set_num_threads(cores)
     algo_kwargs, zoo = entry(plan.env_id, plan.overrides)
-    check_entry(folder, entry_record(algo_kwargs, zoo))
     n_envs = int(zoo.get("n_envs", 1))
     resumed = (folder / CHECKPOINT).is_file() and (folder / STATE_PICKLE).is_file()
+    check_entry(folder, entry_record(algo_kwargs, zoo), resumed)
     state: RunState = pickle.loads((folder / STATE_PICKLE).read_bytes()) if resumed else RunState()
     segment = len(state.segments)
     env_seed = plan.seed + RESUME_SEED_OFFSET * segment

@@ -15,13 +15,14 @@ with max-pooling, grey 84x84 frames, frame stack, no-op starts and FIRE on reset
   0.25; ``*NoFrameskip-v4``: none), overridable with ``env_kwargs`` as with ``gym.make``;
 * ``seed`` applies at the next ``reset`` (env ``i`` gets ``seed + i``), as SB3's vectorised envs.
 
-* after a lost life, in games with FIRE, FIRE is pressed, as SB3's ``FireResetEnv`` presses it at every life-loss reset
-  (Breakout serves no new ball without it, and a policy that rarely fires would stall the game).
+* in games with FIRE, a whole agent step of FIRE when a game starts and after a lost life, as SB3's ``FireResetEnv``
+  plays one at every reset (which ``EpisodicLifeEnv`` makes happen at each lost life): Breakout serves no ball without
+  it, and ale-py's own FIRE at a game's start is one emulator frame, which sticky actions can swallow.
 
-Where it differs from SB3's stack: SB3 presses FIRE (then action 2) inside ``reset``, unseen by the agent; the
+Where it differs from SB3's stack: SB3 plays FIRE (then action 2) inside ``reset``, unseen by the agent; the
 vectorised ALE steps all its games together and cannot step one alone, so here FIRE replaces the agent's action in the
-first step after the lost life (the agent's action is recorded, FIRE is played: one step per life). There is no extra
-no-op step of ``EpisodicLifeEnv.reset``; the grey conversion uses ALE's palette luminance and its own resize,
+first step of a game and the first step after a lost life (the agent's action is recorded, FIRE is played). There is
+no extra no-op step of ``EpisodicLifeEnv.reset``; the grey conversion uses ALE's palette luminance and its own resize,
 so pixel values differ slightly from OpenCV's; the order of the no-op start and FIRE differ. Observations are
 channels-first ``(frame_stack, 84, 84)`` uint8, the shape SB3's stack gives after ``VecTransposeImage``.
 
@@ -157,12 +158,19 @@ class AtariVecEnv(VecEnv):
     :param frame_stack: Number of most recent frames in an observation
     :param terminal_on_life_loss: End the (training) episode when a life is lost; the game goes on
     :param clip_reward: Give rewards clipped to their sign (the score in ``info["episode"]`` stays unclipped)
-    :param fire_on_reset: Press FIRE when a game starts (in games that have it)
+    :param fire_on_reset: Press FIRE when a game starts (in games that have it): ale-py's one frame, then FIRE instead
+        of the agent's action in the game's first step
     :param fire_after_life_loss: Play FIRE instead of the agent's action in the step after a lost life (in games that
-        have it), as SB3's ``FireResetEnv`` presses it at each life-loss reset
+        have it); ``None``: when ``terminal_on_life_loss`` (SB3's ``FireResetEnv`` fires at resets, which
+        ``EpisodicLifeEnv`` makes happen at each lost life)
     :param num_threads: Emulator threads; ``None``: one per env, at most one per available CPU core
     :param monitor_dir: Folder for one SB3 Monitor CSV file per env (``<i>.monitor.csv``); ``None``: no files
     """
+
+    semantics_version = 2
+    """Raised whenever what the agent sees, plays or is scored on changes for the same arguments (1: FIRE only at a
+    game's start, one frame; 2: a whole step of FIRE at each game start and after each lost life), so that records
+    of runs can tell which they were made with."""
 
     def __init__(
         self,
@@ -178,7 +186,7 @@ class AtariVecEnv(VecEnv):
         terminal_on_life_loss: bool = True,
         clip_reward: bool = True,
         fire_on_reset: bool = True,
-        fire_after_life_loss: bool = True,
+        fire_after_life_loss: bool | None = None,
         num_threads: int | None = None,
         monitor_dir: str | os.PathLike[str] | None = None,
     ) -> None:
@@ -190,9 +198,11 @@ class AtariVecEnv(VecEnv):
             ("terminal_on_life_loss", terminal_on_life_loss),
             ("clip_reward", clip_reward),
             ("fire_on_reset", fire_on_reset),
-            ("fire_after_life_loss", fire_after_life_loss),
         ):
             check_bool(name, value)
+        if fire_after_life_loss is None:
+            fire_after_life_loss = terminal_on_life_loss
+        check_bool("fire_after_life_loss", fire_after_life_loss)
         if num_threads is not None:
             check_int("num_threads", num_threads, minimum=1)
         spec = ale_spec(env_id)
@@ -232,8 +242,10 @@ class AtariVecEnv(VecEnv):
             use_fire_reset=fire_on_reset,
         )
         super().__init__(n_envs, self.ale.single_observation_space, self.ale.single_action_space)
-        self.fire_action = fire_action(self.ale) if fire_after_life_loss else None
-        self._fire_next = np.zeros(n_envs, dtype=bool)  # envs whose next step plays FIRE (a life was just lost)
+        self.fire_action = fire_action(self.ale)  # None: a game without FIRE
+        self.fire_at_start = fire_on_reset and self.fire_action is not None
+        self.fire_after_life_loss = fire_after_life_loss and self.fire_action is not None
+        self._fire_next = np.zeros(n_envs, dtype=bool)  # envs whose next step plays FIRE (a game began, a life was lost)
         self._actions: np.ndarray | None = None
         self._lives = np.zeros(n_envs, dtype=np.int64)
         self._frame_number = np.zeros(n_envs, dtype=np.int64)
@@ -262,7 +274,7 @@ class AtariVecEnv(VecEnv):
         self._frame_number[:] = info["frame_number"]
         self._episode_frame[:] = info["episode_frame_number"]
         self._score[:] = 0.0
-        self._fire_next[:] = False
+        self._fire_next[:] = self.fire_at_start
         self.reset_infos = [{"lives": int(lives)} for lives in info["lives"]]
         return obs
 
@@ -277,7 +289,7 @@ class AtariVecEnv(VecEnv):
         if actions.min() < 0 or actions.max() >= n_actions:
             raise ValueError(f"actions must be in [0, {n_actions}) for {self.env_id}; got {actions.reshape(-1).tolist()}")
         self._actions = actions.reshape(self.num_envs).astype(np.int32)
-        if self.fire_action is not None:
+        if self._fire_next.any():
             self._actions[self._fire_next] = self.fire_action
 
     def step_wait(self) -> VecEnvStepReturn:
@@ -305,7 +317,7 @@ class AtariVecEnv(VecEnv):
             if self._writers:
                 self._writers[i].write_row(episode)
             self._score[i] = 0.0
-        self._fire_next = life_lost
+        self._fire_next = (life_lost & self.fire_after_life_loss) | (game_over & self.fire_at_start)
         self._lives = lives
         self._frame_number = frame_number
         self._episode_frame = episode_frame
