@@ -218,12 +218,18 @@ def random_play(game: str, games: int, seed: int = RANDOM_SEED) -> np.ndarray:
 
 
 def random_scores(out: Path, game_list: Sequence[str], games: int) -> dict[str, np.ndarray]:
-    """Random play per game, measured once and kept in ``out/random.csv``."""
+    """Random play per game, measured once per env semantics (``AtariVecEnv.semantics_version``) and kept in
+    ``out/random.csv``; a game measured under other semantics (or before they were recorded) is measured again."""
     path = out / "random.csv"
-    table = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["game", "score"])
+    version = AtariVecEnv.semantics_version
+    table = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["game", "score", "semantics_version"])
+    if "semantics_version" not in table:
+        table["semantics_version"] = 0
+    table = table[table["semantics_version"] == version]
     for game in game_list:
         if (table["game"] == game).sum() < games:
-            table = pd.concat([table[table["game"] != game], pd.DataFrame({"game": game, "score": random_play(game, games)})])
+            measured = pd.DataFrame({"game": game, "score": random_play(game, games), "semantics_version": version})
+            table = pd.concat([table[table["game"] != game], measured])
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(path, index=False)
     return {game: table.loc[table["game"] == game, "score"].to_numpy(dtype=float) for game in game_list}

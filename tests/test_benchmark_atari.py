@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import benchmarks.atari as atari_benchmark
 import benchmarks.common.atari_runs as atari_runs
-from benchmarks.atari import GAMES, PUBLISHED, RANDOM_PLAY, main, parse_args, random_play
+from benchmarks.atari import GAMES, PUBLISHED, RANDOM_PLAY, main, parse_args, random_play, random_scores
 from benchmarks.common.atari_runs import FINAL_JSON, RunPlan, read_run, train_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -163,6 +164,21 @@ def test_random_play_scores_whole_games() -> None:
     scores = random_play("Breakout", 4, seed=3)
     assert scores.shape == (4,) and (scores >= 0).all()
     assert np.array_equal(scores, random_play("Breakout", 4, seed=3))
+
+
+def test_random_play_is_measured_again_under_other_env_semantics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    measured: list[str] = []
+
+    def fake_random_play(game: str, games: int) -> np.ndarray:
+        measured.append(game)
+        return np.full(games, 7.0)
+
+    monkeypatch.setattr(atari_benchmark, "random_play", fake_random_play)
+    pd.DataFrame({"game": ["Pong"] * 3, "score": [-21.0] * 3}).to_csv(tmp_path / "random.csv", index=False)  # no version
+    assert random_scores(tmp_path, ["Pong"], 3)["Pong"].tolist() == [7.0] * 3 and measured == ["Pong"]
+    assert random_scores(tmp_path, ["Pong"], 3)["Pong"].tolist() == [7.0] * 3 and measured == ["Pong"]  # kept
+    table = pd.read_csv(tmp_path / "random.csv")
+    assert set(table["semantics_version"]) == {atari_benchmark.AtariVecEnv.semantics_version}
 
 
 def test_published_figures_cover_the_seven_games() -> None:
