@@ -4,6 +4,7 @@ report (random play, Welch's test, published figures), the tuning comparison and
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,25 +24,30 @@ TINY = [
 ]  # fmt: skip
 
 
+def kill_after_first_checkpoint(monkeypatch: pytest.MonkeyPatch, run: Callable[[], object]) -> None:
+    """Call ``run`` with a kill (``KeyboardInterrupt``) right after its first checkpoint reached the disk."""
+    original = atari_runs.save_checkpoint
+
+    def killed_after_saving(*arguments: object) -> None:
+        original(*arguments)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atari_runs, "save_checkpoint", killed_after_saving)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(atari_runs, "save_checkpoint", original)
+
+
 def test_a_run_killed_after_a_checkpoint_resumes_there_and_the_report_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     runs, out = tmp_path / "runs", tmp_path / "out"
     args = [*TINY, "--runs-dir", str(runs), "--out", str(out)]
-    original = atari_runs.save_checkpoint
-
-    def killed_after_saving(*arguments: object) -> None:
-        original(*arguments)
-        raise KeyboardInterrupt  # as a kill right after the first checkpoint reached the disk
-
-    monkeypatch.setattr(atari_runs, "save_checkpoint", killed_after_saving)
-    with pytest.raises(KeyboardInterrupt):
-        main(args)
+    kill_after_first_checkpoint(monkeypatch, lambda: main(args))
     folder = runs / "trpo" / "ALE-Breakout-v5" / "seed0"
     assert (folder / "checkpoint.zip").is_file() and not (folder / FINAL_JSON).exists()
     checkpoint = json.loads((folder / "state.json").read_text())["segments"][0]["checkpoint_timesteps"]
     assert checkpoint == 256
-    monkeypatch.setattr(atari_runs, "save_checkpoint", original)
 
     main(args)  # the same command again
     printed = capsys.readouterr().out
@@ -78,18 +84,9 @@ def test_a_run_does_not_resume_with_an_entry_that_changed_since_it_began(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plan = RunPlan("t", "ALE/Breakout-v5", 1, 256, 128, 1, 1, {"n_envs": 2, "n_steps": 64, "batch_size": 64})
-    original = atari_runs.save_checkpoint
-
-    def killed_after_saving(*arguments: object) -> None:
-        original(*arguments)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(atari_runs, "save_checkpoint", killed_after_saving)
-    with pytest.raises(KeyboardInterrupt):
-        train_run(plan, tmp_path)
+    kill_after_first_checkpoint(monkeypatch, lambda: train_run(plan, tmp_path))
     folder = plan.folder(tmp_path)
     assert json.loads((folder / "entry.json").read_text())["algo_kwargs"]["target_kl"] == 0.001
-    monkeypatch.setattr(atari_runs, "save_checkpoint", original)
     entry = atari_runs.entry
 
     def edited_entry(env_id: str, overrides: dict[str, object]) -> tuple[dict[str, object], dict[str, object]]:
@@ -115,16 +112,7 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again_with_the_current
 
 def test_a_checkpoint_without_a_record_is_not_resumed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     plan = RunPlan("t", "ALE/Breakout-v5", 1, 256, 128, 1, 1, {"n_envs": 2, "n_steps": 64, "batch_size": 64})
-    original = atari_runs.save_checkpoint
-
-    def killed_after_saving(*arguments: object) -> None:
-        original(*arguments)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(atari_runs, "save_checkpoint", killed_after_saving)
-    with pytest.raises(KeyboardInterrupt):
-        train_run(plan, tmp_path)
-    monkeypatch.setattr(atari_runs, "save_checkpoint", original)
+    kill_after_first_checkpoint(monkeypatch, lambda: train_run(plan, tmp_path))
     (plan.folder(tmp_path) / "entry.json").unlink()  # as a run that began before records were kept
     with pytest.raises(SystemExit, match=r"no entry\.json"):
         train_run(plan, tmp_path)
