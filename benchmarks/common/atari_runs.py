@@ -129,6 +129,11 @@ def entry_record(algo_kwargs: dict[str, Any], zoo: dict[str, Any]) -> dict[str, 
     return json.loads(json.dumps(record, sort_keys=True, default=repr))
 
 
+def _flat(record: dict[str, Any]) -> dict[str, Any]:
+    """``{"part.name": value}`` from a record's parts (``algo_kwargs``, ``zoo``, ``env``)."""
+    return {f"{part}.{name}": value for part, values in record.items() for name, value in values.items()}
+
+
 def check_entry(folder: Path, record: dict[str, Any], resumed: bool) -> None:
     """Record ``entry.json`` for a run that starts from scratch; for one that resumes from its checkpoint,
     ``SystemExit`` naming the changed values if it began with others (or began before records were kept)."""
@@ -142,14 +147,10 @@ def check_entry(folder: Path, record: dict[str, Any], resumed: bool) -> None:
             "so resuming it could mix two configurations; finish it with the code it began with, or start it again "
             "under another label or --runs-dir"
         )
-    started = json.loads(path.read_text())
-    if started != record:
-        changed = sorted(
-            f"{part}.{name}: {started.get(part, {}).get(name)!r} -> {record[part].get(name)!r}"
-            for part in record
-            for name in set(record[part]) | set(started.get(part, {}))
-            if started.get(part, {}).get(name) != record[part].get(name)
-        )
+    started, now = _flat(json.loads(path.read_text())), _flat(record)
+    if started != now:
+        keys = sorted(key for key in started.keys() | now.keys() if started.get(key) != now.get(key))
+        changed = [f"{key}: {started.get(key)!r} -> {now.get(key)!r}" for key in keys]
         raise SystemExit(
             f"{folder} began with other settings ({path}): {'; '.join(changed)}. They changed since; finish it "
             "with the code it began with, or start it again under another label or --runs-dir"
