@@ -10,7 +10,8 @@ Configurations per task, run by rl-zoo's pipeline (:mod:`benchmarks.common.runs`
 * ``vine``: the task's entry of ``zoo_configs/trpo_vine.yml`` (``--algo trpo_vine``), which for these tasks is the
   ``trpo.yml`` entry (less gSDE) plus ``sampler: vine`` with ``vine_kwargs: {}``: the library's budget-aware
   defaults (``sb3_trpo.vine.VineOptions``), so this row is what a user gets from ``sampler="vine"`` alone;
-  ``--vine-kwargs`` changes its options (with ``--tag``, under another label: tuning runs);
+  ``--vine-kwargs`` changes its options and ``--hyperparams`` the rest of its entry (with ``--tag``, under another
+  label: tuning runs);
 * ``vine_paper`` (only with ``--configurations``): the same with ``surrogate="paper"`` and ``critic_data=False``:
   eq. 16 (eq. 15 with every action rolled out) on the rollout-set states alone (section 5.2).
 
@@ -20,6 +21,7 @@ the final return, the mean over the last 10% of the budget, averages about four 
 
     python -m benchmarks.vine_learning [--tasks CartPole-v1 LunarLander-v3 Pendulum-v1 Hopper-v5] [--seeds 0 1 2 3 4]
         [--jobs 2] [--configurations sb3_trpo sb3_trpo_no_gsde vine] [--vine-kwargs branch_fraction=1.0 --tag f1]
+        [--hyperparams use_sde:True sde_sample_freq:4 --tag sde]
 
 Finished runs are kept (``--runs-dir``): a killed command resumes where it stopped. Writes to ``--out``:
 ``<task>.png`` (mean ± std over seeds), ``curves.csv``, ``summary.csv`` and ``report.md`` with Welch's test of each
@@ -58,6 +60,7 @@ from benchmarks.common.runs import (
     RunSpec,
     add_run_arguments,
     parse_assignments,
+    parse_overrides,
     report_header,
     run_benchmark,
     trunk_eval_freq,
@@ -83,12 +86,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.set_defaults(seeds=list(SEEDS), budget=None, eval_freq=None, out=RESULTS_DIR / "vine_defaults")
     parser.add_argument("--vine-kwargs", nargs="+", default=[], metavar="NAME=VALUE", help="change every task's vine options")
+    parser.add_argument(
+        "--hyperparams", nargs="+", default=[], metavar="NAME:VALUE", help="change every task's vine entry (not vine_kwargs)"
+    )
     parser.add_argument("--tag", default="", help="suffix of the vine labels (runs with other options under other labels)")
     parser.add_argument(
         "--configurations", nargs="+", default=list(DEFAULT_CONFIGURATIONS), choices=LABELS, help="which to run and report"
     )
     args = parser.parse_args(argv)
     args.vine_overrides = parse_assignments(args.vine_kwargs)
+    args.vine_hyperparams = parse_overrides(parser, args.hyperparams)
+    if any(name in ("sampler", "vine_kwargs") for name, _ in args.vine_hyperparams):
+        parser.error("--hyperparams cannot set sampler or vine_kwargs (use --vine-kwargs)")
     if args.tag and not args.tag.replace("_", "").replace("-", "").replace(".", "").isalnum():
         parser.error(f"--tag must be letters, digits, '-', '_' or '.'; got {args.tag!r}")
     return args
@@ -138,7 +147,7 @@ def run_specs(args: argparse.Namespace) -> list[RunSpec]:
                     continue
                 vine = vine_options(args, env_id, configuration)
                 changed = configuration == "vine_paper" or bool(args.vine_overrides)
-                hyperparams = (("vine_kwargs", repr(vine)),) if changed else ()
+                hyperparams = ((("vine_kwargs", repr(vine)),) if changed else ()) + args.vine_hyperparams
                 entry = config_entry(CONFIG_DIR / "trpo_vine.yml", env_id)
                 vine_freq = trunk_eval_freq(freq, env_id, entry, vine)
                 label = label_of(args, configuration)

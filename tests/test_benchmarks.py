@@ -149,6 +149,11 @@ def test_vine_learning_runs_the_default_vine_and_the_single_path_without_gsde(tm
     assert set(labels) == {"sb3_trpo", "vine-f1"}
     assert labels["vine-f1"].hyperparams == (("vine_kwargs", repr({"branch_fraction": 1.0})),)
     assert "1024 trunk + up to 1024 branch steps" in vine_learning.configuration_lines(tuning, ["CartPole-v1"])[0]
+    entry = vine_learning.parse_args(["--tasks", "Pendulum-v1", "--hyperparams", "use_sde:True", "--tag", "sde"])
+    labels = {spec.label: spec for spec in vine_learning.run_specs(entry)}
+    assert labels["vine-sde"].hyperparams == (("use_sde", "True"),) and labels["sb3_trpo"].hyperparams == ()
+    with pytest.raises(SystemExit):
+        vine_learning.parse_args(["--hyperparams", "sampler:'single_path'"])
 
 
 def test_estimator_quality_script(tmp_path: Path) -> None:

@@ -149,6 +149,26 @@ def test_first_actions_from_the_policy_carry_log_pi_old() -> None:
     np.testing.assert_allclose(log_q, expected, rtol=1e-6)
 
 
+def test_gsde_branch_actions_follow_each_states_gaussian() -> None:
+    """Under gSDE a branch action at state s is drawn from the per-state Gaussian N(mu(s), sigma(s)^2) whose log-prob
+    the policy step uses, sigma(s)^2 = phi(s)^2 exp(log_std)^2 (the marginal of gSDE's exploration at one state):
+    the sampler's parameters are the distribution's, the std differs between states, and the draws have those
+    moments. (gSDE's noise matrix correlates the trunk's steps; each branch step draws its own noise.)"""
+    policy = tiny_policy(spaces.Box(-1, 1, (2,), dtype=np.float32), use_sde=True)
+    sampler = ActionSampler(PolicyInference(policy, fast_path=False))
+    obs = np.random.default_rng(0).normal(size=(3, 3)).astype(np.float32) * 3.0
+    mean, std = sampler.parameters(obs)
+    with th.no_grad():
+        normal = policy.get_distribution(th.as_tensor(obs)).distribution
+    np.testing.assert_allclose(mean, normal.loc.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(std, normal.scale.numpy(), rtol=1e-6)
+    assert std.shape == (3, 2) and np.ptp(std[:, 0]) > 1e-3  # state-dependent
+    noise = sampler.draw_noise(np.random.default_rng(1), (20000,), (mean[:1], std[:1]))
+    draws = sampler.actions((np.repeat(mean[:1], 20000, axis=0), np.repeat(std[:1], 20000, axis=0)), noise)
+    np.testing.assert_allclose(draws.mean(axis=0), mean[0], atol=4 * std[0].max() / np.sqrt(20000))
+    np.testing.assert_allclose(draws.std(axis=0), std[0], rtol=0.03)
+
+
 def test_uniform_and_all_first_actions() -> None:
     policy = tiny_policy(spaces.Discrete(3))
     sampler = ActionSampler(PolicyInference(policy, fast_path=False))

@@ -33,9 +33,12 @@ def _pendulum(n_envs: int = 2, monitor_dir: str | None = None, vec_env_cls: Any 
     return make_vec_env("Pendulum-v1", n_envs=n_envs, seed=seed, monitor_dir=monitor_dir, vec_env_cls=vec_env_cls)
 
 
-def _model(env: VecEnv | str, sampler: str = "vine", seed: int = 0, n_steps: int = 128, **vine: Any) -> TRPO:
+def _model(
+    env: VecEnv | str, sampler: str = "vine", seed: int = 0, n_steps: int = 128, use_sde: bool = False, **vine: Any
+) -> TRPO:
     vine_kwargs = dict(dict(n_states=16, n_actions=3, horizon=10), **vine) if sampler == "vine" else None
-    return TRPO("MlpPolicy", env, n_steps=n_steps, batch_size=32, seed=seed, sampler=sampler, vine_kwargs=vine_kwargs)
+    sde = dict(use_sde=True, sde_sample_freq=4) if use_sde else {}
+    return TRPO("MlpPolicy", env, n_steps=n_steps, batch_size=32, seed=seed, sampler=sampler, vine_kwargs=vine_kwargs, **sde)
 
 
 class CountSteps(BaseCallback):
@@ -56,13 +59,15 @@ def _monitor_rows(directory: Path) -> pd.DataFrame:
     return load_results(str(directory))[["r", "l"]].sort_values(["l", "r"]).reset_index(drop=True)
 
 
-def test_trunk_is_single_path_collection(tmp_path: Path) -> None:
+@pytest.mark.parametrize("use_sde", [False, True])
+def test_trunk_is_single_path_collection(tmp_path: Path, use_sde: bool) -> None:
     """First iteration, same seed: the vine trunk leaves exactly what single path leaves (buffer, VecNormalize
-    statistics, Monitor rows, ep_info_buffer), so the branches added nothing to any of them."""
+    statistics, Monitor rows, ep_info_buffer), so the branches added nothing to any of them; with gSDE too (the
+    trunk's exploration matrices are resampled as single path's, the branches draw their noise elsewhere)."""
     results = {}
     for sampler in ("single_path", "vine"):
         env = VecNormalize(_pendulum(monitor_dir=str(tmp_path / sampler)), gamma=0.99)
-        model = _model(env, sampler, n_steps=400)
+        model = _model(env, sampler, n_steps=400, use_sde=use_sde)
         model.learn(800)
         results[sampler] = (model, env)
     (sp, sp_env), (vine, vine_env) = results["single_path"], results["vine"]
@@ -338,8 +343,6 @@ def test_invalid_vine_kwargs_fail_at_construction(vine_kwargs: dict, error: type
 def test_other_construction_errors() -> None:
     with pytest.raises(ValueError, match="n_actions must be None or 2"):
         TRPO("MlpPolicy", "CartPole-v1", n_steps=64, sampler="vine", vine_kwargs=dict(action_sampling="all", n_actions=3))
-    with pytest.raises(ValueError, match="gSDE"):
-        TRPO("MlpPolicy", "Pendulum-v1", n_steps=64, use_sde=True, sampler="vine")
     with pytest.raises(UnsupportedEnvError, match="UnknownWrapper"):
         TRPO("MlpPolicy", UnknownWrapper(_pendulum()), n_steps=64, sampler="vine")
 

@@ -32,10 +32,10 @@ ACTION_SAMPLING = ("policy", "uniform", "all", "antithetic")
 def branch_family(policy: ActorCriticPolicy) -> OutputFamily:
     """The policy's distribution family, if branch actions can be drawn from explicit noise; ``ValueError`` otherwise."""
     family = family_of(policy.action_dist)
-    if family is None or getattr(policy, "use_sde", False):  # maskable policies have no gSDE (nor the attribute)
+    if family is None:
         raise ValueError(
-            f"The vine sampler draws branch actions from DiagGaussian, Categorical, MultiCategorical or Bernoulli "
-            f"policies; got {type(policy.action_dist).__name__} (gSDE is not supported)"
+            f"The vine sampler draws branch actions from DiagGaussian (gSDE included), Categorical, MultiCategorical "
+            f"or Bernoulli policies; got {type(policy.action_dist).__name__}"
         )
     return family
 

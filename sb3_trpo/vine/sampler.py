@@ -241,7 +241,8 @@ class VineSampler:
     where the KL constraint is then measured. ``sub_sampling_factor`` applies to the trunk part of the hybrid step
     only; ``normalize_advantage`` normalizes the trunk's advantages, and the branch advantages are divided by the same
     scale. Both Fisher estimators work with every ``action_sampling``: the empirical Fisher's score vectors use the
-    trunk's action at each state, a draw from pi_old. gSDE is not supported.
+    trunk's action at each state, a draw from pi_old. Under gSDE the trunk explores as single path does and each
+    branch step draws its own noise from the per-state Gaussian whose log-probabilities the policy step uses.
 
     :param trunk: The single-path loop that collects the trunk
     :param inference: The inference of the policy whose actions the branches follow (torch or the NumPy fast path)
@@ -268,8 +269,6 @@ class VineSampler:
         self.gamma = gamma
         self.n_steps = n_steps
         self.options = options
-        if getattr(policy, "use_sde", False):  # maskable policies have no gSDE (nor the attribute)
-            raise ValueError("The vine sampler does not support gSDE (use_sde=True): branch noise must be explicit")
         if not options.resolved:
             raise ValueError(
                 "VineSampler needs options whose sizes are set: VineOptions.for_trunk(n_steps * n_envs, action_space) "
