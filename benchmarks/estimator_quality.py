@@ -50,15 +50,16 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 import torch as th
-from rl_zoo3.utils import get_wrapper_class
+from rl_zoo3.utils import get_class_by_name, get_wrapper_class
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.vec_env import VecEnv, VecFrameStack, VecNormalize
 
 from benchmarks.common.machine import checkout_commit, command_line, machine_description
 from sb3_trpo import TRPO
 from sb3_trpo.distributions import family_of
-from sb3_trpo.zoo import split_entry
+from sb3_trpo.zoo.config import is_atari, split_entry
 
 RESULTS = Path(__file__).resolve().parent / "results" / "estimator_quality"
 CHECKPOINTS = Path(__file__).resolve().parent / "results" / "tmp" / "estimator_quality"
@@ -194,6 +195,14 @@ ESTIMATORS["LunarLander-v3"] = [
     Estimator("sp2048", 1024, single_path_reference=True),
     *rule_estimators(512, discrete=True, default=True),
 ]
+# Atari (trpo_vine.yml's entry: 16 envs x 512 trunk steps on the per-env stack, AtariCnnPolicy). Made at a saved
+# tuning-seed checkpoint (--checkpoint); the single-path pair measures how much of an 8192-step direction is noise.
+ESTIMATORS["ALE/Breakout-v5"] = [
+    Estimator("sp8192", 512, single_path_reference=True),
+    Estimator("sp16384", 1024, single_path_reference=True),
+    *rule_estimators(512, discrete=True, default=True),
+    Estimator("vine_uniformK4", **_vine(512, action_sampling="uniform", n_actions=4)),
+]
 RULE_SET = "rule"  # --set rule: the single-path references and the rule's estimators
 
 
@@ -206,23 +215,39 @@ class Task:
     n_envs: int
     normalize: bool
     wrapper: Callable[[gym.Env], gym.Env] | None = None
+    policy: str | type[BasePolicy] = "MlpPolicy"
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    frame_stack: int | None = None
     checkpoint: TRPO | None = None
     vec_normalize: VecNormalize | None = None
     stats: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_zoo(cls, env_id: str) -> Task:
-        """The task's ``trpo_vine.yml`` entry without its vine options: ``trpo.yml``'s trunk and critic fit (less
-        gSDE, which the vine sampler cannot use), and the env wrapper the vine needs (LunarLander's replay)."""
+        """The task's ``trpo_vine.yml`` entry without its vine options: ``trpo.yml``'s trunk, policy and critic fit,
+        and the envs the vine needs (LunarLander's replay; Atari's per-env stack with its frame stack)."""
+        is_atari(env_id)  # registers the ALE ids where env_id is one
         algo_kwargs, zoo = split_entry(env_id, "trpo_vine")
         for name in ("sampler", "vine_kwargs"):
             algo_kwargs.pop(name, None)
         wrapper = get_wrapper_class(zoo) if "env_wrapper" in zoo else None
-        return cls(env_id, algo_kwargs, int(zoo.get("n_envs", 1)), bool(zoo.get("normalize", False)), wrapper)
+        policy = zoo.get("policy", "MlpPolicy")
+        return cls(
+            env_id,
+            algo_kwargs,
+            int(zoo.get("n_envs", 1)),
+            bool(zoo.get("normalize", False)),
+            wrapper,
+            policy=get_class_by_name(policy) if "." in policy else policy,
+            env_kwargs=dict(zoo.get("env_kwargs") or {}),
+            frame_stack=zoo.get("frame_stack"),
+        )
 
     def make_env(self, seed: int) -> VecEnv:
         """The task's VecEnv; with VecNormalize, frozen at the checkpoint's statistics (no update from these steps)."""
-        env = make_vec_env(self.env_id, n_envs=self.n_envs, seed=seed, wrapper_class=self.wrapper)
+        env = make_vec_env(self.env_id, n_envs=self.n_envs, seed=seed, wrapper_class=self.wrapper, env_kwargs=self.env_kwargs)
+        if self.frame_stack:
+            env = VecFrameStack(env, int(self.frame_stack))
         if not self.normalize:
             return env
         normalized = VecNormalize(env, gamma=self.algo_kwargs.get("gamma", 0.99), training=False)
@@ -236,10 +261,22 @@ class Task:
         kwargs = {**self.algo_kwargs, "n_steps": estimator.n_steps}
         if estimator.vine_kwargs is not None:
             kwargs.update(sampler="vine", vine_kwargs=estimator.vine_kwargs)
-        model = TRPO("MlpPolicy", self.make_env(seed), seed=seed, **kwargs)
+        model = TRPO(self.policy, self.make_env(seed), seed=seed, **kwargs)
         assert self.checkpoint is not None
         model.policy.load_state_dict(self.checkpoint.policy.state_dict())
         return model
+
+
+def load_checkpoint(task: Task, path: Path) -> None:
+    """A saved model as the fixed policy (e.g. a tuning-seed run of ``benchmarks.atari``): ``TypeError`` if its policy
+    is not the task's (its weights are loaded into the task's policy)."""
+    task.checkpoint = TRPO.load(path, device="cpu")
+    expected = task.policy if isinstance(task.policy, type) else None
+    if expected is not None and type(task.checkpoint.policy) is not expected:
+        raise TypeError(f"--checkpoint {path} holds a {type(task.checkpoint.policy).__name__}; {task.env_id} uses {expected}")
+    if task.normalize:
+        raise ValueError(f"--checkpoint does not carry VecNormalize statistics; {task.env_id}'s entry normalizes")
+    task.stats = {"checkpoint_steps": float(task.checkpoint.num_timesteps)}
 
 
 def train_checkpoint(task: Task, steps: int, seed: int, cache: Path) -> None:
@@ -254,7 +291,7 @@ def train_checkpoint(task: Task, steps: int, seed: int, cache: Path) -> None:
     env = make_vec_env(task.env_id, n_envs=task.n_envs, seed=seed, wrapper_class=task.wrapper)
     if task.normalize:
         env = VecNormalize(env, gamma=task.algo_kwargs.get("gamma", 0.99))
-    model = TRPO("MlpPolicy", env, seed=seed, **task.algo_kwargs)
+    model = TRPO(task.policy, env, seed=seed, **task.algo_kwargs)
     model.learn(steps)
     model.save(model_path)
     if task.normalize:
@@ -319,20 +356,25 @@ def estimate(task: Task, estimator: Estimator, seed: int, held_out: th.Tensor, w
     return Estimate(direction, steps, info.evaluation.mean_kl, kl_held_out, time.perf_counter() - start)
 
 
+HELD_OUT_CHUNK = 4096  # held-out states per forward pass (Atari's reference batch does not fit one float copy)
+
+
 def _distribution_params(model: TRPO, obs: th.Tensor) -> tuple[th.Tensor, ...]:
+    """The policy's distribution parameters at ``obs``, computed in chunks of :data:`HELD_OUT_CHUNK` states."""
+    chunks = []
     with th.no_grad():
-        distribution = model.policy.get_distribution(obs)
-        family = family_of(distribution)
-        assert family is not None
-        return tuple(p.clone() for p in family.parameters(distribution))
+        for start in range(0, len(obs), HELD_OUT_CHUNK):
+            distribution = model.policy.get_distribution(obs[start : start + HELD_OUT_CHUNK])
+            family = family_of(distribution)
+            assert family is not None
+            chunks.append(tuple(p.clone() for p in family.parameters(distribution)))
+    return tuple(th.cat(parts) for parts in zip(*chunks, strict=True))
 
 
 def _mean_kl(model: TRPO, obs: th.Tensor, before: tuple[th.Tensor, ...]) -> float:
-    with th.no_grad():
-        distribution = model.policy.get_distribution(obs)
-        family = family_of(distribution)
-        assert family is not None
-        return float(family.kl(before, family.parameters(distribution)).mean())
+    family = family_of(model.policy.get_distribution(obs[:1]))
+    assert family is not None
+    return float(family.kl(before, _distribution_params(model, obs)).mean())
 
 
 @dataclass(frozen=True)
@@ -469,6 +511,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--reference-states", type=int, default=16384, help="states of the reference batch")
     parser.add_argument("--checkpoint-steps", type=int, default=60_000, help="single-path steps before the fixed policy")
     parser.add_argument(
+        "--checkpoint", type=Path, help="a saved model as the fixed policy instead (Atari: a tuning-seed run's checkpoint)"
+    )
+    parser.add_argument(
         "--seed", type=int, default=2, help="checkpoint seed (see the module docstring); repeats use seeds 1000 + i"
     )
     parser.add_argument("--warmup", type=int, default=1000, help="policy steps per env before each collection")
@@ -482,6 +527,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown estimators {unknown} for {args.task}; known: {sorted(known)}")
     return args
+
+
+def checkpoint_line(args: argparse.Namespace, task: Task) -> str:
+    """The report's line on the fixed policy."""
+    if args.checkpoint is not None:
+        return f"- checkpoint: `{args.checkpoint}` ({task.stats['checkpoint_steps']:.0f} steps)"
+    trained = f"- checkpoint: single-path TRPO, zoo hyperparameters, {args.checkpoint_steps} steps, seed {args.seed}"
+    return trained + (f" (mean training return {task.stats['checkpoint_return']:.1f})" if task.stats else "")
 
 
 def chosen(args: argparse.Namespace, estimator: Estimator) -> bool:
@@ -503,7 +556,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         estimators = [e for e in ESTIMATORS[args.task] if e.single_path_reference] + estimators
     task = Task.from_zoo(args.task)
     start = time.perf_counter()
-    train_checkpoint(task, args.checkpoint_steps, args.seed, args.cache)
+    if args.checkpoint is not None:
+        load_checkpoint(task, args.checkpoint)
+    else:
+        train_checkpoint(task, args.checkpoint_steps, args.seed, args.cache)
     ref = reference(task, args.reference_states, seed=args.seed + 500, warmup=args.warmup)
     rows: list[dict[str, Any]] = []
     directions: dict[str, list[th.Tensor]] = {}
@@ -539,8 +595,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         f"- command: `{command}`",
         f"- date: {datetime.date.today().isoformat()}; machine: {machine_description()}",
         f"- code: sb3-trpo commit {checkout_commit()}",
-        f"- checkpoint: single-path TRPO, zoo hyperparameters, {args.checkpoint_steps} steps, seed {args.seed}"
-        + (f" (mean training return {task.stats['checkpoint_return']:.1f})" if task.stats else ""),
+        checkpoint_line(args, task),
         f"- reference: one single-path batch of {args.reference_states} states; {args.repeats} repeats per estimator "
         f"(env seeds 1000-{999 + args.repeats}); standard errors over repeats; total {time.perf_counter() - start:.0f} s",
     ]

@@ -169,6 +169,39 @@ def test_estimator_quality_script(tmp_path: Path) -> None:
     assert_small_png(tmp_path / "CartPole-v1.png")
 
 
+def test_estimator_quality_at_an_atari_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Atari: the vine entry's per-env stack (frame stack, AtariCnnPolicy) at a saved checkpoint (``--checkpoint``),
+    with tiny estimators in place of the 8192-step ones; a checkpoint of another policy class is refused."""
+    from benchmarks import estimator_quality as eq
+    from sb3_trpo.envs.atari import AtariCnnPolicy
+
+    task = eq.Task.from_zoo("ALE/Breakout-v5")
+    assert task.policy is AtariCnnPolicy and task.frame_stack == 4 and task.env_kwargs == {"frameskip": 1}
+    task.n_envs = 2
+    env = task.make_env(seed=0)
+    assert env.observation_space.shape == (84, 84, 4)
+    checkpoint = tmp_path / "breakout.zip"
+    TRPO(AtariCnnPolicy, env, n_steps=8, batch_size=16, seed=0).save(checkpoint)
+    monkeypatch.setattr(eq.Task, "from_zoo", classmethod(lambda cls, env_id: task))
+    monkeypatch.setitem(
+        eq.ESTIMATORS,
+        "ALE/Breakout-v5",
+        [
+            eq.Estimator("sp16", 8, single_path_reference=True),
+            eq.Estimator("vine_tiny", **eq._vine(8, n_states=2, action_sampling="all", horizon=2)),
+        ],
+    )
+    tiny = ["--task", "ALE/Breakout-v5", "--repeats", "2", "--reference-states", "64", "--warmup", "2"]
+    eq.main([*tiny, "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")])
+    summary = pd.read_csv(tmp_path / "out" / "ALE-Breakout-v5_summary.csv").set_index("estimator")
+    assert summary.loc["sp16", "steps"] == 16 and summary.loc["vine_tiny", "steps"] == 16 + 2 * 4 * 2
+    assert summary["quality"].between(-1, 1).all()
+    assert "checkpoint: `" in (tmp_path / "out" / "ALE-Breakout-v5.md").read_text()
+    TRPO("CnnPolicy", env, n_steps=8, batch_size=16, seed=0).save(tmp_path / "other.zip")
+    with pytest.raises(TypeError, match="ActorCriticCnnPolicy"):
+        eq.load_checkpoint(task, tmp_path / "other.zip")
+
+
 def test_minatar_script(tmp_path: Path) -> None:
     """All four algorithms on one MinAtar game, one iteration each; the report, its tables and the figure."""
     runs, out = tmp_path / "runs", tmp_path / "out"

@@ -47,6 +47,7 @@ from stable_baselines3.common.logger import CSVOutputFormat
 from benchmarks.common.machine import REPO_ROOT, checkout_commit, command_line, machine_description
 from sb3_trpo.vine import VineOptions
 from sb3_trpo.zoo import CONTRIB_ALGO
+from sb3_trpo.zoo.config import is_atari
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 DEFAULT_RUNS_DIR = RESULTS_DIR / "tmp" / "runs"  # git-ignored: zoo logs, models, per-run CSVs
@@ -509,10 +510,7 @@ def vine_branch_steps(env_id: str, entry: dict[str, Any], vine: dict[str, Any]) 
 
 def entry_action_space(env_id: str, entry: dict[str, Any]) -> gym.Space:
     """The action space of ``env_id`` made with the config ``entry``'s ``env_kwargs``."""
-    if env_id.startswith("ALE/") or env_id.endswith("NoFrameskip-v4"):
-        import ale_py
-
-        gym.register_envs(ale_py)
+    is_atari(env_id)  # registers the ALE ids where env_id is one
     env = gym.make(env_id, **entry.get("env_kwargs", {}))
     try:
         return env.action_space
