@@ -53,7 +53,7 @@ import torch as th
 from rl_zoo3.utils import get_class_by_name, get_wrapper_class
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import VecEnv, VecFrameStack, VecNormalize
 
 from benchmarks.common.machine import checkout_commit, command_line, machine_description
@@ -215,7 +215,7 @@ class Task:
     n_envs: int
     normalize: bool
     wrapper: Callable[[gym.Env], gym.Env] | None = None
-    policy: str | type[BasePolicy] = "MlpPolicy"
+    policy: str | type[ActorCriticPolicy] = "MlpPolicy"
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     frame_stack: int | None = None
     checkpoint: TRPO | None = None
