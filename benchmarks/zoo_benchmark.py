@@ -11,6 +11,11 @@ published standard deviation below the published figure".
 
     python -m benchmarks.zoo_benchmark [--tasks Hopper-v5 ...] [--seeds 0 1 2] [--jobs 2] [--eval-steps 150000]
     python -m benchmarks.zoo_benchmark --tasks CartPole-v1 --seeds 0 --budget 2048 --eval-freq 1024  # tiny: a test
+    python -m benchmarks.zoo_benchmark --tasks LunarLanderContinuous-v3 --seeds 100 101 102 --label t-lambda \
+        --hyperparams gae_lambda:0.98 --out benchmarks/results/zoo_benchmark/tuning/t-lambda   # a tuning run
+
+``--hyperparams NAME:VALUE`` changes the entries (the zoo's ``--hyperparams``) for tuning runs on tuning seeds; they
+need a ``--label`` of their own (their runs' folder), so that they never mix with the campaign's runs.
 
 A killed campaign resumes where it stopped: finished runs are kept, an unfinished run restarts, evaluations already
 done are read back; it prints what it resumed. ``--budget`` replaces every entry's budget (tiny runs for tests and
@@ -56,6 +61,7 @@ from benchmarks.common.runs import (
     finish,
     is_finished,
     load_result,
+    parse_overrides,
     report_header,
     run_all,
     zoo_environment,
@@ -134,6 +140,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--eval-episodes", type=int, default=EVAL_EPISODES, help="episodes per evaluation during training")
     parser.add_argument("--eval-steps", type=int, default=EVAL_STEPS, help="the benchmark step's -n: steps per final model")
+    parser.add_argument(
+        "--hyperparams", nargs="+", default=[], metavar="NAME:VALUE", help="change the entries (tuning runs; needs --label)"
+    )
+    parser.add_argument("--label", default=LABEL, help=f"the runs' folder under --runs-dir (default {LABEL})")
     parser.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="runs, the zoo log folder, evaluations")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "zoo_benchmark", help="report, tables and figures")
     args = parser.parse_args(argv)
@@ -145,6 +155,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         )
     if args.budget is not None and args.budget < 1:
         parser.error(f"--budget must be positive, got {args.budget}")
+    args.overrides = parse_overrides(parser, args.hyperparams)
+    if args.overrides and args.label == LABEL:
+        parser.error(f"--hyperparams needs a --label other than {LABEL!r} (tuning runs go in a folder of their own)")
+    if not args.label.replace("_", "").replace("-", "").replace(".", "").isalnum():
+        parser.error(f"--label must be letters, digits, '-', '_' or '.'; got {args.label!r}")
     return args
 
 
@@ -159,7 +174,10 @@ def run_specs(args: argparse.Namespace) -> list[RunSpec]:
     for env_id in args.tasks:
         budget = budget_of(args, env_id)
         eval_freq = args.eval_freq if args.eval_freq is not None else min(ZOO_EVAL_FREQ, max(budget // 20, 1))
-        specs += [RunSpec(LABEL, ALGO, env_id, seed, budget, eval_freq, args.eval_episodes) for seed in args.seeds]
+        specs += [
+            RunSpec(args.label, ALGO, env_id, seed, budget, eval_freq, args.eval_episodes, args.overrides)
+            for seed in args.seeds
+        ]
     return sorted(specs, key=lambda spec: -spec.budget)
 
 
@@ -202,7 +220,7 @@ def link_log_folder(results: Sequence[RunResult], logs: Path) -> None:
 
 def evaluate(results: Sequence[RunResult], args: argparse.Namespace) -> pd.DataFrame:
     """``python -m sb3_trpo.zoo benchmark`` on the runs: the benchmark step's table (one row per run)."""
-    folder = args.runs_dir / f"{LABEL}_evaluations"
+    folder = args.runs_dir / f"{args.label}_evaluations"
     logs, benchmark_dir = folder / "logs", folder / "benchmark"
     link_log_folder(results, logs)
     command = [

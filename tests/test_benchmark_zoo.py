@@ -60,6 +60,12 @@ def test_default_campaign_is_three_seeds_of_every_task_at_its_config_budget() ->
     assert differs == {"LunarLanderContinuous-v3"}
     with pytest.raises(SystemExit):
         parse_args(["--tasks", "Pusher-v5"])  # no entry of its own: it would train on `default`
+    # tuning runs: the entry changed through the zoo's --hyperparams, in a folder of their own
+    tuning = run_specs(parse_args(["--tasks", "Pendulum-v1", "--label", "t-kl", "--hyperparams", "target_kl:0.02"]))
+    assert {(spec.label, spec.hyperparams) for spec in tuning} == {("t-kl", (("target_kl", "0.02"),))}
+    for refused in (["--hyperparams", "target_kl:0.02"], ["--label", "a/b"]):
+        with pytest.raises(SystemExit):
+            parse_args(refused)
 
 
 def test_verdict_against_the_goal_of_one_published_std() -> None:
