@@ -6,7 +6,9 @@ Configurations per task, run by rl-zoo's pipeline (:mod:`benchmarks.common.runs`
 * ``sb3_trpo``: single path, the task's entry of ``zoo_configs/trpo.yml`` (``--algo trpo``: rl-zoo's values; the
   same runs as ``benchmarks.learning``'s where the budget and evaluation schedule match);
 * ``sb3_trpo_no_gsde``: the same without gSDE, for the tasks whose entry uses it (Pendulum-v1): the single-path
-  counterpart of the vine's trunk, which cannot use gSDE (run by default; other tasks have no such run);
+  counterpart of the vine's trunk, whose ``trpo_vine.yml`` entry drops gSDE (measured no better for the vine on
+  tuning seeds; ``--hyperparams use_sde:True sde_sample_freq:4 --tag sde`` runs it with gSDE) (run by default; other
+  tasks have no such run);
 * ``vine``: the task's entry of ``zoo_configs/trpo_vine.yml`` (``--algo trpo_vine``), which for these tasks is the
   ``trpo.yml`` entry (less gSDE) plus ``sampler: vine`` with ``vine_kwargs: {}``: the library's budget-aware
   defaults (``sb3_trpo.vine.VineOptions``), so this row is what a user gets from ``sampler="vine"`` alone;
@@ -129,7 +131,7 @@ def eval_freq(args: argparse.Namespace, env_id: str) -> int:
 
 
 def uses_gsde(env_id: str) -> bool:
-    """Whether the task's ``trpo.yml`` entry uses gSDE (which the vine sampler cannot)."""
+    """Whether the task's ``trpo.yml`` entry uses gSDE (which its ``trpo_vine.yml`` entry drops)."""
     return bool(config_entry(CONFIG_DIR / "trpo.yml", env_id).get("use_sde", False))
 
 

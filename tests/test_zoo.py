@@ -162,7 +162,7 @@ def test_vine_config_has_default_and_classic_entries() -> None:
     assert {"default", *VINE_CLASSIC} <= set(vine), sorted({"default", *VINE_CLASSIC} - set(vine))
     for key in ("default", "CartPole-v1", *VINE_CLASSIC):
         entry = vine[key]
-        assert not entry.get("use_sde", False), key  # the vine sampler refuses gSDE
+        assert not entry.get("use_sde", False), key  # measured no better for the vine (BENCHMARKS.md, issue 19)
         action_space = gym.make(key).action_space if key != "default" else None
         if isinstance(action_space, gym.spaces.Discrete):  # eq. 15: every action rolled out (the derived default)
             trunk = entry.get("n_steps", 2048) * entry.get("n_envs", 1)
