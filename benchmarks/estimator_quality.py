@@ -243,11 +243,14 @@ class Task:
             frame_stack=zoo.get("frame_stack"),
         )
 
+    def base_env(self, seed: int) -> VecEnv:
+        """The task's envs as its zoo entry builds them (wrapper, env kwargs, frame stack), before VecNormalize."""
+        env = make_vec_env(self.env_id, n_envs=self.n_envs, seed=seed, wrapper_class=self.wrapper, env_kwargs=self.env_kwargs)
+        return VecFrameStack(env, int(self.frame_stack)) if self.frame_stack else env
+
     def make_env(self, seed: int) -> VecEnv:
         """The task's VecEnv; with VecNormalize, frozen at the checkpoint's statistics (no update from these steps)."""
-        env = make_vec_env(self.env_id, n_envs=self.n_envs, seed=seed, wrapper_class=self.wrapper, env_kwargs=self.env_kwargs)
-        if self.frame_stack:
-            env = VecFrameStack(env, int(self.frame_stack))
+        env = self.base_env(seed)
         if not self.normalize:
             return env
         normalized = VecNormalize(env, gamma=self.algo_kwargs.get("gamma", 0.99), training=False)
@@ -288,7 +291,7 @@ def train_checkpoint(task: Task, steps: int, seed: int, cache: Path) -> None:
         if task.normalize:
             task.vec_normalize = VecNormalize.load(str(stats_path), make_vec_env(task.env_id, n_envs=1))
         return
-    env = make_vec_env(task.env_id, n_envs=task.n_envs, seed=seed, wrapper_class=task.wrapper)
+    env = task.base_env(seed)
     if task.normalize:
         env = VecNormalize(env, gamma=task.algo_kwargs.get("gamma", 0.99))
     model = TRPO(task.policy, env, seed=seed, **task.algo_kwargs)
@@ -384,7 +387,7 @@ class Reference:
     direction: th.Tensor
     gradient: th.Tensor
     observations: th.Tensor
-    fisher: Callable[[th.Tensor], th.Tensor]  # undamped F v on the reference states
+    fisher: Callable[[th.Tensor], th.Tensor]  # undamped F v on the reference's Fisher states (fisher_sub_sampling)
 
     def improvement(self, x: th.Tensor) -> float:
         """``x . g / (|x|_F |x_ref|_F)``: the first-order gain of a step along ``x`` of a given KL, as a fraction of

@@ -98,6 +98,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.vine_overrides = parse_assignments(args.vine_kwargs)
     args.vine_hyperparams = parse_overrides(parser, args.hyperparams)
+    if args.vine_hyperparams and not args.tag:
+        parser.error("--hyperparams needs a --tag (vine runs with other settings go under a label of their own)")
     if any(name in ("sampler", "vine_kwargs") for name, _ in args.vine_hyperparams):
         parser.error("--hyperparams cannot set sampler or vine_kwargs (use --vine-kwargs)")
     if args.tag and not args.tag.replace("_", "").replace("-", "").replace(".", "").isalnum():
@@ -228,7 +230,8 @@ def write_outputs(args: argparse.Namespace, argv: Sequence[str], results: Sequen
         "the same without gSDE (tasks whose entry uses it); `vine`: its entry of zoo_configs/trpo_vine.yml "
         "(`--algo trpo_vine`: the same trunk, critic fit and budget, less gSDE, plus the vine sampler with these "
         "options; `{}` is the library's defaults); `vine_paper`: the same with `surrogate='paper'` and "
-        "`critic_data=False`",
+        "`critic_data=False`"
+        + (f"; the vine runs' entries changed by `--hyperparams {' '.join(args.hyperparams)}`" if args.hyperparams else ""),
         *configuration_lines(args, tasks),
         f"- evaluation: {args.eval_episodes} episodes of the deterministic policy on a separate env with frozen "
         "VecNormalize statistics (rl-zoo's EvalCallback)",

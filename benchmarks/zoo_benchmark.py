@@ -145,7 +145,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--label", default=LABEL, help=f"the runs' folder under --runs-dir (default {LABEL})")
     parser.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="runs, the zoo log folder, evaluations")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "zoo_benchmark", help="report, tables and figures")
+    parser.add_argument(
+        "--out", type=Path, help="report, tables and figures (default: results/zoo_benchmark, or its tuning/<label>)"
+    )
     args = parser.parse_args(argv)
     config = load_yaml_config(CONFIG)
     missing = [task for task in args.tasks if task not in config]
@@ -160,6 +162,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error(f"--hyperparams needs a --label other than {LABEL!r} (tuning runs go in a folder of their own)")
     if not args.label.replace("_", "").replace("-", "").replace(".", "").isalnum():
         parser.error(f"--label must be letters, digits, '-', '_' or '.'; got {args.label!r}")
+    if args.out is None:  # a tuning label never writes over the campaign's report
+        args.out = RESULTS_DIR / "zoo_benchmark" / ("" if args.label == LABEL else f"tuning/{args.label}")
     return args
 
 
@@ -355,7 +359,9 @@ def write_outputs(argv: Sequence[str], args: argparse.Namespace, results: list[R
         "# sb3_trpo.TRPO on rl-zoo's TRPO entries, against the published figures",
         "",
         *report_header(MODULE, argv, args.jobs, results),
-        f"- training: `python -m sb3_trpo.zoo train --algo trpo` with each task's entry of zoo_configs/trpo.yml; budget: "
+        "- training: `python -m sb3_trpo.zoo train --algo trpo` with each task's entry of zoo_configs/trpo.yml"
+        + (f", changed by `--hyperparams {' '.join(args.hyperparams)}`" if args.hyperparams else "")
+        + "; budget: "
         f"{budgets}; seeds: {' '.join(map(str, args.seeds))}; curves: an evaluation every {every}, "
         f"{args.eval_episodes} episodes of the deterministic policy (rl-zoo's EvalCallback)",
         f"- ours: each seed's final model evaluated by `python -m sb3_trpo.zoo benchmark -n {args.eval_steps}` "

@@ -63,6 +63,8 @@ def test_default_campaign_is_three_seeds_of_every_task_at_its_config_budget() ->
     # tuning runs: the entry changed through the zoo's --hyperparams, in a folder of their own
     tuning = run_specs(parse_args(["--tasks", "Pendulum-v1", "--label", "t-kl", "--hyperparams", "target_kl:0.02"]))
     assert {(spec.label, spec.hyperparams) for spec in tuning} == {("t-kl", (("target_kl", "0.02"),))}
+    assert parse_args(["--label", "t-kl"]).out.parts[-2:] == ("tuning", "t-kl")  # not the campaign's report
+    assert parse_args([]).out.name == "zoo_benchmark"
     for refused in (["--hyperparams", "target_kl:0.02"], ["--label", "a/b"]):
         with pytest.raises(SystemExit):
             parse_args(refused)

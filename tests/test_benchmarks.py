@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch as th
 import yaml
 from sb3_contrib import TRPO as ContribTRPO
 
@@ -152,8 +153,9 @@ def test_vine_learning_runs_the_default_vine_and_the_single_path_without_gsde(tm
     entry = vine_learning.parse_args(["--tasks", "Pendulum-v1", "--hyperparams", "use_sde:True", "--tag", "sde"])
     labels = {spec.label: spec for spec in vine_learning.run_specs(entry)}
     assert labels["vine-sde"].hyperparams == (("use_sde", "True"),) and labels["sb3_trpo"].hyperparams == ()
-    with pytest.raises(SystemExit):
-        vine_learning.parse_args(["--hyperparams", "sampler:'single_path'"])
+    for refused in (["--hyperparams", "sampler:'single_path'", "--tag", "x"], ["--hyperparams", "use_sde:True"]):
+        with pytest.raises(SystemExit):
+            vine_learning.parse_args(refused)
 
 
 def test_estimator_quality_script(tmp_path: Path) -> None:
@@ -167,6 +169,18 @@ def test_estimator_quality_script(tmp_path: Path) -> None:
     assert summary["quality"].between(-1, 1).all() and summary["kl_held_out"].gt(0).all()
     assert len(pd.read_csv(tmp_path / "CartPole-v1.csv")) == 4  # one row per repeat
     assert_small_png(tmp_path / "CartPole-v1.png")
+
+
+def test_estimator_quality_held_out_states_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The held-out KL's distribution parameters, computed chunk by chunk, equal one forward pass over all states."""
+    from benchmarks import estimator_quality as eq
+
+    model = TRPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=64, seed=0)
+    obs = th.randn(10, 3, generator=th.Generator().manual_seed(0))
+    whole = eq._distribution_params(model, obs)
+    monkeypatch.setattr(eq, "HELD_OUT_CHUNK", 3)
+    for a, b in zip(eq._distribution_params(model, obs), whole, strict=True):
+        th.testing.assert_close(a, b)
 
 
 def test_estimator_quality_at_an_atari_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -136,8 +136,9 @@ def test_gumbel_max_and_gaussian_actions_from_noise() -> None:
     np.testing.assert_allclose(gaussian.actions((mean, std), np.array([[1.0, -3.0]])), [[2.5, -1.3]], rtol=1e-6)
 
 
-def test_first_actions_from_the_policy_carry_log_pi_old() -> None:
-    policy = tiny_policy(spaces.Box(-1, 1, (2,), dtype=np.float32))
+@pytest.mark.parametrize("use_sde", [False, True])
+def test_first_actions_from_the_policy_carry_log_pi_old(use_sde: bool) -> None:
+    policy = tiny_policy(spaces.Box(-1, 1, (2,), dtype=np.float32), use_sde=use_sde)
     sampler = ActionSampler(PolicyInference(policy, fast_path=False))
     obs = th.randn(5, 3, generator=th.Generator().manual_seed(0))
     with th.no_grad():

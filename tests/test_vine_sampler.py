@@ -176,9 +176,11 @@ def test_crn_branches_with_the_same_first_action_agree(env_id: str) -> None:
 # Trunks and workers give the same estimates
 
 
-def _batch_after_one_iteration(env: VecEnv, **vine: Any) -> tuple[np.ndarray, np.ndarray]:
-    model = _model(env, **vine)
-    model.learn(256)
+def _batch_after_one_iteration(
+    env: VecEnv, use_sde: bool = False, steps: int = 256, **vine: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    model = _model(env, use_sde=use_sde, **vine)
+    model.learn(steps)
     batch = _last_batch(model)
     model.rollout_sampler.close()
     return batch.q_values.numpy(), batch.log_q.numpy()
@@ -193,6 +195,15 @@ def test_subproc_trunk_and_worker_branches_match_dummy_in_process() -> None:
         subproc.close()
     workers = _batch_after_one_iteration(_pendulum(), n_workers=2, n_branch_envs=12)
     np.testing.assert_allclose(workers[0], reference[0], rtol=1e-6)  # other batch split: same branches
+
+
+def test_gsde_branches_in_a_worker_process_match_the_main_process() -> None:
+    """gSDE: after a policy step (second iteration) a worker's copy of the policy draws the branches the main process
+    draws (the policy pickles after the trunk's noise reset; branch noise is the sampler's own)."""
+    reference = _batch_after_one_iteration(_pendulum(), use_sde=True, steps=1000)
+    workers = _batch_after_one_iteration(_pendulum(), use_sde=True, steps=1000, n_workers=1)
+    np.testing.assert_allclose(workers[0], reference[0], rtol=1e-6)
+    np.testing.assert_allclose(workers[1], reference[1], rtol=1e-6)
     assert multiprocessing.active_children() == []  # close() stopped the workers
 
 
@@ -341,6 +352,8 @@ def test_invalid_vine_kwargs_fail_at_construction(vine_kwargs: dict, error: type
 
 
 def test_other_construction_errors() -> None:
+    with pytest.raises(ValueError, match="squash_output=True"):  # gSDE is the one way SB3 squashes; branches would not
+        TRPO("MlpPolicy", "Pendulum-v1", n_steps=64, use_sde=True, policy_kwargs=dict(squash_output=True), sampler="vine")
     with pytest.raises(ValueError, match="n_actions must be None or 2"):
         TRPO("MlpPolicy", "CartPole-v1", n_steps=64, sampler="vine", vine_kwargs=dict(action_sampling="all", n_actions=3))
     with pytest.raises(UnsupportedEnvError, match="UnknownWrapper"):

@@ -181,6 +181,16 @@ def test_vine_entries_are_the_single_path_entries_with_the_default_vine() -> Non
         if key.startswith("LunarLander"):
             expected["env_wrapper"] = "sb3_trpo.vine.ReplayRestoreWrapper"
         assert typed(vine[key]) == typed(expected), key
+    # Atari: the same trunk, policy, trust region and critic fit; the per-env stack instead of the vectorised ALE
+    expected = {name: value for name, value in trpo["atari"].items() if name != "vec_env_wrapper"}
+    expected.update(
+        env_wrapper=["sb3_trpo.envs.atari.FourFrameAtariWrapper"],
+        env_kwargs={"frameskip": 1},
+        frame_stack=4,
+        sampler="vine",
+        vine_kwargs={},
+    )
+    assert typed(vine["atari"]) == typed(expected)
 
 
 @pytest.mark.parametrize("algo", ["trpo", "trpo_vine"])

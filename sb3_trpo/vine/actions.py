@@ -20,7 +20,7 @@ from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 from sb3_trpo.arrays import Observation, action_tensor
-from sb3_trpo.distributions import OutputFamily, family_of
+from sb3_trpo.distributions import GaussianFamily, OutputFamily, family_of
 from sb3_trpo.fast.families import NumpyParams, numpy_family, numpy_noise, numpy_params
 from sb3_trpo.masking import uniform_valid_actions
 from sb3_trpo.sampling.inference import PolicyInference
@@ -32,10 +32,11 @@ ACTION_SAMPLING = ("policy", "uniform", "all", "antithetic")
 def branch_family(policy: ActorCriticPolicy) -> OutputFamily:
     """The policy's distribution family, if branch actions can be drawn from explicit noise; ``ValueError`` otherwise."""
     family = family_of(policy.action_dist)
-    if family is None:
+    if family is None or (isinstance(family, GaussianFamily) and family.squashed):
+        squashed = " with squash_output=True (tanh-squashed actions)" if family is not None else ""
         raise ValueError(
-            f"The vine sampler draws branch actions from DiagGaussian (gSDE included), Categorical, MultiCategorical "
-            f"or Bernoulli policies; got {type(policy.action_dist).__name__}"
+            f"The vine sampler draws branch actions from DiagGaussian (gSDE included, without squash_output), "
+            f"Categorical, MultiCategorical or Bernoulli policies; got {type(policy.action_dist).__name__}{squashed}"
         )
     return family
 
