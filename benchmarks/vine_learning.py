@@ -61,6 +61,7 @@ from benchmarks.common.runs import (
     RunResult,
     RunSpec,
     add_run_arguments,
+    is_folder_name,
     parse_assignments,
     parse_overrides,
     report_header,
@@ -102,7 +103,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error("--hyperparams needs a --tag (vine runs with other settings go under a label of their own)")
     if any(name in ("sampler", "vine_kwargs") for name, _ in args.vine_hyperparams):
         parser.error("--hyperparams cannot set sampler or vine_kwargs (use --vine-kwargs)")
-    if args.tag and not args.tag.replace("_", "").replace("-", "").replace(".", "").isalnum():
+    if args.tag and not is_folder_name(args.tag):
         parser.error(f"--tag must be letters, digits, '-', '_' or '.'; got {args.tag!r}")
     return args
 

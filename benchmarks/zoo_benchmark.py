@@ -60,6 +60,7 @@ from benchmarks.common.runs import (
     RunSpec,
     finish,
     is_finished,
+    is_folder_name,
     load_result,
     parse_overrides,
     report_header,
@@ -160,7 +161,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args.overrides = parse_overrides(parser, args.hyperparams)
     if args.overrides and args.label == LABEL:
         parser.error(f"--hyperparams needs a --label other than {LABEL!r} (tuning runs go in a folder of their own)")
-    if not args.label.replace("_", "").replace("-", "").replace(".", "").isalnum():
+    if not is_folder_name(args.label):
         parser.error(f"--label must be letters, digits, '-', '_' or '.'; got {args.label!r}")
     if args.out is None:  # a tuning label never writes over the campaign's report
         args.out = RESULTS_DIR / "zoo_benchmark" / ("" if args.label == LABEL else f"tuning/{args.label}")

@@ -478,6 +478,11 @@ def parse_overrides(parser: argparse.ArgumentParser, assignments: Sequence[str])
     return tuple(pairs)
 
 
+def is_folder_name(name: str) -> bool:
+    """Whether ``name`` can name a run folder (labels, tags): letters, digits, '-', '_' or '.' only."""
+    return bool(name) and name.replace("_", "").replace("-", "").replace(".", "").isalnum()
+
+
 def parse_assignments(assignments: Sequence[str]) -> dict[str, Any]:
     """``["n_states=32", "bootstrap=False"]`` as ``{"n_states": 32, "bootstrap": False}`` (Python literals)."""
     parsed = {}
