@@ -12,6 +12,11 @@ Random play is measured here (the same env and game protocol, uniformly random a
 tested against it (Welch's t-test over the final games), and the published figures are tabulated with their
 budgets: the paper's Table 1 (single path and vine, 500 iterations), OpenAI Baselines' ``trpo_mpi`` at 40M frames.
 
+``--algo trpo_vine`` trains each game's ``trpo_vine.yml`` entry instead (the vine sampler, on SB3's per-env wrapper
+stack, which lets a branch restore one env's state); its branch steps count in the budget, so both algorithms see
+the same emulator frames (issue 19's comparison). Its runs go under the label ``trpo_vine`` unless ``--label`` says
+otherwise.
+
 Tuning runs use the same command with another ``--label``, ``--seeds 100 ...`` and ``--hyperparams``; ``--compare
 LABEL ...`` reports several labels side by side (final score, training games, policy entropy, largest per-state KL).
 
@@ -34,7 +39,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from benchmarks.common.atari_runs import FRAMES_PER_STEP, RunPlan, RunRecord, read_run, run_plans
+from benchmarks.common.atari_runs import ALGOS, FRAMES_PER_STEP, RunPlan, RunRecord, read_run, run_plans
 from benchmarks.common.machine import command_line, machine_description
 from benchmarks.common.random_play import random_play as play_randomly
 from benchmarks.common.report import format_p, markdown_table, new_figure, save_figure
@@ -155,8 +160,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--eval-games", type=int, default=EVAL_GAMES, help="full games per evaluation")
     parser.add_argument("--final-games", type=int, default=FINAL_GAMES, help="full games of the final evaluation")
     parser.add_argument("--random-games", type=int, default=RANDOM_GAMES, help="games of random play per game")
-    parser.add_argument("--label", default=LABEL, help="name of the configuration (run folders, tables)")
-    parser.add_argument("--hyperparams", nargs="+", default=[], metavar="NAME:VALUE", help="overrides of the trpo.yml entry")
+    parser.add_argument("--algo", choices=ALGOS, default=LABEL, help="the zoo config whose entries are trained")
+    parser.add_argument("--label", help="name of the configuration (run folders, tables; default: --algo)")
+    parser.add_argument("--hyperparams", nargs="+", default=[], metavar="NAME:VALUE", help="overrides of the entry")
     parser.add_argument("--compare", nargs="+", default=[], metavar="LABEL", help="report these labels side by side")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (the cores are shared out)")
     parser.add_argument("--device", default="auto", help="torch device of the runs (auto: CUDA when available)")
@@ -164,6 +170,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "atari", help="report, CSV and figures")
     parser.add_argument("--report-only", action="store_true", help="never train: report what the runs reached")
     args = parser.parse_args(argv)
+    args.label = args.label or args.algo
     unknown = [game for game in args.games if env_id(game) not in _registered_games()]
     if unknown:
         parser.error(f"--games: {unknown} are not ALE games (ALE/<Game>-v5)")
@@ -202,6 +209,7 @@ def plans(args: argparse.Namespace, label: str | None = None, overrides: dict[st
             args.final_games,
             args.overrides if overrides is None else overrides,
             args.device,
+            args.algo,
         )
         for seed in args.seeds
         for game in args.games
@@ -342,6 +350,14 @@ def plot_game(runs: Sequence[RunRecord], game: str, random: np.ndarray, path: Pa
     return save_figure(figure, path)
 
 
+RUNS = {
+    "trpo": "single-path sb3_trpo.TRPO, each game's entry of zoo_configs/trpo.yml (ALE/<Game>-v5, vectorised ALE, "
+    "sticky actions 0.25)",
+    "trpo_vine": "sb3_trpo.TRPO with the vine sampler, each game's entry of zoo_configs/trpo_vine.yml (ALE/<Game>-v5, "
+    "SB3's per-env AtariWrapper stack and frame stack, sticky actions 0.25), branch steps counted in the budget",
+}
+
+
 def header(argv: Sequence[str], args: argparse.Namespace) -> list[str]:
     overrides = ", ".join(f"{k}={v!r}" for k, v in args.overrides.items()) or "none"
     return [
@@ -349,13 +365,12 @@ def header(argv: Sequence[str], args: argparse.Namespace) -> list[str]:
         f"- date: {datetime.date.today().isoformat()}; machine: {machine_description(torch_threads=False)}; "
         f"{args.jobs} run(s) at a time, each with torch and emulator threads = the cores shared out "
         f"({max(1, available_cores() // args.jobs)} per run here)",
-        f"- runs: single-path sb3_trpo.TRPO, each game's entry of zoo_configs/trpo.yml (ALE/<Game>-v5, vectorised "
-        f"ALE, sticky actions 0.25), overrides: {overrides}; budget {args.frames / 1e6:g}M frames = "
+        f"- runs: {RUNS[args.algo]}, overrides: {overrides}; budget {args.frames / 1e6:g}M frames = "
         f"{args.frames // FRAMES_PER_STEP:,} agent steps per run",
         f"- evaluation: every {args.eval_every / 1e6:g}M frames {args.eval_games} full games (all lives, unclipped) of the "
         f"**stochastic** policy, as rl-zoo evaluates ALE ids; {args.final_games} games at the end; the table's score "
         "is the last evaluation's (the final one for a finished run), ± std over its games",
-        f"- random play: {args.random_games} full games of uniformly random actions on the same env; 'vs random': "
+        f"- random play: {args.random_games} full games of uniformly random actions on the vectorised ALE; 'vs random': "
         f"Welch's t-test of the last evaluation's games against them (above = higher mean and p < {WELCH_THRESHOLD})",
         "- entropy: mean policy entropy (nats) over the batch states of the updates in the last 10% of the steps "
         "reached; max per-state KL: median over those updates / largest of the run, of KL(old || new) after each "
@@ -413,6 +428,7 @@ def run_command(args: argparse.Namespace, plan: RunPlan) -> str:
     argv = ["--games", *args.games, "--seeds", *map(str, args.seeds), "--frames", str(plan.budget * FRAMES_PER_STEP)]
     argv += ["--eval-every", str(plan.eval_freq * FRAMES_PER_STEP), "--eval-games", str(plan.eval_episodes)]
     argv += ["--final-games", str(plan.final_episodes), "--label", plan.label]
+    argv += ["--algo", plan.algo] if plan.algo != LABEL else []
     return command_line(MODULE, argv + (["--hyperparams", *hyperparams] if hyperparams else []))
 
 

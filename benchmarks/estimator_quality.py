@@ -50,12 +50,13 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 import torch as th
-from rl_zoo3.utils import get_class_by_name, get_wrapper_class
+from rl_zoo3.utils import get_class_by_name
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.vec_env import VecEnv, VecFrameStack, VecNormalize
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
+from benchmarks.common.envs import zoo_vec_env, zoo_wrapper
 from benchmarks.common.machine import checkout_commit, command_line, machine_description
 from sb3_trpo import TRPO
 from sb3_trpo.distributions import family_of
@@ -230,7 +231,7 @@ class Task:
         algo_kwargs, zoo = split_entry(env_id, "trpo_vine")
         for name in ("sampler", "vine_kwargs"):
             algo_kwargs.pop(name, None)
-        wrapper = get_wrapper_class(zoo) if "env_wrapper" in zoo else None
+        wrapper = zoo_wrapper(zoo)
         policy = zoo.get("policy", "MlpPolicy")
         return cls(
             env_id,
@@ -245,8 +246,7 @@ class Task:
 
     def base_env(self, seed: int) -> VecEnv:
         """The task's envs as its zoo entry builds them (wrapper, env kwargs, frame stack), before VecNormalize."""
-        env = make_vec_env(self.env_id, n_envs=self.n_envs, seed=seed, wrapper_class=self.wrapper, env_kwargs=self.env_kwargs)
-        return VecFrameStack(env, int(self.frame_stack)) if self.frame_stack else env
+        return zoo_vec_env(self.env_id, self.n_envs, seed, self.wrapper, self.env_kwargs, self.frame_stack)
 
     def make_env(self, seed: int) -> VecEnv:
         """The task's VecEnv; with VecNormalize, frozen at the checkpoint's statistics (no update from these steps)."""

@@ -70,6 +70,39 @@ def test_a_run_killed_after_a_checkpoint_resumes_there_and_the_report_says_so(
     assert "finished" in capsys.readouterr().out
 
 
+def test_a_vine_run_trains_the_trpo_vine_entry_on_the_per_env_stack_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    args = [*TINY, "--algo", "trpo_vine", "--runs-dir", str(runs), "--out", str(out)]
+    kill_after_first_checkpoint(monkeypatch, lambda: main(args))
+    main(args)
+    assert "resumed from the checkpoint at" in capsys.readouterr().out
+    folder = runs / "trpo_vine" / "ALE-Breakout-v5" / "seed0"  # the label defaults to the algo
+    record = read_run(RunPlan(**json.loads((folder / "plan.json").read_text())), runs)
+    assert record is not None and record.finished and record.plan.algo == "trpo_vine"
+    entry = json.loads((folder / "entry.json").read_text())
+    assert entry["algo_kwargs"]["sampler"] == "vine" and entry["zoo"]["frame_stack"] == 4
+    assert entry["zoo"]["env_wrapper"] == ["sb3_trpo.envs.atari.FourFrameAtariWrapper"]
+    assert set(entry["env"]) == {"stable_baselines3"}  # SB3's wrapper stack, not the vectorised ALE
+    progress = record.progress
+    assert (progress["vine/branch_steps"] > 0).all()
+    # the budget counts branch steps: trunk steps alone stay short of it
+    assert record.final is not None and record.final["timesteps"] >= 512 > progress["vine/trunk_steps"].iloc[-1]
+    assert record.final_scores().size == 3
+    assert "vine sampler" in (out / "atari.md").read_text()
+
+
+def test_plans_of_single_path_runs_keep_their_recorded_form() -> None:
+    """Run folders written before ``--algo`` existed hold plans without it: they must still count as the same plan."""
+    plan = RunPlan("t", "ALE/Breakout-v5", 1, 128, 128, 1, 1)
+    assert "algo" not in plan.as_json() and RunPlan(**plan.as_json()) == plan
+    vine = RunPlan("t", "ALE/Breakout-v5", 1, 128, 128, 1, 1, algo="trpo_vine")
+    assert vine.as_json()["algo"] == "trpo_vine" and RunPlan(**vine.as_json()) == vine
+    with pytest.raises(ValueError, match="algo must be one of"):
+        atari_runs.entry("ALE/Breakout-v5", {}, "ppo")
+
+
 def test_a_finished_run_is_not_trained_again(tmp_path: Path) -> None:
     plan = RunPlan("t", "ALE/Breakout-v5", 1, 128, 128, 1, 1, {"n_envs": 2, "n_steps": 64, "batch_size": 64})
     folder = train_run(plan, tmp_path)
@@ -89,8 +122,10 @@ def test_a_run_does_not_resume_with_an_entry_that_changed_since_it_began(
     assert json.loads((folder / "entry.json").read_text())["algo_kwargs"]["target_kl"] == 0.001
     entry = atari_runs.entry
 
-    def edited_entry(env_id: str, overrides: dict[str, object]) -> tuple[dict[str, object], dict[str, object]]:
-        algo_kwargs, zoo = entry(env_id, overrides)
+    def edited_entry(
+        env_id: str, overrides: dict[str, object], algo: str = "trpo"
+    ) -> tuple[dict[str, object], dict[str, object]]:
+        algo_kwargs, zoo = entry(env_id, overrides, algo)
         return {**algo_kwargs, "target_kl": 0.01}, zoo  # as if trpo.yml had been edited since the run began
 
     monkeypatch.setattr(atari_runs, "entry", edited_entry)
@@ -180,6 +215,7 @@ def test_published_figures_cover_the_seven_games() -> None:
         (["--games", "Tetris2000"], "not ALE games"),
         (["--frames", "0"], "--frames must be a positive integer"),
         (["--hyperparams", "target_kl"], "NAME:VALUE"),
+        (["--algo", "ppo"], "invalid choice: 'ppo'"),
     ],
 )
 def test_bad_arguments_are_refused(argv: list[str], match: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,9 +1,12 @@
-"""Resumable ALE training runs: sb3_trpo.TRPO with a zoo config entry on the vectorised ALE, checkpointed.
+"""Resumable ALE training runs: sb3_trpo.TRPO with a zoo config entry, checkpointed.
 
-A run trains ``TRPO`` with the ``trpo.yml`` entry of an ALE id (plus overrides) on
-:class:`sb3_trpo.envs.atari.AtariVecEnv` through the Python API, and evaluates it as rl-zoo does for ALE ids: full
-games, unclipped scores, the stochastic policy (rl-zoo's ``ExperimentManager`` turns deterministic evaluation off for
-Atari), every ``eval_freq`` agent steps, on a separate env (one game per env, played side by side).
+A run trains ``TRPO`` with the ``trpo.yml`` entry of an ALE id (or its ``trpo_vine.yml`` entry, ``algo="trpo_vine"``),
+plus overrides, through the Python API, on the envs the entry names: :class:`sb3_trpo.envs.atari.AtariVecEnv` (the
+vectorised ALE, ``vec_env_wrapper``) or SB3's per-env wrapper stack (``env_wrapper``, ``env_kwargs`` and
+``frame_stack``, as rl-zoo builds it; the vine's branches need it, as they restore one env's state). It evaluates
+as rl-zoo does for ALE ids: full games, unclipped scores, the stochastic policy (rl-zoo's ``ExperimentManager`` turns
+deterministic evaluation off for Atari), every ``eval_freq`` agent steps, on a separate env of the same kind (one
+game per env, played side by side).
 
 At every evaluation the run saves a checkpoint: the model (weights, Adam state, its own generator, ``num_timesteps``,
 the training-game buffer), torch's, NumPy's and Python's global random states, the evaluations and training games so
@@ -11,9 +14,10 @@ far and the timings. A run killed at any moment (a time limit, a preempted machi
 checkpoint when started again with the same plan; the games in progress restart (the ALE's state is not saved), and
 ``segments`` in ``state.json`` says where each resumption started. A finished run (``final.json``) is not run again.
 
-The run's hyperparameters (the entry with its overrides, as the run resolved them) and the vectorised ALE's
-``semantics_version`` are kept in ``entry.json`` when it starts; a resumption whose record differs (``trpo.yml`` or
-the env's behaviour changed since) stops with a message rather than going on under other settings than it began with.
+The run's hyperparameters (the entry with its overrides, as the run resolved them) and the env's version (the
+vectorised ALE's ``semantics_version``, or SB3's for its wrapper stack) are kept in ``entry.json`` when it starts; a
+resumption whose record differs (the config or the env's behaviour changed since) stops with a message rather than
+going on under other settings than it began with.
 
 Files of a run folder: ``plan.json`` (what it trains), ``entry.json`` (with which values), ``checkpoint.zip`` and
 ``state.pkl`` (the last checkpoint), ``evaluations.csv``, ``games.csv`` (training games), ``progress-<segment>.csv``
@@ -41,12 +45,17 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.vec_env import VecEnv
 
+from benchmarks.common.envs import zoo_vec_env, zoo_wrapper
 from sb3_trpo import TRPO
 from sb3_trpo.envs.atari import AtariVecEnv, available_cores
 from sb3_trpo.zoo import split_entry
+from sb3_trpo.zoo.config import is_atari
 
-FRAMES_PER_STEP = 4  # the vectorised ALE's agent step for ALE/*-v5 and *NoFrameskip-v4 ids
+FRAMES_PER_STEP = 4  # the agent step of both stacks for ALE/*-v5 (frameskip 1 under SB3's wrapper) and *NoFrameskip-v4
+ALGOS = ("trpo", "trpo_vine")  # the zoo configs whose ALE entries a run trains
+VECTORISED_ALE = "sb3_trpo.envs.atari.vectorised_ale"
 PLAN_JSON = "plan.json"
 ENTRY_JSON = "entry.json"
 STATE_JSON = "state.json"
@@ -64,7 +73,7 @@ class RunPlan:
     """One training run.
 
     :param label: Name of the configuration (the run folder's top level)
-    :param env_id: ALE id whose ``trpo.yml`` entry is trained (``ALE/<Game>-v5``)
+    :param env_id: ALE id whose entry is trained (``ALE/<Game>-v5``)
     :param seed: Seed of the model and the training envs
     :param budget: Agent steps of training
     :param eval_freq: Agent steps between evaluations (and checkpoints)
@@ -72,6 +81,7 @@ class RunPlan:
     :param final_episodes: Full games of the evaluation at the end of the budget
     :param overrides: Entry values replaced, ``name -> value`` (Python values, e.g. ``{"target_kl": 0.001}``)
     :param device: Torch device (``"auto"``: CUDA when available)
+    :param algo: The zoo config whose entry is trained: ``"trpo"`` (``trpo.yml``) or ``"trpo_vine"``
     """
 
     label: str
@@ -83,12 +93,18 @@ class RunPlan:
     final_episodes: int
     overrides: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
+    algo: str = "trpo"
 
     def folder(self, runs_dir: Path) -> Path:
         return runs_dir / self.label / self.env_id.replace("/", "-") / f"seed{self.seed}"
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The plan as ``plan.json`` holds it; ``algo`` only when it is not ``"trpo"``, as plans were written before
+        runs could train another config (so their runs still count as finished)."""
+        record = asdict(self)
+        if record["algo"] == "trpo":
+            del record["algo"]
+        return record
 
 
 @dataclass
@@ -110,22 +126,33 @@ class RunState:
 # The entry
 
 
-def entry(env_id: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(TRPO keyword arguments, zoo settings)`` of ``env_id``'s ``trpo.yml`` entry with ``overrides`` applied.
+ZOO_SETTINGS = ("n_envs", "policy", "vec_env_wrapper", "env_wrapper", "env_kwargs", "frame_stack")
 
-    The policy is resolved to its class (the entry names it by its import path, as the zoo does).
-    """
-    algo_kwargs, zoo = split_entry(env_id, "trpo")
+
+def entry(env_id: str, overrides: dict[str, Any], algo: str = "trpo") -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(TRPO keyword arguments, zoo settings)`` of ``env_id``'s entry in ``algo``'s config with ``overrides``
+    applied."""
+    if algo not in ALGOS:
+        raise ValueError(f"algo must be one of {ALGOS}, got {algo!r}")
+    algo_kwargs, zoo = split_entry(env_id, algo)
     for name, value in overrides.items():
-        (zoo if name in zoo or name in ("n_envs", "policy", "vec_env_wrapper") else algo_kwargs)[name] = value
+        (zoo if name in zoo or name in ZOO_SETTINGS else algo_kwargs)[name] = value
     algo_kwargs.pop("n_timesteps", None)
     zoo.pop("n_timesteps", None)
     return algo_kwargs, zoo
 
 
 def entry_record(algo_kwargs: dict[str, Any], zoo: dict[str, Any]) -> dict[str, Any]:
-    """The resolved entry and the env's semantics version as JSON values (what ``entry.json`` holds)."""
-    record = {"algo_kwargs": algo_kwargs, "zoo": zoo, "env": {"AtariVecEnv.semantics_version": AtariVecEnv.semantics_version}}
+    """The resolved entry and the env's version as JSON values (what ``entry.json`` holds): the vectorised ALE's
+    semantics version, or SB3's version for its wrapper stack."""
+    env: dict[str, Any]
+    if uses_vectorised_ale(zoo):
+        env = {"AtariVecEnv.semantics_version": AtariVecEnv.semantics_version}
+    else:
+        import stable_baselines3
+
+        env = {"stable_baselines3": stable_baselines3.__version__}
+    record = {"algo_kwargs": algo_kwargs, "zoo": zoo, "env": env}
     return json.loads(json.dumps(record, sort_keys=True, default=repr))
 
 
@@ -174,14 +201,25 @@ def wrapper_kwargs(zoo: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def make_env(env_id: str, zoo: dict[str, Any], n_envs: int, seed: int, threads: int | None) -> AtariVecEnv:
-    """The training or evaluation env the entry asks for: the vectorised ALE."""
+def uses_vectorised_ale(zoo: dict[str, Any]) -> bool:
+    """Whether the entry trains on the vectorised ALE (``vec_env_wrapper``), rather than SB3's per-env stack."""
     wrapper = zoo.get("vec_env_wrapper")
-    name = next(iter(wrapper)) if isinstance(wrapper, dict) else wrapper
-    if name != "sb3_trpo.envs.atari.vectorised_ale":
-        raise ValueError(f"{env_id}'s entry does not use the vectorised ALE (vec_env_wrapper: {wrapper!r})")
-    kwargs = {"num_threads": threads, **wrapper_kwargs(zoo)}
-    return AtariVecEnv(env_id, n_envs, seed=seed, **kwargs)
+    return (next(iter(wrapper)) if isinstance(wrapper, dict) else wrapper) == VECTORISED_ALE
+
+
+def make_env(env_id: str, zoo: dict[str, Any], n_envs: int, seed: int, threads: int | None) -> VecEnv:
+    """The training or evaluation env the entry asks for: the vectorised ALE (``vec_env_wrapper``) or SB3's per-env
+    stack (``env_wrapper``, ``env_kwargs``, ``frame_stack``); ``ValueError`` for anything else."""
+    if uses_vectorised_ale(zoo):
+        kwargs = {"num_threads": threads, **wrapper_kwargs(zoo)}
+        return AtariVecEnv(env_id, n_envs, seed=seed, **kwargs)
+    if "vec_env_wrapper" in zoo or "env_wrapper" not in zoo:
+        raise ValueError(
+            f"{env_id}'s entry uses neither the vectorised ALE (vec_env_wrapper: {VECTORISED_ALE}) nor an env_wrapper "
+            f"(got vec_env_wrapper={zoo.get('vec_env_wrapper')!r}, env_wrapper={zoo.get('env_wrapper')!r})"
+        )
+    is_atari(env_id)  # registers the ALE ids with gymnasium
+    return zoo_vec_env(env_id, n_envs, seed, zoo_wrapper(zoo), zoo.get("env_kwargs"), zoo.get("frame_stack"))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -209,7 +247,7 @@ def restore_random_states(states: dict[str, Any]) -> None:
 # Evaluation and checkpoints
 
 
-def evaluate(model: BaseAlgorithm, env: AtariVecEnv, games: int, seed: int) -> list[float]:
+def evaluate(model: BaseAlgorithm, env: VecEnv, games: int, seed: int) -> list[float]:
     """Scores of ``games`` full games of the stochastic policy (all lives, unclipped), one game per env."""
     env.seed(seed)
     scores, _ = evaluate_policy(model, env, n_eval_episodes=games, deterministic=False, return_episode_rewards=True)
@@ -225,7 +263,7 @@ def write_atomically(path: Path, data: bytes) -> None:
 class Checkpointer(BaseCallback):
     """Evaluates every ``eval_freq`` agent steps, then saves the checkpoint; collects the training games' scores."""
 
-    def __init__(self, plan: RunPlan, folder: Path, state: RunState, eval_env: AtariVecEnv) -> None:
+    def __init__(self, plan: RunPlan, folder: Path, state: RunState, eval_env: VecEnv) -> None:
         super().__init__()
         self.plan, self.folder, self.state, self.eval_env = plan, folder, state, eval_env
         self.next_eval = 0
@@ -304,7 +342,7 @@ def train_run(plan: RunPlan, runs_dir: Path, threads: int | None = None, log: An
     (folder / PLAN_JSON).write_text(json.dumps(plan.as_json(), indent=1))
     cores = threads or available_cores()
     th.set_num_threads(cores)
-    algo_kwargs, zoo = entry(plan.env_id, plan.overrides)
+    algo_kwargs, zoo = entry(plan.env_id, plan.overrides, plan.algo)
     n_envs = int(zoo.get("n_envs", 1))
     resumed = (folder / CHECKPOINT).is_file() and (folder / STATE_PICKLE).is_file()
     check_entry(folder, entry_record(algo_kwargs, zoo), resumed)
