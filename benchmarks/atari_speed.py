@@ -2,6 +2,7 @@
 
     python -m benchmarks.atari_speed [--env ALE/Breakout-v5] [--iterations 4] [--repeats 3] [--device auto]
     python -m benchmarks.atari_speed --profile [--iterations 3]   # where sb3_trpo's time goes (cProfile)
+    python -m benchmarks.atari_speed --vine [--no-zoo]            # also the vine's entry (issue 19)
 
 Measured in one run, alternating repetition after repetition so that a noisy machine's drifts hit all of them:
 
@@ -13,7 +14,10 @@ Measured in one run, alternating repetition after repetition so that a noisy mac
   ``frameskip=1`` in a ``DummyVecEnv``, ``VecFrameStack``; the stack rl-zoo builds for ALE ids) and the vectorised
   ALE, both with the entry's ``n_envs``;
 * through the zoo: ``python -m sb3_trpo.zoo train --env <id>`` for a few iterations, its last logged ``time/fps``
-  (which counts the process's first iteration, warm-up included).
+  (which counts the process's first iteration, warm-up included);
+* with ``--vine``, ``sb3_trpo_vine``: ``sb3_trpo.TRPO`` with the env's entry of ``zoo_configs/trpo_vine.yml`` (the
+  same trunk, policy and update, the vine sampler with its default branches, on SB3's per-env stack, which lets a
+  branch restore one env's state): simulator steps per second, branch steps counted, as its budget counts them.
 
 Torch threads: every available core (the default), shared out by sb3_trpo as it does in training (one thread
 while acting on images on CPU); both implementations run with the same setting. ``--device auto`` puts the networks
@@ -51,8 +55,9 @@ TARGET_CONTRIB_RATIO = 5.0
 
 
 def build(implementation: str, env_id: str, seed: int, device: str) -> Any:
-    """A model of ``implementation`` with the entry's arguments on the entry's env."""
-    algo_kwargs, zoo = entry(env_id, {})
+    """A model of ``implementation`` with the entry's arguments on the entry's env (``sb3_trpo_vine``: the
+    ``trpo_vine.yml`` entry's)."""
+    algo_kwargs, zoo = entry(env_id, {}, "trpo_vine" if implementation == "sb3_trpo_vine" else "trpo")
     env = make_env(env_id, zoo, int(zoo["n_envs"]), seed, None)
     if implementation == "sb3_contrib":
         from sb3_contrib import TRPO
@@ -66,23 +71,28 @@ def build(implementation: str, env_id: str, seed: int, device: str) -> Any:
 
 
 def timed_learn(model: Any, iterations: int, timing: Timing) -> None:
+    """``learn()`` for ``iterations`` trunks' worth of steps; the steps are the simulator steps ``num_timesteps``
+    counts (a vine's branch steps included, so it runs fewer iterations for them) and the iterations are ``train()``
+    calls."""
     original = model.train
     spent = [0.0]
+    calls = [0]
 
     def train() -> None:
         start = time.perf_counter()
         original()
         spent[0] += time.perf_counter() - start
+        calls[0] += 1
 
     model.train = train
-    steps = iterations * model.n_steps * model.n_envs
+    before = model.num_timesteps
     start = time.perf_counter()
-    model.learn(steps, reset_num_timesteps=False)
+    model.learn(iterations * model.n_steps * model.n_envs, reset_num_timesteps=False)
     timing.total += time.perf_counter() - start
     model.train = original
-    timing.steps += steps
+    timing.steps += model.num_timesteps - before
     timing.train += spent[0]
-    timing.iterations += iterations
+    timing.iterations += calls[0]
 
 
 def sb3_stack(env_id: str, n_envs: int, seed: int) -> VecEnv:
@@ -149,6 +159,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="alternating repetitions")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-zoo", action="store_true", help="skip the run through the zoo")
+    parser.add_argument("--vine", action="store_true", help="also time trpo_vine.yml's entry (branch steps counted)")
     parser.add_argument("--profile", action="store_true", help="instead: cProfile sb3_trpo and print where time goes")
     args = parser.parse_args(argv)
     for name in ("iterations", "repeats"):
@@ -167,7 +178,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     _, zoo = entry(args.env, {})
     n_envs = int(zoo["n_envs"])
-    models = {name: build(name, args.env, 0, args.device) for name in ("sb3_trpo", "sb3_contrib")}
+    names = ("sb3_trpo", "sb3_contrib", *(["sb3_trpo_vine"] if args.vine else []))
+    models = {name: build(name, args.env, 0, args.device) for name in names}
     device = str(models["sb3_trpo"].device)
     print(f"command: {command_line(MODULE, argv)}")
     print(f"date: {datetime.date.today().isoformat()}  machine: {machine_description().split(', torch')[0]}")
@@ -197,11 +209,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     figures["contrib_ratio"] = ours.rate / theirs.rate
     figures["stack_share"] = ours.rate / figures["sb3_stack_env_only"]
     figures["vector_share"] = ours.rate / figures["vectorised_env_only"]
+    if args.vine:
+        figures["sb3_trpo_vine"] = timings["sb3_trpo_vine"].rate
+        figures["vine_ratio"] = figures["sb3_trpo_vine"] / ours.rate
     per_iteration = models["sb3_trpo"].n_steps * n_envs
     print(f"\n{args.env}: {args.repeats} x {args.iterations} iterations of {per_iteration} agent steps each")
+    if args.vine:
+        print(f"  (sb3_trpo_vine: {per_iteration} trunk steps and its branch steps per iteration, both counted)")
     for name, t in timings.items():
         print(
-            f"  {name:12s} {t.rate:7.0f} agent steps/s   per iteration: train() {t.train / t.iterations:6.2f} s, collection "
+            f"  {name:13s} {t.rate:7.0f} agent steps/s   per iteration: train() {t.train / t.iterations:6.2f} s, collection "
             f"{(t.total - t.train) / t.iterations:6.2f} s (train() {100 * t.train_share:.0f}% of the time)"
         )
     print(f"  env only, SB3's wrapper stack: {figures['sb3_stack_env_only']:7.0f} agent steps/s (random actions)")
@@ -212,6 +229,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"env-only rate (target >= {TARGET_CEILING_SHARE}), {figures['vector_share']:.2f} of the vectorised ALE's; "
         f"{figures['contrib_ratio']:.2f}x sb3_contrib (target >= {TARGET_CONTRIB_RATIO})"
     )
+    if args.vine:
+        print(
+            f"sb3_trpo_vine: {figures['sb3_trpo_vine']:.0f} simulator steps/s on SB3's per-env stack, "
+            f"{figures['vine_ratio']:.2f} of sb3_trpo's rate on the vectorised ALE"
+        )
     return figures
 
 

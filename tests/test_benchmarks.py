@@ -318,3 +318,22 @@ def test_profile_shares_name_each_part_and_refuse_a_function_never_profiled() ->
     assert line.split()[0] == "busy" and 90.0 <= float(line.split()[-1].rstrip("%")) <= 100.0
     with pytest.raises(ValueError, match="renamed_away"):
         profile_shares(stats, [("gone", "test_benchmarks.py:renamed_away")])
+
+
+def test_atari_speed_times_the_vine_entry_beside_single_path(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--vine`` adds trpo_vine.yml's entry to the same alternating run; its rate counts its branch steps."""
+    import benchmarks.atari_speed as atari_speed
+
+    entry = atari_speed.entry
+
+    def small_entry(env_id: str, overrides: dict[str, object], algo: str = "trpo") -> tuple[dict, dict]:
+        algo_kwargs, zoo = entry(env_id, overrides, algo)
+        return {**algo_kwargs, "n_steps": 32, "batch_size": 64}, {**zoo, "n_envs": 2}
+
+    monkeypatch.setattr(atari_speed, "entry", small_entry)
+    figures = atari_speed.main(["--iterations", "2", "--repeats", "1", "--no-zoo", "--vine", "--device", "cpu"])
+    printed = capsys.readouterr().out
+    assert figures["sb3_trpo_vine"] > 0 and figures["vine_ratio"] == figures["sb3_trpo_vine"] / figures["sb3_trpo"]
+    assert "sb3_trpo_vine" in printed and "simulator steps/s on SB3's per-env stack" in printed
