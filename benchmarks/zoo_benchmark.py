@@ -14,6 +14,10 @@ published standard deviation below the published figure".
     python -m benchmarks.zoo_benchmark --tasks LunarLanderContinuous-v3 --seeds 100 101 102 --label t-lambda \
         --hyperparams gae_lambda:0.98 --out benchmarks/results/zoo_benchmark/tuning/t-lambda   # a tuning run
 
+``--algo trpo_contrib`` trains ``sb3_contrib.TRPO`` on the same entries, ids and budgets instead (the implementation
+behind the published figures, on today's env versions: what the published figure becomes without our code), under
+the label ``zoo_benchmark_contrib`` and into ``results/zoo_benchmark/contrib``.
+
 ``--hyperparams NAME:VALUE`` changes the entries (the zoo's ``--hyperparams``) for tuning runs on tuning seeds; they
 need a ``--label`` of their own (their runs' folder), so that they never mix with the campaign's runs.
 
@@ -73,6 +77,7 @@ from sb3_trpo.zoo.config import CONFIG_DIR, config_entry, load_yaml_config
 MODULE = "benchmarks.zoo_benchmark"
 LABEL = "zoo_benchmark"  # the runs' folder under --runs-dir: <runs dir>/zoo_benchmark/<env>/n<budget>-seed<seed>/
 ALGO = "trpo"
+ALGOS = (ALGO, "trpo_contrib")  # sb3_trpo.TRPO, or sb3_contrib.TRPO with the same entries
 CONFIG = CONFIG_DIR / "trpo.yml"
 ZOO_EVAL_FREQ = 25_000  # rl-zoo's train --eval-freq default; shorter budgets get 20 evaluations
 EVAL_STEPS = 150_000  # rl-zoo's benchmark -n default: evaluation steps per run
@@ -127,6 +132,7 @@ CONTRIB = {
 }
 UNPUBLISHED = ("Humanoid-v5", "InvertedPendulum-v5", "InvertedDoublePendulum-v5", "Reacher-v5")
 TASKS = (*RL_ZOO, *UNPUBLISHED)
+IMPLEMENTATIONS = {ALGO: "sb3_trpo.TRPO", "trpo_contrib": "sb3_contrib.TRPO"}
 COLORS = {"ours": "C0", "rl-zoo": "C3", "sb3-contrib": "C2"}
 
 
@@ -144,7 +150,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--hyperparams", nargs="+", default=[], metavar="NAME:VALUE", help="change the entries (tuning runs; needs --label)"
     )
-    parser.add_argument("--label", default=LABEL, help=f"the runs' folder under --runs-dir (default {LABEL})")
+    parser.add_argument("--algo", choices=ALGOS, default=ALGO, help="trpo: sb3_trpo.TRPO; trpo_contrib: sb3_contrib.TRPO")
+    parser.add_argument("--label", help=f"the runs' folder under --runs-dir (default {LABEL}, or {LABEL}_contrib)")
     parser.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="runs, the zoo log folder, evaluations")
     parser.add_argument(
         "--out", type=Path, help="report, tables and figures (default: results/zoo_benchmark, or its tuning/<label>)"
@@ -159,12 +166,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if args.budget is not None and args.budget < 1:
         parser.error(f"--budget must be positive, got {args.budget}")
     args.overrides = parse_overrides(parser, args.hyperparams)
-    if args.overrides and args.label == LABEL:
-        parser.error(f"--hyperparams needs a --label other than {LABEL!r} (tuning runs go in a folder of their own)")
+    campaigns = {LABEL: "", f"{LABEL}_contrib": "contrib"}  # each algorithm's campaign label -> its report folder
+    campaign = LABEL if args.algo == ALGO else f"{LABEL}_contrib"
+    args.label = args.label or campaign
+    if args.overrides and args.label in campaigns:
+        parser.error(f"--hyperparams needs a --label other than {args.label!r} (tuning runs go in a folder of their own)")
     if not is_folder_name(args.label):
         parser.error(f"--label must be letters, digits, '-', '_' or '.'; got {args.label!r}")
-    if args.out is None:  # a tuning label never writes over the campaign's report
-        args.out = RESULTS_DIR / "zoo_benchmark" / ("" if args.label == LABEL else f"tuning/{args.label}")
+    if args.out is None:  # a tuning label never writes over a campaign's report
+        args.out = RESULTS_DIR / "zoo_benchmark" / campaigns.get(args.label, f"tuning/{args.label}")
     return args
 
 
@@ -180,7 +190,7 @@ def run_specs(args: argparse.Namespace) -> list[RunSpec]:
         budget = budget_of(args, env_id)
         eval_freq = args.eval_freq if args.eval_freq is not None else min(ZOO_EVAL_FREQ, max(budget // 20, 1))
         specs += [
-            RunSpec(args.label, ALGO, env_id, seed, budget, eval_freq, args.eval_episodes, args.overrides)
+            RunSpec(args.label, args.algo, env_id, seed, budget, eval_freq, args.eval_episodes, args.overrides)
             for seed in args.seeds
         ]
     return sorted(specs, key=lambda spec: -spec.budget)
@@ -217,8 +227,9 @@ def link_log_folder(results: Sequence[RunResult], logs: Path) -> None:
         shutil.rmtree(logs)
     logs.mkdir(parents=True)
     for result in results:
-        (run_folder,) = (result.folder / "zoo" / ALGO).glob(f"{EnvironmentName(result.spec.env_id)}_*")
-        link = logs / ALGO / f"{EnvironmentName(result.spec.env_id)}_{result.spec.seed + 1}"
+        algo = result.spec.algo
+        (run_folder,) = (result.folder / "zoo" / algo).glob(f"{EnvironmentName(result.spec.env_id)}_*")
+        link = logs / algo / f"{EnvironmentName(result.spec.env_id)}_{result.spec.seed + 1}"
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(run_folder.resolve(), target_is_directory=True)
 
@@ -267,7 +278,7 @@ def format_published(published: Published | None) -> str:
 
 def summary_table(results: Sequence[RunResult], evaluations: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
     """One row per task: ours (per seed, mean ± std over seeds), the published figures, the verdicts (numbers raw)."""
-    ours = evaluations[evaluations["algo"] == ALGO]
+    ours = evaluations[evaluations["algo"] == args.algo]
     rows = []
     for env_id in args.tasks:
         budget = budget_of(args, env_id)
@@ -357,15 +368,16 @@ def write_outputs(argv: Sequence[str], args: argparse.Namespace, results: list[R
         budgets = f"{args.budget} steps for every task (--budget: NOT rl-zoo's budgets)"
     every = f"{args.eval_freq} steps" if args.eval_freq else f"min({ZOO_EVAL_FREQ}, budget / 20) steps"
     lines = [
-        "# sb3_trpo.TRPO on rl-zoo's TRPO entries, against the published figures",
+        f"# {IMPLEMENTATIONS[args.algo]} on rl-zoo's TRPO entries, against the published figures",
         "",
         *report_header(MODULE, argv, args.jobs, results),
-        "- training: `python -m sb3_trpo.zoo train --algo trpo` with each task's entry of zoo_configs/trpo.yml"
+        f"- training: `python -m sb3_trpo.zoo train --algo {args.algo}` with each task's entry of zoo_configs/trpo.yml"
         + (f", changed by `--hyperparams {' '.join(args.hyperparams)}`" if args.hyperparams else "")
         + "; budget: "
         f"{budgets}; seeds: {' '.join(map(str, args.seeds))}; curves: an evaluation every {every}, "
         f"{args.eval_episodes} episodes of the deterministic policy (rl-zoo's EvalCallback)",
-        f"- ours: each seed's final model evaluated by `python -m sb3_trpo.zoo benchmark -n {args.eval_steps}` "
+        f"- ours ({IMPLEMENTATIONS[args.algo]}): each seed's final model evaluated by "
+        f"`python -m sb3_trpo.zoo benchmark -n {args.eval_steps}` "
         "(enjoy's default, deterministic for these ids: the mean return of the episodes that end within those "
         "steps), then mean ± std over seeds (ddof=1); the benchmark step's own table: benchmark.md",
         f"- rl-zoo: {RL_ZOO_SOURCE}",

@@ -124,3 +124,29 @@ def test_tiny_campaign_killed_in_a_run_resumes_and_reports(tmp_path: Path, capfd
     printed = capfd.readouterr().out
     assert "resuming: 2 of 2 runs finished before (kept); 0 unfinished" in printed
     assert printed.count("(evaluated before: read back)") == 2
+
+
+@pytest.mark.slow  # the engine is the tiny campaign's above; run by .ci/run
+def test_contrib_campaign_trains_sb3_contrib_under_its_own_label(tmp_path: Path) -> None:
+    """``--algo trpo_contrib``: sb3_contrib.TRPO on the same entry, its own label and report folder, its own table."""
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    args = ["--algo", "trpo_contrib", "--tasks", "CartPole-v1", "--seeds", "0", "--budget", "2048", "--eval-freq", "1024"]
+    args += ["--eval-episodes", "2", "--eval-steps", "1000", "--jobs", "1", "--runs-dir", str(runs), "--out", str(out)]
+    main(args)
+    folder = runs / "zoo_benchmark_contrib" / "CartPole-v1" / "n2048-seed0"
+    assert (folder / "zoo" / "trpo_contrib").is_dir() and not (runs / "zoo_benchmark").exists()
+    evaluations = pd.read_csv(out / "benchmark.csv")
+    assert list(evaluations["algo"]) == ["trpo_contrib"] and evaluations["error"].isna().all()
+    summary = pd.read_csv(out / "zoo_benchmark.csv").set_index("task")
+    assert summary.loc["CartPole-v1", "ours_mean"] == pytest.approx(evaluations["mean_reward"][0], rel=1e-3)
+    report = (out / "report.md").read_text()
+    assert report.startswith("# sb3_contrib.TRPO on rl-zoo's TRPO entries") and "--algo trpo_contrib" in report
+
+
+def test_contrib_campaign_defaults_and_refusals(capsys: pytest.CaptureFixture[str]) -> None:
+    args = parse_args(["--algo", "trpo_contrib"])
+    assert args.label == "zoo_benchmark_contrib" and args.out.parts[-2:] == ("zoo_benchmark", "contrib")
+    assert {spec.algo for spec in run_specs(args)} == {"trpo_contrib"}
+    with pytest.raises(SystemExit):
+        parse_args(["--algo", "trpo_contrib", "--hyperparams", "gamma:0.9"])  # a tuning run needs its own label
+    assert "--hyperparams needs a --label other than 'zoo_benchmark_contrib'" in capsys.readouterr().err
