@@ -160,17 +160,23 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--eval-games", type=int, default=EVAL_GAMES, help="full games per evaluation")
     parser.add_argument("--final-games", type=int, default=FINAL_GAMES, help="full games of the final evaluation")
     parser.add_argument("--random-games", type=int, default=RANDOM_GAMES, help="games of random play per game")
-    parser.add_argument("--algo", choices=ALGOS, default=LABEL, help="the zoo config whose entries are trained")
+    parser.add_argument("--algo", choices=ALGOS, default=ALGOS[0], help="the zoo config whose entries are trained")
     parser.add_argument("--label", help="name of the configuration (run folders, tables; default: --algo)")
     parser.add_argument("--hyperparams", nargs="+", default=[], metavar="NAME:VALUE", help="overrides of the entry")
     parser.add_argument("--compare", nargs="+", default=[], metavar="LABEL", help="report these labels side by side")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (the cores are shared out)")
     parser.add_argument("--device", default="auto", help="torch device of the runs (auto: CUDA when available)")
     parser.add_argument("--runs-dir", type=Path, default=RESULTS_DIR / "tmp" / "atari", help="run folders")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "atari", help="report, CSV and figures")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="report, CSV and figures (default: results/atari for the trpo label and --compare, else results/atari/<label>)",
+    )
     parser.add_argument("--report-only", action="store_true", help="never train: report what the runs reached")
     args = parser.parse_args(argv)
     args.label = args.label or args.algo
+    if args.out is None:  # another label never writes over the single-path campaign's report
+        args.out = RESULTS_DIR / "atari" / ("" if args.label == LABEL or args.compare else args.label)
     unknown = [game for game in args.games if env_id(game) not in _registered_games()]
     if unknown:
         parser.error(f"--games: {unknown} are not ALE games (ALE/<Game>-v5)")
@@ -315,10 +321,10 @@ def run_row(run: RunRecord, random: np.ndarray) -> dict[str, str]:
     }
 
 
-def published_table(games: Sequence[str], ours: dict[str, float], frames: str) -> pd.DataFrame:
+def published_table(games: Sequence[str], ours: dict[str, float], frames: str, label: str = LABEL) -> pd.DataFrame:
     rows = []
     for game in games:
-        row = {"game": game, f"sb3_trpo ({frames})": f"{ours[game]:.1f}" if game in ours else "n/a"}
+        row = {"game": game, f"{label} ({frames})": f"{ours[game]:.1f}" if game in ours else "n/a"}
         for source in (RANDOM_PLAY, *PUBLISHED):
             row[source.method.split(" (")[0]] = f"{source.scores[game]:g}" if game in source.scores else "n/a"
         rows.append(row)
@@ -408,7 +414,7 @@ def write_report(args: argparse.Namespace, argv: Sequence[str], runs: list[RunRe
         "**Published figures** (other budgets: the paper 50M/200M simulator steps, trpo_mpi 40M frames; ours at "
         f"{args.frames / 1e6:g}M frames):",
         "",
-        markdown_table(published_table(args.games, ours, f"{args.frames / 1e6:g}M frames")),
+        markdown_table(published_table(args.games, ours, f"{args.frames / 1e6:g}M frames", args.label)),
         "",
         *[f"- {source.method}: {source.source}; budget: {source.budget}" for source in PUBLISHED],
         "",
@@ -428,7 +434,7 @@ def run_command(args: argparse.Namespace, plan: RunPlan) -> str:
     argv = ["--games", *args.games, "--seeds", *map(str, args.seeds), "--frames", str(plan.budget * FRAMES_PER_STEP)]
     argv += ["--eval-every", str(plan.eval_freq * FRAMES_PER_STEP), "--eval-games", str(plan.eval_episodes)]
     argv += ["--final-games", str(plan.final_episodes), "--label", plan.label]
-    argv += ["--algo", plan.algo] if plan.algo != LABEL else []
+    argv += ["--algo", plan.algo] if plan.algo != ALGOS[0] else []
     return command_line(MODULE, argv + (["--hyperparams", *hyperparams] if hyperparams else []))
 
 
@@ -494,6 +500,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"{len(run_list)} run(s), {args.jobs} at a time; run folders under {args.runs_dir}", flush=True)
         run_plans(run_list, args.runs_dir, args.jobs)
     runs = [run for plan in run_list if (run := read_run(plan, args.runs_dir)) is not None]
+    others = sorted({run.plan.algo for run in runs} - {args.algo})
+    if others:
+        raise SystemExit(f"the runs under --label {args.label} were made with --algo {others[0]}: pass --algo {others[0]}")
     print(write_report(args, argv, runs))
     print(f"written to {args.out}\ncommand: {command_line(MODULE, argv)}")
 

@@ -196,8 +196,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             timed_learn(model, args.iterations, timings[name])
         stack_rates.append(env_only_rate(sb3_stack(args.env, n_envs, repeat), env_steps, repeat))
         vector_rates.append(env_only_rate(make_env(args.env, zoo, n_envs, repeat, None), env_steps, repeat))
-        print(f"  repeat {repeat + 1}/{args.repeats}: sb3_trpo {timings['sb3_trpo'].rate:.0f}, sb3_contrib "
-              f"{timings['sb3_contrib'].rate:.0f} agent steps/s so far")  # fmt: skip
+        rates = ", ".join(f"{name} {timing.rate:.0f}" for name, timing in timings.items())
+        print(f"  repeat {repeat + 1}/{args.repeats}: {rates} agent steps/s so far")
     ours, theirs = timings["sb3_trpo"], timings["sb3_contrib"]
     figures = {
         "sb3_trpo": ours.rate,

@@ -71,6 +71,7 @@ from benchmarks.common.runs import (
     run_all,
     zoo_environment,
 )
+from sb3_trpo.zoo import sb3_trpo_only_arguments
 from sb3_trpo.zoo.benchmark import CSV_NAME, MARKDOWN_NAME
 from sb3_trpo.zoo.config import CONFIG_DIR, config_entry, load_yaml_config
 
@@ -169,6 +170,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     campaigns = {LABEL: "", f"{LABEL}_contrib": "contrib"}  # each algorithm's campaign label -> its report folder
     campaign = LABEL if args.algo == ALGO else f"{LABEL}_contrib"
     args.label = args.label or campaign
+    if args.label in campaigns and args.label != campaign:  # its runs are the other algorithm's campaign
+        parser.error(f"--label {args.label} is the other algorithm's campaign; with --algo {args.algo} use {campaign}")
+    only_ours = sorted({name for name, _ in args.overrides} & sb3_trpo_only_arguments()) if args.algo != ALGO else []
+    if only_ours:
+        parser.error(f"--hyperparams {', '.join(only_ours)}: sb3_trpo-only arguments, which sb3_contrib.TRPO does not take")
     if args.overrides and args.label in campaigns:
         parser.error(f"--hyperparams needs a --label other than {args.label!r} (tuning runs go in a folder of their own)")
     if not is_folder_name(args.label):
@@ -221,7 +227,7 @@ def train(specs: Sequence[RunSpec], args: argparse.Namespace) -> tuple[list[RunR
 
 
 def link_log_folder(results: Sequence[RunResult], logs: Path) -> None:
-    """A zoo log folder of the runs, ``<logs>/trpo/<env>_<seed + 1>`` each linking to its run's own zoo folder (each
+    """A zoo log folder of the runs, ``<logs>/<algo>/<env>_<seed + 1>`` each linking to its run's own zoo folder (each
     run trains in a log folder of its own), rebuilt from ``results``."""
     if logs.exists():
         shutil.rmtree(logs)

@@ -63,6 +63,7 @@ from sb3_trpo.trust_region import (
     trust_region_step_size,
 )
 from sb3_trpo.vine import VineOptions, VineSampler
+from sb3_trpo.vine.sampler import vine_generator
 
 SelfTRPO = TypeVar("SelfTRPO", bound="TRPO")
 
@@ -359,11 +360,14 @@ class TRPO(OnPolicyAlgorithm):
             options = self._vine_options().for_trunk(
                 self.n_steps * self.n_envs, self.action_space, masked=self._inference.masks_actions
             )
-            self._sampler = VineSampler(trunk, self._inference, self.gamma, self.n_steps, self.seed, options, self.env)
+            if not isinstance(getattr(self, "_vine_rng", None), np.random.Generator):  # a loaded model keeps its own
+                self._vine_rng = vine_generator(self.seed)
+            self._sampler = VineSampler(trunk, self._inference, self.gamma, self.n_steps, self._vine_rng, options, self.env)
         release_distribution_graph(self.policy, self._inference.probe_states())
 
     def _excluded_save_params(self) -> list[str]:
-        # _rng (critic minibatch order, Fisher subsets) is saved, so that a loaded model continues its random stream
+        # _rng (critic minibatch order, Fisher subsets) and _vine_rng (the vine sampler's draws) are saved, so that a
+        # loaded model continues their random streams
         return [*super()._excluded_save_params(), "_actor_params", "_inference", "_sampler"]
 
     @property

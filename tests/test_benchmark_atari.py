@@ -84,13 +84,56 @@ def test_a_vine_run_trains_the_trpo_vine_entry_on_the_per_env_stack_and_resumes(
     entry = json.loads((folder / "entry.json").read_text())
     assert entry["algo_kwargs"]["sampler"] == "vine" and entry["zoo"]["frame_stack"] == 4
     assert entry["zoo"]["env_wrapper"] == ["sb3_trpo.envs.atari.FourFrameAtariWrapper"]
-    assert set(entry["env"]) == {"stable_baselines3"}  # SB3's wrapper stack, not the vectorised ALE
+    assert set(entry["env"]) == {"stable_baselines3", "ale_py", "gymnasium"}  # the per-env stack, not the vectorised ALE
     progress = record.progress
     assert (progress["vine/branch_steps"] > 0).all()
-    # the budget counts branch steps: trunk steps alone stay short of it
-    assert record.final is not None and record.final["timesteps"] >= 512 > progress["vine/trunk_steps"].iloc[-1]
+    # the budget counts branch steps: the iterations' trunk steps (2 envs x 64 steps each) stay short of it
+    assert record.final is not None and record.final["timesteps"] >= 512 > len(progress) * 128
     assert record.final_scores().size == 3
     assert "vine sampler" in (out / "atari.md").read_text()
+    # the report of another label goes to a folder of its own, and runs of another algo are not misreported
+    assert out.is_dir() and not (tmp_path / "default_out").exists()
+    with pytest.raises(SystemExit, match="made with --algo trpo_vine: pass --algo trpo_vine"):
+        main([*TINY, "--label", "trpo_vine", "--runs-dir", str(runs), "--out", str(out), "--report-only"])
+
+
+def test_reports_go_to_the_campaigns_folder_only_for_the_campaigns_label() -> None:
+    assert parse_args([]).out == atari_benchmark.RESULTS_DIR / "atari"
+    assert parse_args(["--label", "p-8k"]).out == atari_benchmark.RESULTS_DIR / "atari" / "p-8k"
+    assert parse_args(["--algo", "trpo_vine"]).out == atari_benchmark.RESULTS_DIR / "atari" / "trpo_vine"
+    assert parse_args(["--compare", "a", "b"]).out == atari_benchmark.RESULTS_DIR / "atari"
+
+
+class CountingEnv:
+    """Stands for an eval env: counts how many were made and closed."""
+
+    made: list[CountingEnv] = []
+
+    def __init__(self) -> None:
+        self.closed = False
+        CountingEnv.made.append(self)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_per_env_stack_gets_a_fresh_eval_env_for_each_evaluation() -> None:
+    """SB3's per-env stack resumes a game at reset after a lost life, so a game one evaluation left unfinished would
+    carry into the next: each evaluation makes its own and closes it. The vectorised ALE's is kept (reset restarts)."""
+    CountingEnv.made = []
+    fresh = atari_runs.EvalEnv(CountingEnv, keep=False)  # type: ignore[arg-type]
+    for _ in range(2):
+        with fresh.open() as env:
+            assert isinstance(env, CountingEnv) and not env.closed
+    assert len(CountingEnv.made) == 2 and all(env.closed for env in CountingEnv.made)
+    CountingEnv.made = []
+    kept = atari_runs.EvalEnv(CountingEnv, keep=True)  # type: ignore[arg-type]
+    for _ in range(2):
+        with kept.open() as env:
+            assert env is kept.kept
+    assert len(CountingEnv.made) == 1 and not CountingEnv.made[0].closed
+    kept.close()
+    assert CountingEnv.made[0].closed
 
 
 def test_plans_of_single_path_runs_keep_their_recorded_form() -> None:

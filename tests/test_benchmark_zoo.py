@@ -150,3 +150,11 @@ def test_contrib_campaign_defaults_and_refusals(capsys: pytest.CaptureFixture[st
     with pytest.raises(SystemExit):
         parse_args(["--algo", "trpo_contrib", "--hyperparams", "gamma:0.9"])  # a tuning run needs its own label
     assert "--hyperparams needs a --label other than 'zoo_benchmark_contrib'" in capsys.readouterr().err
+    for argv, message in [
+        (["--algo", "trpo_contrib", "--label", "zoo_benchmark"], "--label zoo_benchmark is the other algorithm's campaign"),
+        (["--label", "zoo_benchmark_contrib"], "--label zoo_benchmark_contrib is the other algorithm's campaign"),
+        (["--algo", "trpo_contrib", "--label", "t", "--hyperparams", "sampler:'vine'"], "sb3_trpo-only arguments"),
+    ]:
+        with pytest.raises(SystemExit):
+            parse_args(argv)
+        assert message in capsys.readouterr().err, argv

@@ -323,6 +323,20 @@ def test_save_and_load(tmp_path: Path) -> None:
     without_env.learn(256)
 
 
+def test_a_loaded_model_goes_on_with_the_vine_samplers_random_stream(tmp_path: Path) -> None:
+    """The rollout set, first actions and branch noise come from a generator saved with the model (as ``_rng`` is):
+    a loaded model draws what the saved one would have drawn next, not its first iteration's draws again."""
+    model = _model(_pendulum(), horizon=5)
+    model.learn(256)
+    model.save(tmp_path / "vine.zip")
+    loaded = TRPO.load(tmp_path / "vine.zip", env=_pendulum(seed=1))
+    assert loaded.rollout_sampler._rng is loaded._vine_rng and loaded._vine_rng is not model._vine_rng
+    next_draws = model.rollout_sampler._rng.integers(2**31, size=8)
+    assert (loaded.rollout_sampler._rng.integers(2**31, size=8) == next_draws).all()
+    fresh = _model(_pendulum(), horizon=5)  # same seed, nothing drawn yet
+    assert (fresh.rollout_sampler._rng.integers(2**31, size=8) != next_draws).any()
+
+
 class UnknownWrapper(VecEnvWrapper):
     def reset(self) -> Any:
         return self.venv.reset()

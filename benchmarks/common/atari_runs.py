@@ -27,13 +27,15 @@ Files of a run folder: ``plan.json`` (what it trains), ``entry.json`` (with whic
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.metadata
 import json
 import os
 import pickle
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,10 +150,8 @@ def entry_record(algo_kwargs: dict[str, Any], zoo: dict[str, Any]) -> dict[str, 
     env: dict[str, Any]
     if uses_vectorised_ale(zoo):
         env = {"AtariVecEnv.semantics_version": AtariVecEnv.semantics_version}
-    else:
-        import stable_baselines3
-
-        env = {"stable_baselines3": stable_baselines3.__version__}
+    else:  # what the per-env stack's behaviour depends on
+        env = {name: importlib.metadata.version(name) for name in ("stable_baselines3", "ale_py", "gymnasium")}
     record = {"algo_kwargs": algo_kwargs, "zoo": zoo, "env": env}
     return json.loads(json.dumps(record, sort_keys=True, default=repr))
 
@@ -260,10 +260,33 @@ def write_atomically(path: Path, data: bytes) -> None:
     os.replace(temporary, path)
 
 
+class EvalEnv:
+    """A run's evaluation env: the vectorised ALE is made once and kept (its ``reset`` starts every game anew); SB3's
+    per-env stack is made afresh for each evaluation and closed after it, since its ``reset`` after a lost life
+    (``EpisodicLifeEnv``) goes on with the game, so a game one evaluation left unfinished would carry into the next."""
+
+    def __init__(self, make: Callable[[], VecEnv], keep: bool) -> None:
+        self.make = make
+        self.kept = make() if keep else None
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[VecEnv]:
+        env = self.kept if self.kept is not None else self.make()
+        try:
+            yield env
+        finally:
+            if env is not self.kept:
+                env.close()
+
+    def close(self) -> None:
+        if self.kept is not None:
+            self.kept.close()
+
+
 class Checkpointer(BaseCallback):
     """Evaluates every ``eval_freq`` agent steps, then saves the checkpoint; collects the training games' scores."""
 
-    def __init__(self, plan: RunPlan, folder: Path, state: RunState, eval_env: VecEnv) -> None:
+    def __init__(self, plan: RunPlan, folder: Path, state: RunState, eval_env: EvalEnv) -> None:
         super().__init__()
         self.plan, self.folder, self.state, self.eval_env = plan, folder, state, eval_env
         self.next_eval = 0
@@ -280,7 +303,8 @@ class Checkpointer(BaseCallback):
                 self.state.games.append({"timesteps": self.num_timesteps, "score": episode["r"], "frames": episode["l"]})
         if self.num_timesteps >= self.next_eval and self.num_timesteps < self.plan.budget:
             self.evaluate_and_save(self.plan.eval_episodes)
-            self.next_eval += self.plan.eval_freq
+            # the next multiple of eval_freq (a vine iteration's branch steps can jump past more than one)
+            self.next_eval = (self.num_timesteps // self.plan.eval_freq + 1) * self.plan.eval_freq
         return True
 
     def evaluate_and_save(self, games: int) -> None:
@@ -288,7 +312,8 @@ class Checkpointer(BaseCallback):
         self.state.train_seconds += time.perf_counter() - self.clock
         start = time.perf_counter()
         index = len(self.state.evaluations)
-        scores = evaluate(self.model, self.eval_env, games, self.plan.seed + EVAL_SEED_OFFSET + 1000 * index)
+        with self.eval_env.open() as env:
+            scores = evaluate(self.model, env, games, self.plan.seed + EVAL_SEED_OFFSET + 1000 * index)
         self.state.evaluations.append({"timesteps": self.num_timesteps, "scores": scores})
         self.state.eval_seconds += time.perf_counter() - start
         save_checkpoint(self.model, self.folder, self.state)
@@ -350,8 +375,9 @@ def train_run(plan: RunPlan, runs_dir: Path, threads: int | None = None, log: An
     segment = len(state.segments)
     env_seed = plan.seed + RESUME_SEED_OFFSET * segment
     env = make_env(plan.env_id, zoo, n_envs, env_seed, cores)
-    eval_env = make_env(
-        plan.env_id, zoo, min(plan.eval_episodes, plan.final_episodes, 16), plan.seed + EVAL_SEED_OFFSET, cores
+    n_eval = min(plan.eval_episodes, plan.final_episodes, 16)
+    eval_env = EvalEnv(
+        lambda: make_env(plan.env_id, zoo, n_eval, plan.seed + EVAL_SEED_OFFSET, cores), keep=uses_vectorised_ale(zoo)
     )
     if resumed:
         model = TRPO.load(folder / CHECKPOINT, env=env, device=plan.device)
@@ -374,6 +400,7 @@ def train_run(plan: RunPlan, runs_dir: Path, threads: int | None = None, log: An
         if not state.evaluations or state.evaluations[-1]["timesteps"] < plan.budget:
             checkpointer.evaluate_and_save(plan.final_episodes)
     finally:
+        model.rollout_sampler.close()  # the vine's env copies and workers
         env.close()
         eval_env.close()
     final = {

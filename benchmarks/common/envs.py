@@ -27,8 +27,8 @@ def zoo_vec_env(
     env_kwargs: Mapping[str, Any] | None = None,
     frame_stack: int | None = None,
 ) -> VecEnv:
-    """``n_envs`` copies of ``env_id`` as rl-zoo's ``ExperimentManager`` builds them before VecNormalize: each in a
-    Monitor, then the entry's wrapper (``env_kwargs`` passed to ``gym.make``), then ``VecFrameStack`` if the entry
-    stacks frames."""
+    """``n_envs`` copies of ``env_id`` as rl-zoo's ``ExperimentManager`` builds them: each in a Monitor, then the
+    entry's wrapper (``env_kwargs`` passed to ``gym.make``), and ``VecFrameStack`` if the entry stacks frames. No
+    VecNormalize: rl-zoo puts it between the envs and the frame stack, so an entry with both is not built here."""
     env = make_vec_env(env_id, n_envs=n_envs, seed=seed, wrapper_class=wrapper, env_kwargs=dict(env_kwargs or {}))
     return VecFrameStack(env, int(frame_stack)) if frame_stack else env

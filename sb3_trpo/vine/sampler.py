@@ -228,6 +228,12 @@ class RolloutSet:
         return buffer.actions[self.steps, self.env_indices]
 
 
+def vine_generator(seed: int | None) -> np.random.Generator:
+    """The vine sampler's generator for an algorithm seeded with ``seed``: a stream of its own, apart from the
+    algorithm's (``None``: fresh entropy)."""
+    return np.random.default_rng(None if seed is None else [seed, 0x76696E65])
+
+
 class VineSampler:
     """
     The vine sampler of TRPO, built by ``TRPO(..., sampler="vine", vine_kwargs={...})``: section 5.2 and eqs. 15-16 of
@@ -248,7 +254,8 @@ class VineSampler:
     :param inference: The inference of the policy whose actions the branches follow (torch or the NumPy fast path)
     :param gamma: Discount factor of the branch returns
     :param n_steps: Trunk steps per env and iteration (the rollout set is drawn from them)
-    :param seed: Seed of the sampler's own generator (rollout set, first actions, branch noise, env copies)
+    :param rng: The sampler's own generator (rollout set, first actions, branch noise, env copies' seeds): the
+        algorithm owns it and saves it with the model, so that a loaded model goes on with the same stream
     :param options: The vine options, with every size set (:meth:`VineOptions.for_trunk`)
     :param env: The training env, if already known (checked at once: a dry run of snapshot and restore)
     """
@@ -259,7 +266,7 @@ class VineSampler:
         inference: PolicyInference,
         gamma: float,
         n_steps: int,
-        seed: int | None,
+        rng: np.random.Generator,
         options: VineOptions,
         env: VecEnv | None = None,
     ) -> None:
@@ -283,7 +290,7 @@ class VineSampler:
                 "not go with action masks; use 'policy' or 'uniform' (uniform over each state's valid actions)"
             )
         self.actions = ActionSampler(inference)
-        self._rng = np.random.default_rng(None if seed is None else [seed, 0x76696E65])
+        self._rng = rng
         self._env: VecEnv | None = None
         self.trunk_envs: TrunkEnvs | None = None  # the trunk's sub-envs, once an env is bound
         self.pipeline: ObservationPipeline | None = None  # what the trunk's VecEnv wrappers do to branches
