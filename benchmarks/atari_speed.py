@@ -40,10 +40,10 @@ from typing import Any
 import numpy as np
 import torch as th
 from stable_baselines3.common.atari_wrappers import AtariWrapper
-from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
+from stable_baselines3.common.vec_env import VecEnv
 
 from benchmarks.common.atari_runs import entry, make_env, policy_class
+from benchmarks.common.envs import zoo_vec_env
 from benchmarks.common.machine import Timing, command_line, machine_description, profile_shares
 from sb3_trpo.envs.atari import available_cores
 from sb3_trpo.zoo import sb3_trpo_only_arguments
@@ -97,8 +97,7 @@ def timed_learn(model: Any, iterations: int, timing: Timing) -> None:
 
 def sb3_stack(env_id: str, n_envs: int, seed: int) -> VecEnv:
     """rl-zoo's per-env stack for an ALE id: AtariWrapper (on frameskip=1) in a DummyVecEnv, 4 stacked frames."""
-    env = make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs={"frameskip": 1}, wrapper_class=AtariWrapper)
-    return VecFrameStack(env, 4)
+    return zoo_vec_env(env_id, n_envs, seed, AtariWrapper, {"frameskip": 1}, frame_stack=4)
 
 
 def env_only_rate(env: VecEnv, steps: int, seed: int) -> float:
