@@ -2,6 +2,7 @@
 
     python -m benchmarks.atari_speed [--env ALE/Breakout-v5] [--iterations 4] [--repeats 3] [--device auto]
     python -m benchmarks.atari_speed --profile [--iterations 3]   # where sb3_trpo's time goes (cProfile)
+    python -m benchmarks.atari_speed --profile --vine             # the same for the vine's entry
     python -m benchmarks.atari_speed --vine [--no-zoo]            # also the vine's entry (issue 19)
 
 Measured in one run, alternating repetition after repetition so that a noisy machine's drifts hit all of them:
@@ -125,29 +126,36 @@ def zoo_rate(env_id: str, iterations: int) -> float:
     return float(rates[-1]) if rates else float("nan")
 
 
-def profile(env_id: str, iterations: int, device: str, top: int = 25) -> None:
-    """cProfile of sb3_trpo over ``iterations`` iterations after a warm-up: shares of the main parts, then the top."""
+def profile(env_id: str, iterations: int, device: str, vine: bool = False, top: int = 25) -> None:
+    """cProfile of sb3_trpo (``vine``: with ``trpo_vine.yml``'s entry) over ``iterations`` iterations: shares of the
+    main parts, then the top."""
     import cProfile
     import pstats
 
-    model = build("sb3_trpo", env_id, 0, device)
+    implementation = "sb3_trpo_vine" if vine else "sb3_trpo"
+    model = build(implementation, env_id, 0, device)
     profiler = cProfile.Profile()
     profiler.enable()
     model.learn(iterations * model.n_steps * model.n_envs, reset_num_timesteps=False)
     profiler.disable()
     stats = pstats.Stats(profiler)
+    collection = (
+        ("  trunk (SB3's per-env stack)", "sampler.py:_run_trunk"),
+        ("  branches", "sampler.py:_run_branches"),
+    ) if vine else (("  env step (vectorised ALE)", "atari.py:step_wait"),)
     parts = (
         ("collection", "trpo.py:collect_rollouts"),
-        ("  env step (vectorised ALE)", "atari.py:step_wait"),
+        *collection,
         ("  policy's per-step call", "inference.py:act"),
         ("  RolloutBuffer.add", "buffers.py:add"),
         ("train()", "trpo.py:train"),
         ("  policy step", "trpo.py:policy_step"),
         ("    conjugate gradient", "trust_region.py:conjugate_gradient"),
         ("  critic fit", "trpo.py:_fit_critic"),
+        ("  images to float (preprocess_obs)", "preprocessing.py:preprocess_obs"),
     )
-    print(f"{env_id}: cProfile of {iterations} iterations of sb3_trpo, {stats.total_tt:.2f} s in all")  # type: ignore[attr-defined]
-    print("\n".join(profile_shares(stats, parts, width=34)))
+    print(f"{env_id}: cProfile of {iterations} iterations of {implementation}, {stats.total_tt:.2f} s in all")  # type: ignore[attr-defined]
+    print("\n".join(profile_shares(stats, parts, width=36)))
     stats.sort_stats("cumulative").print_stats(top)
 
 
@@ -171,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     if args.profile:
-        profile(args.env, args.iterations, args.device)
+        profile(args.env, args.iterations, args.device, vine=args.vine)
         return {}
     import sb3_contrib
 

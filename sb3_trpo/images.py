@@ -3,8 +3,9 @@
 SB3 policies scale uint8 images (``obs / 255``) inside every forward pass (``preprocess_obs``). One TRPO iteration
 runs many passes over the same rollout (the surrogate's gradient, Fisher-vector products, each line-search trial,
 every critic minibatch), so :func:`scaled_once` scales the rollout's images once and switches the policy's own
-scaling off for the length of the block. The values the network sees are the same tensors ``preprocess_obs`` would
-make (the same division), so results are unchanged.
+scaling off for the length of the block; states that do not come from the rollout (the vine's branch states) go
+through the function it yields beside the rollout, once each. The values the network sees are the same tensors
+``preprocess_obs`` would make (the same division), so results are unchanged.
 
 While an image policy on CPU acts step by step (a batch of ``n_envs`` observations), one torch thread is faster than
 several, all the more beside an env that steps its games on threads of its own: :func:`step_by_step_threads`.
@@ -17,13 +18,16 @@ change at most by float rounding.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.type_aliases import PyTorchObs, RolloutBufferSamples
+
+ObservationMap = Callable[[PyTorchObs], PyTorchObs]
+"""Observations as stored (a batch: a tensor or a dict of tensors) to observations as the networks take them."""
 
 
 def image_keys(space: spaces.Space) -> list[str | None]:
@@ -45,26 +49,41 @@ def _scaled(images: th.Tensor) -> th.Tensor:
     return scaled.div_(255.0)
 
 
-@contextlib.contextmanager
-def scaled_once(policy: BasePolicy, rollout: RolloutBufferSamples) -> Iterator[RolloutBufferSamples]:
-    """``rollout`` with its image observations scaled to [0, 1], and ``policy`` not scaling them again, inside the block.
+def unchanged(observations: PyTorchObs) -> PyTorchObs:
+    """The observations as they are (the :data:`ObservationMap` of a policy that does not scale images)."""
+    return observations
 
-    Every observation the policy sees inside the block must come from the yielded rollout. Policies that do not scale
-    images get ``rollout`` unchanged.
-    """
+
+def image_scaling(policy: BasePolicy) -> ObservationMap:
+    """What ``policy`` does to a batch of observations in each forward pass while it scales images itself: the image
+    entries scaled to [0, 1] (:data:`ObservationMap`); :func:`unchanged` for a policy that does not scale images."""
     if not scales_images(policy):
-        yield rollout
+        return unchanged
+    keys = image_keys(policy.observation_space)
+
+    def scale(observations: PyTorchObs) -> PyTorchObs:
+        if isinstance(observations, dict):
+            return {key: _scaled(obs) if key in keys else obs for key, obs in observations.items()}
+        return _scaled(observations)
+
+    return scale
+
+
+@contextlib.contextmanager
+def scaled_once(policy: BasePolicy, rollout: RolloutBufferSamples) -> Iterator[tuple[RolloutBufferSamples, ObservationMap]]:
+    """``rollout`` with its image observations scaled to [0, 1], and ``policy`` not scaling them again, inside the block;
+    yielded with the scaling itself (:func:`image_scaling`), for any other states the block feeds the networks.
+
+    Every observation the policy sees inside the block must come from the yielded rollout or through that function.
+    Policies that do not scale images get ``rollout`` unchanged and :func:`unchanged`.
+    """
+    scale = image_scaling(policy)
+    if scale is unchanged:
+        yield rollout, unchanged
         return
-    observations: PyTorchObs = rollout.observations
-    if isinstance(observations, dict):
-        observations = {
-            key: _scaled(obs) if key in image_keys(policy.observation_space) else obs for key, obs in observations.items()
-        }
-    else:
-        observations = _scaled(observations)
     policy.normalize_images = False
     try:
-        yield rollout._replace(observations=observations)  # type: ignore[arg-type]
+        yield rollout._replace(observations=scale(rollout.observations)), scale  # type: ignore[arg-type]
     finally:
         policy.normalize_images = True
 

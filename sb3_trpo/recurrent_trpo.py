@@ -12,6 +12,7 @@ from sb3_contrib.ppo_recurrent.policies import CnnLstmPolicy, MlpLstmPolicy, Mul
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import MaybeCallback, RolloutBufferSamples
 
+from sb3_trpo.images import ObservationMap, unchanged
 from sb3_trpo.sampling.base import CriticBatch
 from sb3_trpo.sampling.inference import PolicyInference
 from sb3_trpo.sampling.recurrent import RecurrentPolicyInference
@@ -112,10 +113,12 @@ class RecurrentTRPO(TRPO):
         """The whole rollout as sequences (:func:`sb3_trpo.sequences.sequence_rollout`)."""
         return sequence_rollout(self.rollout_buffer)  # type: ignore[return-value]
 
-    def _model_inputs(self, rollout: RolloutBufferSamples) -> contextlib.AbstractContextManager[RolloutBufferSamples]:
+    def _model_inputs(
+        self, rollout: RolloutBufferSamples
+    ) -> contextlib.AbstractContextManager[tuple[RolloutBufferSamples, ObservationMap]]:
         """The rollout as it is: the critic's sequence minibatches come from the buffer, so images are scaled in each
         forward pass (``normalize_images``) rather than once per iteration."""
-        return contextlib.nullcontext(rollout)
+        return contextlib.nullcontext((rollout, unchanged))
 
     def _fit_critic(self, data: CriticBatch) -> list[float]:
         """``n_critic_updates`` epochs over the rollout buffer's sequence minibatches of ``batch_size`` states

@@ -40,7 +40,7 @@ from torch import nn
 from sb3_trpo.checks import check_bool, check_choice, check_int, check_real
 from sb3_trpo.distributions import OutputFamily, Params, detach_params, family_of, kl_components, sum_per_state
 from sb3_trpo.fast.blas import single_threaded_blas
-from sb3_trpo.images import scaled_once, step_by_step_threads
+from sb3_trpo.images import ObservationMap, scaled_once, step_by_step_threads
 from sb3_trpo.sampling.base import CriticBatch, Sampler, add_simulator_steps
 from sb3_trpo.sampling.inference import PolicyInference
 from sb3_trpo.sampling.single_path import SinglePathSampler
@@ -413,9 +413,9 @@ class TRPO(OnPolicyAlgorithm):
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         rollout = self._whole_rollout()
-        with single_threaded_blas(), self._model_inputs(rollout) as rollout:
-            step = self.policy_step(self._sampler.policy_batch(rollout))
-            value_losses = self._fit_critic(self._sampler.critic_batch(rollout))
+        with single_threaded_blas(), self._model_inputs(rollout) as (rollout, model_input):
+            step = self.policy_step(self._sampler.policy_batch(rollout, model_input))
+            value_losses = self._fit_critic(self._sampler.critic_batch(rollout, model_input))
         release_distribution_graph(self.policy, self._inference.probe_states())
         self._n_updates += 1
         self._log_train(step, value_losses)
@@ -424,12 +424,12 @@ class TRPO(OnPolicyAlgorithm):
         """The whole rollout buffer as one batch (shuffled, as sb3-contrib's TRPO takes it)."""
         return next(self.rollout_buffer.get(batch_size=None))
 
-    def _model_inputs(self, rollout: RolloutBufferSamples) -> contextlib.AbstractContextManager[RolloutBufferSamples]:
-        """The rollout as the networks take it: images scaled once for the iteration (single path, whose batches
-        all come from the rollout; the vine's branch states arrive unscaled, so there the policy scales them)."""
-        if self.sampler == "single_path":
-            return scaled_once(self.policy, rollout)
-        return contextlib.nullcontext(rollout)
+    def _model_inputs(
+        self, rollout: RolloutBufferSamples
+    ) -> contextlib.AbstractContextManager[tuple[RolloutBufferSamples, ObservationMap]]:
+        """The rollout as the networks take it, images scaled once for the iteration, and that scaling for the
+        sampler's states from outside the rollout (the vine's branch states): :func:`sb3_trpo.images.scaled_once`."""
+        return scaled_once(self.policy, rollout)
 
     def natural_gradient(self, batch: SurrogateBatch) -> NaturalGradient:
         """The surrogate's gradient ``g`` at theta_old and the natural direction ``x ~ (F + damping I)^-1 g`` by conjugate

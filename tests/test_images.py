@@ -16,7 +16,7 @@ from stable_baselines3.common.env_util import make_vec_env
 import sb3_trpo.trpo
 from sb3_trpo import TRPO
 from sb3_trpo.envs.atari import AtariCnnPolicy, AtariVecEnv
-from sb3_trpo.images import image_keys, scaled_once
+from sb3_trpo.images import image_keys, scaled_once, unchanged
 from sb3_trpo.trpo import flat_parameters
 
 
@@ -45,6 +45,14 @@ class ImageEnv(gym.Env):
         self.frame = self.np_random.integers(0, 256, (4, 36, 36), dtype=np.uint8)
         self.t += 1
         return self._obs(), reward, False, self.t >= 20, {}
+
+    def vine_get_state(self) -> tuple[np.ndarray, int, dict]:
+        """Everything step() depends on, for the vine's branches (sb3_trpo.vine's protocol for custom envs)."""
+        return self.frame.copy(), self.t, self.np_random.bit_generator.state
+
+    def vine_set_state(self, state: tuple[np.ndarray, int, dict]) -> None:
+        frame, self.t, self.np_random.bit_generator.state = state
+        self.frame = frame.copy()
 
 
 def make_model(with_dict: bool = False, **kwargs: object) -> TRPO:
@@ -83,7 +91,7 @@ def test_train_scales_images_once_and_gives_the_same_update(with_dict: bool, mon
         fast.learn(128)
     assert calls["n"] == 0, "train() scaled images in a forward pass"
     assert fast.policy.normalize_images  # switched back on after train()
-    monkeypatch.setattr(sb3_trpo.trpo, "scaled_once", lambda policy, rollout: contextlib.nullcontext(rollout))
+    monkeypatch.setattr(sb3_trpo.trpo, "scaled_once", lambda policy, rollout: contextlib.nullcontext((rollout, unchanged)))
     reference = make_model(with_dict)
     with counted_scaling(min_batch=2) as calls:
         reference.learn(128)
@@ -96,14 +104,51 @@ def test_train_scales_images_once_and_gives_the_same_update(with_dict: bool, mon
     )
 
 
+def scaling_passes_in_train(model: TRPO, steps: int) -> int:
+    """``model.learn(steps)``, counting the forward passes inside ``train()`` on more than one state that scale images
+    themselves (the vine's branches act on many states at once during collection, which is not counted)."""
+    train, counts = model.train, []
+
+    def counted_train() -> None:
+        with counted_scaling(min_batch=1) as calls:
+            train()
+        counts.append(calls["n"])
+
+    model.train = counted_train  # type: ignore[method-assign]
+    model.learn(steps)
+    return sum(counts)
+
+
+@pytest.mark.parametrize("surrogate", ["hybrid", "paper"])
+def test_vine_train_scales_branch_states_once_and_gives_the_same_update(
+    surrogate: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The vine's rollout-set states and branch critic states go through the same once-per-iteration scaling as the
+    trunk's: no forward pass of train() scales images, and the update equals the one that scales in every pass."""
+    vine_kwargs = dict(n_states=8, n_actions=2, horizon=4, surrogate=surrogate, critic_data=True)
+    fast = make_model(sampler="vine", vine_kwargs=vine_kwargs)
+    assert scaling_passes_in_train(fast, 128) == 0, "train() scaled images in a forward pass"
+    assert fast.policy.normalize_images
+    monkeypatch.setattr(sb3_trpo.trpo, "scaled_once", lambda policy, rollout: contextlib.nullcontext((rollout, unchanged)))
+    reference = make_model(sampler="vine", vine_kwargs=vine_kwargs)
+    assert scaling_passes_in_train(reference, 128) >= 5
+    np.testing.assert_allclose(
+        flat_parameters(list(fast.policy.parameters())).numpy(),
+        flat_parameters(list(reference.policy.parameters())).numpy(),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+
+
 def test_scaled_rollout_is_channels_last_and_restores_the_policy_on_error() -> None:
     model = make_model()
     model.learn(128)
     rollout = next(model.rollout_buffer.get(batch_size=None))
-    with pytest.raises(RuntimeError, match="inside"), scaled_once(model.policy, rollout) as scaled:
+    with pytest.raises(RuntimeError, match="inside"), scaled_once(model.policy, rollout) as (scaled, scale):
         assert not model.policy.normalize_images
         assert scaled.observations.is_contiguous(memory_format=th.channels_last)
         th.testing.assert_close(scaled.observations, rollout.observations / 255.0, rtol=0, atol=0)
+        th.testing.assert_close(scale(rollout.observations[:5]), rollout.observations[:5] / 255.0, rtol=0, atol=0)
         raise RuntimeError("inside")
     assert model.policy.normalize_images
 

@@ -26,6 +26,7 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.type_aliases import PyTorchObs, RolloutBufferSamples
 from stable_baselines3.common.vec_env import VecEnv
 
+from sb3_trpo.images import ObservationMap, unchanged
 from sb3_trpo.surrogate import SinglePathBatch, SurrogateBatch
 
 
@@ -65,12 +66,15 @@ class Sampler(Protocol):
         data); the algorithm's ``_last_obs``, ``_last_episode_starts`` and ``num_timesteps`` advance as in SB3."""
         ...
 
-    def policy_batch(self, rollout: RolloutBufferSamples) -> SurrogateBatch:
-        """The policy step's batch for the last collection; ``rollout`` is the whole (shuffled) rollout buffer."""
+    def policy_batch(self, rollout: RolloutBufferSamples, model_input: ObservationMap = unchanged) -> SurrogateBatch:
+        """The policy step's batch for the last collection; ``rollout`` is the whole (shuffled) rollout buffer, its
+        observations as the networks take them, and ``model_input`` puts any other states in that form
+        (:func:`sb3_trpo.images.scaled_once`)."""
         ...
 
-    def critic_batch(self, rollout: RolloutBufferSamples) -> CriticBatch:
-        """The critic fit's states and targets for the last collection."""
+    def critic_batch(self, rollout: RolloutBufferSamples, model_input: ObservationMap = unchanged) -> CriticBatch:
+        """The critic fit's states and targets for the last collection (``rollout`` and ``model_input`` as in
+        :meth:`policy_batch`)."""
         ...
 
     def close(self) -> None:
@@ -85,7 +89,7 @@ class TrunkCollector(Protocol):
         """See :meth:`Sampler.collect`."""
         ...
 
-    def policy_batch(self, rollout: RolloutBufferSamples) -> SinglePathBatch:
+    def policy_batch(self, rollout: RolloutBufferSamples, model_input: ObservationMap = unchanged) -> SinglePathBatch:
         """See :meth:`Sampler.policy_batch`."""
         ...
 

@@ -25,6 +25,7 @@ from stable_baselines3.common.type_aliases import RolloutBufferSamples
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_trpo.arrays import Observation, action_tensor
+from sb3_trpo.images import ObservationMap, unchanged
 from sb3_trpo.sampling.base import Collection, CriticBatch
 from sb3_trpo.sampling.inference import PolicyInference, RolloutStep
 from sb3_trpo.surrogate import SinglePathBatch
@@ -99,8 +100,9 @@ class SinglePathSampler:
         callback.on_rollout_end()
         return Collection(True)
 
-    def policy_batch(self, rollout: RolloutBufferSamples) -> SinglePathBatch:
-        """Every ``sub_sampling_factor``-th state of the rollout, its action and its (normalized) GAE advantage."""
+    def policy_batch(self, rollout: RolloutBufferSamples, model_input: ObservationMap = unchanged) -> SinglePathBatch:
+        """Every ``sub_sampling_factor``-th state of the rollout, its action and its (normalized) GAE advantage (all
+        from ``rollout``: ``model_input`` has nothing to do)."""
         keep = slice(None, None, self.algo.sub_sampling_factor)
         advantages = rollout.advantages[keep]
         scale = 1.0
@@ -112,7 +114,7 @@ class SinglePathSampler:
         states = self.inference.policy_states(rollout).subset(keep)
         return SinglePathBatch(states.observations, actions, advantages, scale, policy_states=states)
 
-    def critic_batch(self, rollout: RolloutBufferSamples) -> CriticBatch:
+    def critic_batch(self, rollout: RolloutBufferSamples, model_input: ObservationMap = unchanged) -> CriticBatch:
         """The rollout's states and lambda-returns."""
         return CriticBatch.of(rollout)
 

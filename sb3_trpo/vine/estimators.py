@@ -15,6 +15,7 @@ Both start from the branch rollouts' returns ``Q_hat(s_n, a_nk)`` at the N rollo
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ import torch as th
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.type_aliases import PyTorchObs
 
+from sb3_trpo.images import ObservationMap, unchanged
 from sb3_trpo.states import ObservationStates, PolicyStates
 from sb3_trpo.surrogate import SinglePathBatch
 
@@ -67,6 +69,15 @@ class VineBatch:
     @property
     def states(self) -> PolicyStates:
         return ObservationStates(self.observations) if self.policy_states is None else self.policy_states
+
+    def with_model_input(self, model_input: ObservationMap) -> VineBatch:
+        """This batch with its states' observations through ``model_input`` (images scaled once for an iteration,
+        :func:`sb3_trpo.images.scaled_once`), once for both ``observations`` and ``policy_states``."""
+        if model_input is unchanged:
+            return self
+        observations = model_input(self.observations)
+        states = None if self.policy_states is None else dataclasses.replace(self.policy_states, observations=observations)  # type: ignore[type-var]
+        return dataclasses.replace(self, observations=observations, policy_states=states)
 
     def log_probs(self, distribution: Distribution) -> th.Tensor:
         """``log pi(a_nk | s_n)`` for the K actions at each of the N states of ``distribution``: ``(K, N)``."""

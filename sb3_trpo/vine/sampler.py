@@ -33,11 +33,12 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.type_aliases import RolloutBufferSamples
+from stable_baselines3.common.type_aliases import PyTorchObs, RolloutBufferSamples
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_trpo.arrays import action_tensor, buffer_rows
+from sb3_trpo.arrays import action_tensor, buffer_rows, join_observations
 from sb3_trpo.checks import check_bool, check_choice, check_int, check_real
+from sb3_trpo.images import ObservationMap, unchanged
 from sb3_trpo.masking import check_action_masks, read_action_masks, uniform_valid_actions
 from sb3_trpo.sampling.base import Collection, CriticBatch, TrunkCollector
 from sb3_trpo.sampling.inference import PolicyInference
@@ -228,6 +229,13 @@ class RolloutSet:
         return buffer.actions[self.steps, self.env_indices]
 
 
+def _tensors_like(observations: Any, like: PyTorchObs, device: th.device) -> PyTorchObs:
+    """A batch of observation arrays (or a dict of them) as tensors of ``like``'s dtypes, key by key, on ``device``."""
+    if isinstance(like, dict):
+        return {key: th.as_tensor(observations[key], dtype=value.dtype, device=device) for key, value in like.items()}
+    return th.as_tensor(observations, dtype=like.dtype, device=device)
+
+
 def vine_generator(seed: int | None) -> np.random.Generator:
     """The vine sampler's generator for an algorithm seeded with ``seed``: a stream of its own, apart from the
     algorithm's (``None``: fresh entropy)."""
@@ -382,37 +390,29 @@ class VineSampler:
         self.branch_steps += branch_steps
         return Collection(True, extra_steps=branch_steps, records=self._records(estimates))
 
-    def policy_batch(self, rollout: RolloutBufferSamples) -> SurrogateBatch:
-        """The policy step's batch for the last :meth:`collect` (see ``VineOptions.surrogate``)."""
-        vine = self.branch_batch
-        if vine is None:
+    def policy_batch(self, rollout: RolloutBufferSamples, model_input: ObservationMap = unchanged) -> SurrogateBatch:
+        """The policy step's batch for the last :meth:`collect` (see ``VineOptions.surrogate``), the rollout-set states
+        through ``model_input`` (:meth:`Sampler.policy_batch`)."""
+        if self.branch_batch is None:
             raise RuntimeError("VineSampler.policy_batch() needs a collect() first")
+        vine = self.branch_batch.with_model_input(model_input)
         options = self.options
         if options.surrogate == "paper":
             return vine
-        trunk = self.trunk.policy_batch(rollout)
+        trunk = self.trunk.policy_batch(rollout, model_input)
         return hybrid_batch(vine, trunk, self.action_sampling, self.n_actions, options.branch_weight)
 
-    def critic_batch(self, rollout: RolloutBufferSamples) -> CriticBatch:
-        """The trunk's states and lambda-returns, followed by the branches' visited states and returns-to-go
-        (``critic_data``)."""
+    def critic_batch(self, rollout: RolloutBufferSamples, model_input: ObservationMap = unchanged) -> CriticBatch:
+        """The trunk's states and lambda-returns, followed by the branches' visited states (through ``model_input``,
+        :meth:`Sampler.policy_batch`) and returns-to-go (``critic_data``)."""
         trunk = CriticBatch.of(rollout)
         branches = self.branch_critic
         if branches is None or len(branches) == 0:
             return trunk
         device = self.policy.device
         returns = th.cat([trunk.returns, th.as_tensor(branches.returns, dtype=trunk.returns.dtype, device=device)])
-        extra = branches.observations
-        if isinstance(trunk.observations, dict):
-            assert isinstance(extra, dict)
-            obs: Any = {
-                key: th.cat([value, th.as_tensor(extra[key], dtype=value.dtype, device=device)])
-                for key, value in trunk.observations.items()
-            }
-        else:
-            assert isinstance(trunk.observations, th.Tensor) and isinstance(extra, np.ndarray)
-            obs = th.cat([trunk.observations, th.as_tensor(extra, dtype=trunk.observations.dtype, device=device)])
-        return CriticBatch(obs, returns)
+        extra = model_input(_tensors_like(branches.observations, trunk.observations, device))
+        return CriticBatch(join_observations(trunk.observations, extra), returns)
 
     def _choose_rollout_set(self, n_rollout_steps: int, n_envs: int) -> tuple[np.ndarray, np.ndarray]:
         positions = np.sort(self._rng.choice(n_rollout_steps * n_envs, size=self.n_states, replace=False))
