@@ -140,9 +140,13 @@ def profile(env_id: str, iterations: int, device: str, vine: bool = False, top: 
     profiler.disable()
     stats = pstats.Stats(profiler)
     collection = (
-        ("  trunk (SB3's per-env stack)", "sampler.py:_run_trunk"),
-        ("  branches", "sampler.py:_run_branches"),
-    ) if vine else (("  env step (vectorised ALE)", "atari.py:step_wait"),)
+        (
+            ("  trunk (SB3's per-env stack)", "sampler.py:_run_trunk"),
+            ("  branches", "sampler.py:_run_branches"),
+        )
+        if vine
+        else (("  env step (vectorised ALE)", "atari.py:step_wait"),)
+    )
     parts = (
         ("collection", "trpo.py:collect_rollouts"),
         *collection,
