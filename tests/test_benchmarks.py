@@ -5,9 +5,11 @@ from __future__ import annotations
 import ast
 import importlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -320,10 +322,8 @@ def test_profile_shares_name_each_part_and_refuse_a_function_never_profiled() ->
         profile_shares(stats, [("gone", "test_benchmarks.py:renamed_away")])
 
 
-def test_atari_speed_times_the_vine_entry_beside_single_path(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """``--vine`` adds trpo_vine.yml's entry to the same alternating run; its rate counts its branch steps."""
+def small_atari_entries(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``benchmarks.atari_speed`` with its entries cut to 2 envs x 32 steps."""
     import benchmarks.atari_speed as atari_speed
 
     entry = atari_speed.entry
@@ -333,6 +333,28 @@ def test_atari_speed_times_the_vine_entry_beside_single_path(
         return {**algo_kwargs, "n_steps": 32, "batch_size": 64}, {**zoo, "n_envs": 2}
 
     monkeypatch.setattr(atari_speed, "entry", small_entry)
+    return atari_speed
+
+
+@pytest.mark.parametrize("vine", [False, True])
+def test_atari_speed_profile_names_where_the_time_goes(
+    vine: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--profile`` (with ``--vine``: the vine's entry, its trunk and branches) prints each part's share."""
+    atari_speed = small_atari_entries(monkeypatch)
+    assert atari_speed.main(["--profile", "--iterations", "1", "--device", "cpu", *(["--vine"] if vine else [])]) == {}
+    printed = capsys.readouterr().out
+    assert ("sb3_trpo_vine" in printed) == vine
+    parts = ["  branches", "trunk (SB3's per-env stack)"] if vine else ["env step (vectorised ALE)"]
+    for part in [*parts, "images to float (preprocess_obs)", "critic fit"]:
+        assert re.search(rf"{re.escape(part)}\s+\d+\.\d%", printed), part
+
+
+def test_atari_speed_times_the_vine_entry_beside_single_path(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--vine`` adds trpo_vine.yml's entry to the same alternating run; its rate counts its branch steps."""
+    atari_speed = small_atari_entries(monkeypatch)
     figures = atari_speed.main(["--iterations", "2", "--repeats", "1", "--no-zoo", "--vine", "--device", "cpu"])
     printed = capsys.readouterr().out
     assert figures["sb3_trpo_vine"] > 0 and figures["vine_ratio"] == figures["sb3_trpo_vine"] / figures["sb3_trpo"]
