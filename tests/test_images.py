@@ -119,18 +119,18 @@ def scaling_passes_in_train(model: TRPO, steps: int) -> int:
     return sum(counts)
 
 
-@pytest.mark.parametrize("surrogate", ["hybrid", "paper"])
+@pytest.mark.parametrize(("surrogate", "with_dict"), [("hybrid", False), ("paper", False), ("hybrid", True)])
 def test_vine_train_scales_branch_states_once_and_gives_the_same_update(
-    surrogate: str, monkeypatch: pytest.MonkeyPatch
+    surrogate: str, with_dict: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The vine's rollout-set states and branch critic states go through the same once-per-iteration scaling as the
     trunk's: no forward pass of train() scales images, and the update equals the one that scales in every pass."""
     vine_kwargs = dict(n_states=8, n_actions=2, horizon=4, surrogate=surrogate, critic_data=True)
-    fast = make_model(sampler="vine", vine_kwargs=vine_kwargs)
+    fast = make_model(with_dict, sampler="vine", vine_kwargs=vine_kwargs)
     assert scaling_passes_in_train(fast, 128) == 0, "train() scaled images in a forward pass"
     assert fast.policy.normalize_images
     monkeypatch.setattr(sb3_trpo.trpo, "scaled_once", lambda policy, rollout: contextlib.nullcontext((rollout, unchanged)))
-    reference = make_model(sampler="vine", vine_kwargs=vine_kwargs)
+    reference = make_model(with_dict, sampler="vine", vine_kwargs=vine_kwargs)
     assert scaling_passes_in_train(reference, 128) >= 5
     np.testing.assert_allclose(
         flat_parameters(list(fast.policy.parameters())).numpy(),
