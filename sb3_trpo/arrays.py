@@ -47,6 +47,13 @@ def join_observations(first: th.Tensor | dict[str, th.Tensor], second: th.Tensor
     return th.cat([first, second])
 
 
+def tensors_like(observations: Any, like: th.Tensor | dict[str, th.Tensor], device: th.device | str) -> Any:
+    """A batch of observation arrays (or a dict of them) as tensors of ``like``'s dtypes, key by key, on ``device``."""
+    if isinstance(like, dict):
+        return {key: th.as_tensor(observations[key], dtype=value.dtype, device=device) for key, value in like.items()}
+    return th.as_tensor(observations, dtype=like.dtype, device=device)
+
+
 def batch_length(observations: np.ndarray | th.Tensor | dict[str, Any]) -> int:
     """The number of rows of an observation batch (an array or tensor, or a dict of them)."""
     if isinstance(observations, dict):

@@ -33,10 +33,10 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.type_aliases import PyTorchObs, RolloutBufferSamples
+from stable_baselines3.common.type_aliases import RolloutBufferSamples
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_trpo.arrays import action_tensor, buffer_rows, join_observations
+from sb3_trpo.arrays import action_tensor, buffer_rows, join_observations, tensors_like
 from sb3_trpo.checks import check_bool, check_choice, check_int, check_real
 from sb3_trpo.images import ObservationMap, unchanged
 from sb3_trpo.masking import check_action_masks, read_action_masks, uniform_valid_actions
@@ -229,13 +229,6 @@ class RolloutSet:
         return buffer.actions[self.steps, self.env_indices]
 
 
-def _tensors_like(observations: Any, like: PyTorchObs, device: th.device) -> PyTorchObs:
-    """A batch of observation arrays (or a dict of them) as tensors of ``like``'s dtypes, key by key, on ``device``."""
-    if isinstance(like, dict):
-        return {key: th.as_tensor(observations[key], dtype=value.dtype, device=device) for key, value in like.items()}
-    return th.as_tensor(observations, dtype=like.dtype, device=device)
-
-
 def vine_generator(seed: int | None) -> np.random.Generator:
     """The vine sampler's generator for an algorithm seeded with ``seed``: a stream of its own, apart from the
     algorithm's (``None``: fresh entropy)."""
@@ -411,7 +404,7 @@ class VineSampler:
             return trunk
         device = self.policy.device
         returns = th.cat([trunk.returns, th.as_tensor(branches.returns, dtype=trunk.returns.dtype, device=device)])
-        extra = model_input(_tensors_like(branches.observations, trunk.observations, device))
+        extra = model_input(tensors_like(branches.observations, trunk.observations, device))
         return CriticBatch(join_observations(trunk.observations, extra), returns)
 
     def _choose_rollout_set(self, n_rollout_steps: int, n_envs: int) -> tuple[np.ndarray, np.ndarray]:
