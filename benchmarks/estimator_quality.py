@@ -29,7 +29,8 @@ Every collection (estimators and reference) starts after ``--warmup`` policy ste
 the policy's state distribution as a trunk in the middle of training does, not the first steps after a reset.
 
 Writes ``<task>.csv`` (one row per repeat), ``<task>_summary.csv``, ``<task>.md`` and ``<task>.png`` to ``--out``.
-Runs on one thread (``torch.set_num_threads(1)``).
+Runs on one thread (``torch.set_num_threads(1)``); ``--jobs N`` computes the repeats in N processes of one thread
+each, with the same results (each repeat depends only on its seed).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from benchmarks.common.envs import zoo_vec_env, zoo_wrapper
 from benchmarks.common.machine import checkout_commit, command_line, machine_description
+from benchmarks.common.runs import run_parallel
 from sb3_trpo import TRPO
 from sb3_trpo.distributions import family_of
 from sb3_trpo.zoo.config import is_atari, split_entry
@@ -411,6 +413,78 @@ def reference(task: Task, n_states: int, seed: int, warmup: int) -> Reference:
     )
 
 
+@dataclass(frozen=True)
+class Setup:
+    """What every repeat shares: the task, its fixed policy (a saved model, or the cached single-path checkpoint)
+    and the warm-up; a worker process rebuilds the task from it, and reads the reference's states from
+    :attr:`held_out_file`."""
+
+    task: str
+    checkpoint: Path | None
+    checkpoint_steps: int
+    seed: int
+    cache: Path
+    warmup: int
+
+    @property
+    def held_out_file(self) -> Path:
+        return self.cache / f"{self.task.replace('/', '-')}-seed{self.seed}-held-out.pt"
+
+
+def fix_policy(task: Task, setup: Setup) -> None:
+    """The fixed policy every estimate is made at: ``--checkpoint``, else the cached (or newly trained) checkpoint."""
+    if setup.checkpoint is not None:
+        load_checkpoint(task, setup.checkpoint)
+    else:
+        train_checkpoint(task, setup.checkpoint_steps, setup.seed, setup.cache)
+
+
+_PREPARED: dict[Setup, tuple[Task, th.Tensor]] = {}
+"""Per process: the task with its fixed policy and the reference's states, built once per :class:`Setup`."""
+
+
+def prepared(setup: Setup) -> tuple[Task, th.Tensor]:
+    """The task at its fixed policy and the held-out states (in a worker process: rebuilt on its first repeat)."""
+    if setup not in _PREPARED:
+        th.set_num_threads(1)
+        task = Task.from_zoo(setup.task)
+        fix_policy(task, setup)
+        _PREPARED[setup] = task, th.load(setup.held_out_file)
+    return _PREPARED[setup]
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """One repeat of one estimator: env seed ``1000 + index``."""
+
+    setup: Setup
+    estimator: Estimator
+    index: int
+
+
+def run_repeat(repeat: Repeat) -> Estimate:
+    task, held_out = prepared(repeat.setup)
+    return estimate(task, repeat.estimator, seed=1000 + repeat.index, held_out=held_out, warmup=repeat.setup.warmup)
+
+
+def estimate_all(setup: Setup, estimators: list[Estimator], repeats: int, jobs: int) -> dict[tuple[str, int], Estimate]:
+    """Every repeat of every estimator, ``jobs`` processes at a time (one thread each); each repeat depends only on
+    its seed, so the results do not depend on ``jobs``. Prints a line as each estimator's repeats are all in."""
+    results: dict[tuple[str, int], Estimate] = {}
+
+    def done(repeat: Repeat, result: Estimate) -> list[Repeat]:
+        name = repeat.estimator.name
+        results[name, repeat.index] = result
+        mine = [r for (n, _), r in results.items() if n == name]
+        if len(mine) == repeats:
+            print(f"  {name:30s} {repeats} repeats done, {mine[0].steps} steps each", flush=True)
+        return []
+
+    items = [Repeat(setup, e, i) for e in estimators for i in range(repeats)]
+    run_parallel(items, jobs, run_repeat, done, name=lambda r: f"{r.estimator.name} repeat {r.index}", processes=True)
+    return results
+
+
 def cosine(a: th.Tensor, b: th.Tensor) -> float:
     return float(a @ b / (a.norm() * b.norm()))
 
@@ -522,7 +596,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1000, help="policy steps per env before each collection")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--cache", type=Path, default=CHECKPOINTS, help="where checkpoints are kept")
+    parser.add_argument("--jobs", type=int, default=1, help="repeats computed in parallel (one process and thread each)")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     if args.repeats < 2:
         parser.error("--repeats must be at least 2 (the agreement needs two independent estimates)")
     known = {e.name for e in ESTIMATORS[args.task]}
@@ -559,18 +636,23 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         estimators = [e for e in ESTIMATORS[args.task] if e.single_path_reference] + estimators
     task = Task.from_zoo(args.task)
     start = time.perf_counter()
-    if args.checkpoint is not None:
-        load_checkpoint(task, args.checkpoint)
-    else:
-        train_checkpoint(task, args.checkpoint_steps, args.seed, args.cache)
+    setup = Setup(args.task, args.checkpoint, args.checkpoint_steps, args.seed, args.cache, args.warmup)
+    fix_policy(task, setup)
     ref = reference(task, args.reference_states, seed=args.seed + 500, warmup=args.warmup)
+    _PREPARED[setup] = task, ref.observations  # repeats run in this process need nothing reloaded
+    if args.jobs > 1:  # the workers' copy of the reference's states (GBs for Atari: removed when they are done)
+        setup.held_out_file.parent.mkdir(parents=True, exist_ok=True)
+        th.save(ref.observations, setup.held_out_file)
+    try:
+        estimates = estimate_all(setup, estimators, args.repeats, args.jobs)
+    finally:
+        setup.held_out_file.unlink(missing_ok=True)
     rows: list[dict[str, Any]] = []
     directions: dict[str, list[th.Tensor]] = {}
     for e in estimators:
-        directions[e.name] = []
+        directions[e.name] = [estimates[e.name, i].direction for i in range(args.repeats)]
         for i in range(args.repeats):
-            result = estimate(task, e, seed=1000 + i, held_out=ref.observations, warmup=args.warmup)
-            directions[e.name].append(result.direction)
+            result = estimates[e.name, i]
             rows.append(
                 dict(
                     estimator=e.name,
@@ -583,8 +665,6 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                     seconds=result.seconds,
                 )
             )
-        sub = [r for r in rows if r["estimator"] == e.name]
-        print(f"  {e.name:30s} quality {np.mean([r['quality'] for r in sub]):.3f}  steps {sub[0]['steps']}", flush=True)
     table = pd.DataFrame(rows)
     summary = summarize(table, directions, estimators)
     args.out.mkdir(parents=True, exist_ok=True)

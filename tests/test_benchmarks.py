@@ -171,6 +171,14 @@ def test_estimator_quality_script(tmp_path: Path) -> None:
     assert summary["quality"].between(-1, 1).all() and summary["kl_held_out"].gt(0).all()
     assert len(pd.read_csv(tmp_path / "CartPole-v1.csv")) == 4  # one row per repeat
     assert_small_png(tmp_path / "CartPole-v1.png")
+    # --jobs 2: the repeats in two worker processes, the same numbers (each repeat depends only on its seed)
+    parallel = tmp_path / "parallel"
+    cache = ["--cache", tmp_path / "cache"]
+    out = run_module("benchmarks.estimator_quality", *tiny, *estimators, "--jobs", "2", "--out", parallel, *cache)
+    assert "hybrid8_all_N32H16             2 repeats done" in out
+    serial, in_parallel = (pd.read_csv(folder / "CartPole-v1.csv").drop(columns="seconds") for folder in (tmp_path, parallel))
+    pd.testing.assert_frame_equal(in_parallel, serial)
+    assert not list((tmp_path / "cache").glob("*held-out*"))  # the workers' copy of the reference states is removed
 
 
 def test_estimator_quality_held_out_states_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
