@@ -25,6 +25,14 @@ A killed campaign resumes where it stopped: finished runs are kept, an unfinishe
 done are read back; it prints what it resumed. ``--budget`` replaces every entry's budget (tiny runs for tests and
 timing slices; the report then says so).
 
+``--table`` trains nothing: it reads every campaign report under ``results/zoo_benchmark`` (tuning folders left
+out) and writes the full table, one row per task with the runs of the task's entry as it is now (sb3_trpo.TRPO, no
+``--hyperparams`` or ``--budget``, the entry's budget; two such reports for one task are an error), beside
+``sb3_contrib.TRPO``'s runs of the same protocol where there are some (Welch's t-test over seeds), the published
+figures, and each row's date and machine: ``table.md`` and ``table.csv`` in ``--out`` (default
+``results/zoo_benchmark``). Campaigns run on different days and machines (each must finish within one working
+session), and this is where their rows meet.
+
 Writes to ``--out``: ``report.md`` (the table, the figures), ``zoo_benchmark.csv`` (the same table, numbers
 unformatted), ``benchmark.md`` and ``benchmark.csv`` (the benchmark step's own table: one row per run),
 ``curves.csv`` (every evaluation during training) and ``<task>.png`` (mean ± std over seeds of the evaluation return,
@@ -34,6 +42,7 @@ with the published figures). The zoo's log folder (links to the runs) and the ev
 from __future__ import annotations
 
 import argparse
+import shlex
 import shutil
 import subprocess
 import sys
@@ -45,14 +54,17 @@ import numpy as np
 import pandas as pd
 from huggingface_sb3 import EnvironmentName
 
+from benchmarks.common.machine import command_line
 from benchmarks.common.report import (
     curves_table,
+    format_p,
     format_return,
     markdown_table,
     new_figure,
     plot_mean_curve,
     save_figure,
     style_axes,
+    welch,
 )
 from benchmarks.common.runs import (
     DEFAULT_RUNS_DIR,
@@ -156,6 +168,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS_DIR, help="runs, the zoo log folder, evaluations")
     parser.add_argument(
         "--out", type=Path, help="report, tables and figures (default: results/zoo_benchmark, or its tuning/<label>)"
+    )
+    parser.add_argument(
+        "--table", action="store_true", help="train nothing: the full table from the campaign reports in results/"
     )
     args = parser.parse_args(argv)
     config = load_yaml_config(CONFIG)
@@ -401,9 +416,171 @@ def write_outputs(argv: Sequence[str], args: argparse.Namespace, results: list[R
     return markdown
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# The full table (--table)
+
+CAMPAIGNS_DIR = RESULTS_DIR / "zoo_benchmark"
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """One report of this module (a folder with ``report.md`` and the benchmark step's ``benchmark.csv``)."""
+
+    folder: Path
+    name: str  # the folder, from the results folder on (``zoo_benchmark/ant``)
+    args: argparse.Namespace  # its command line, parsed
+    date: str
+    machine: str
+
+    @classmethod
+    def read(cls, folder: Path, root: Path) -> Campaign:
+        """The report in ``folder`` under ``root``: its command (from the report's header), date and machine."""
+        header = (folder / "report.md").read_text().splitlines()
+        command = _header_field(header, "command").strip("`")
+        date, machine = _header_field(header, "date").split("; machine: ")
+        name = (Path(root.name) / folder.relative_to(root)).as_posix()
+        return cls(folder, name, parse_args(shlex.split(command)[3:]), date, machine.split(", ")[0])
+
+    def runs_entry(self, env_id: str) -> bool:
+        """Whether its ``env_id`` runs are sb3_trpo.TRPO with the task's entry as it is now (budget included)."""
+        args = self.args
+        entry_budget = int(config_entry(CONFIG, env_id)["n_timesteps"])
+        return args.algo == ALGO and not args.overrides and args.budget is None and self.budget(env_id) == entry_budget
+
+    def budget(self, env_id: str) -> int | None:
+        """The training budget of its ``env_id`` runs (``None``: it has none)."""
+        runs = self.finals_table(env_id)
+        return int(runs["n_timesteps"].iloc[0]) if len(runs) else None
+
+    def finals_table(self, env_id: str) -> pd.DataFrame:
+        runs = pd.read_csv(self.folder / CSV_NAME)
+        return runs[(runs["env_id"] == env_id) & runs["error"].isna()].sort_values("seed")
+
+    def finals(self, env_id: str) -> np.ndarray:
+        """Each evaluated seed's figure (the benchmark step's mean return), in seed order."""
+        return self.finals_table(env_id)["mean_reward"].to_numpy(dtype=float)
+
+    def where(self) -> str:
+        return f"`{self.name}`, {self.date}, {self.machine}"
+
+
+def _header_field(header: Sequence[str], name: str) -> str:
+    prefix = f"- {name}: "
+    (line,) = [line for line in header if line.startswith(prefix)]
+    return line[len(prefix) :]
+
+
+def read_campaigns(root: Path) -> list[Campaign]:
+    """Every campaign report under ``root`` (folders under ``tuning/`` left out), in path order."""
+    folders = sorted(path.parent for path in root.rglob("report.md") if (path.parent / CSV_NAME).is_file())
+    return [Campaign.read(folder, root) for folder in folders if "tuning" not in folder.relative_to(root).parts]
+
+
+def pick(campaigns: Sequence[Campaign], env_id: str, algo: str) -> Campaign | None:
+    """The campaign whose ``env_id`` runs stand for ``algo`` in the table: ours must run the entry as it is now
+    (:meth:`Campaign.runs_entry`); sb3_contrib's, rl-zoo's entry at its budget. ``ValueError`` if two qualify."""
+    if algo == ALGO:
+        found = [c for c in campaigns if c.runs_entry(env_id)]
+    else:
+        found = [c for c in campaigns if c.args.algo == algo and not c.args.overrides and c.args.budget is None]
+        found = [c for c in found if len(c.finals(env_id))]
+    if len(found) > 1:
+        raise ValueError(f"{env_id}: {len(found)} campaigns run it with {algo}: {[str(c.folder) for c in found]}")
+    return found[0] if found else None
+
+
+def full_table(campaigns: Sequence[Campaign]) -> pd.DataFrame:
+    """One row per task of :data:`TASKS`: ours, sb3_contrib's runs, the published figures (numbers raw)."""
+    rows = []
+    for env_id in TASKS:
+        ours, contrib = pick(campaigns, env_id, ALGO), pick(campaigns, env_id, "trpo_contrib")
+        finals = ours.finals(env_id) if ours else np.array([])
+        theirs = contrib.finals(env_id) if contrib else np.array([])
+        mean = float(finals.mean()) if len(finals) else float("nan")
+        p_value, versus = welch(finals, theirs) if min(len(finals), len(theirs)) > 1 else (float("nan"), "n/a")
+        rl_zoo, docs = RL_ZOO.get(env_id), CONTRIB.get(env_id)
+        rows.append(
+            {
+                "task": env_id,
+                "budget": int(config_entry(CONFIG, env_id)["n_timesteps"]),
+                "seeds": len(finals),
+                "ours_mean": mean,
+                "ours_std": float(finals.std(ddof=1)) if len(finals) > 1 else float("nan"),
+                "per_seed": ", ".join(f"{value:.1f}" for value in finals),
+                "contrib_mean": float(theirs.mean()) if len(theirs) else float("nan"),
+                "contrib_std": float(theirs.std(ddof=1)) if len(theirs) > 1 else float("nan"),
+                "ours_vs_contrib": versus,
+                "ours_vs_contrib_p": p_value,
+                "rl_zoo": format_published(rl_zoo),
+                "vs_rl_zoo": verdict(mean, rl_zoo) if ours else "not run yet",
+                "sb3_contrib_docs": format_published(docs),
+                "vs_sb3_contrib_docs": verdict(mean, docs) if ours else "not run yet",
+                "ours_from": ours.where() if ours else "",
+                "contrib_from": contrib.where() if contrib else "",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def markdown_full_table(table: pd.DataFrame) -> str:
+    def ours(row: pd.Series) -> str:
+        if not row.seeds:
+            return "not run yet"
+        return f"{format_return(row.ours_mean, row.ours_std)} ({row.per_seed})"
+
+    def contrib(row: pd.Series) -> str:
+        if not np.isfinite(row.contrib_mean):
+            return "not run"
+        versus = f"{row.ours_vs_contrib}, p {format_p(row.ours_vs_contrib_p)}" if np.isfinite(row.ours_vs_contrib_p) else ""
+        return f"{format_return(row.contrib_mean, row.contrib_std)}" + (f" (ours: {versus})" if versus else "")
+
+    frame = pd.DataFrame(
+        {
+            "task, budget": [f"{row.task}, {format_budget(row.budget)}" for row in table.itertuples()],
+            "ours (sb3_trpo.TRPO): mean ± std over seeds (per seed)": [ours(row) for _, row in table.iterrows()],
+            "sb3_contrib.TRPO, same protocol": [contrib(row) for _, row in table.iterrows()],
+            "rl-zoo benchmark.md": table["rl_zoo"],
+            "vs rl-zoo": table["vs_rl_zoo"],
+            "sb3-contrib docs": table["sb3_contrib_docs"],
+            "vs sb3-contrib docs": table["vs_sb3_contrib_docs"],
+            "runs (report, date, machine)": table["ours_from"],
+        }
+    )
+    return markdown_table(frame)
+
+
+def write_full_table(argv: Sequence[str], out: Path, root: Path = CAMPAIGNS_DIR) -> str:
+    """``table.md`` and ``table.csv`` in ``out`` from the campaign reports under ``root``; returns the markdown."""
+    table = full_table(read_campaigns(root))
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "table.csv", index=False, float_format="%.4g")
+    lines = [
+        "# sb3_trpo.TRPO on every rl-zoo TRPO entry: the full table",
+        "",
+        f"- command: `{command_line(MODULE, argv)}` (trains nothing: it reads the campaign reports under `{root.name}/`)",
+        "- ours: the runs of each task's entry as it is now in zoo_configs/trpo.yml (no --hyperparams, the entry's "
+        "budget), each seed's final model evaluated by `python -m sb3_trpo.zoo benchmark` (deterministic), mean ± std "
+        "over seeds (ddof=1); the report, date and machine of each row in the last column",
+        "- sb3_contrib.TRPO, same protocol: `--algo trpo_contrib` campaigns (rl-zoo's entries, the same ids, budgets, "
+        "seeds and evaluation); ours against it by Welch's t-test over seeds (`equal` at p >= 0.05)",
+        f"- rl-zoo: {RL_ZOO_SOURCE}",
+        f"- sb3-contrib docs: {CONTRIB_SOURCE}",
+        "- goal: no entry more than one published standard deviation below the published figure",
+        "",
+        markdown_full_table(table),
+        "",
+    ]
+    markdown = "\n".join(lines)
+    (out / "table.md").write_text(markdown)
+    return markdown
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.table:
+        print(write_full_table(argv, args.out))
+        return
     specs = run_specs(args)
     report_resume(specs, args.runs_dir)
     results, failures = train(specs, args)
