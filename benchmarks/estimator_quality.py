@@ -36,13 +36,17 @@ each, with the same results (each repeat depends only on its seed).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import dataclasses
 import datetime
 import itertools
 import math
+import os
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +63,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from benchmarks.common.envs import zoo_vec_env, zoo_wrapper
 from benchmarks.common.machine import checkout_commit, command_line, machine_description
-from benchmarks.common.runs import run_parallel
+from benchmarks.common.runs import SINGLE_THREAD, run_parallel
 from sb3_trpo import TRPO
 from sb3_trpo.distributions import family_of
 from sb3_trpo.zoo.config import is_atari, split_entry
@@ -415,9 +419,9 @@ def reference(task: Task, n_states: int, seed: int, warmup: int) -> Reference:
 
 @dataclass(frozen=True)
 class Setup:
-    """What every repeat shares: the task, its fixed policy (a saved model, or the cached single-path checkpoint)
-    and the warm-up; a worker process rebuilds the task from it, and reads the reference's states from
-    :attr:`held_out_file`."""
+    """What every repeat shares: the task, its fixed policy (a saved model, or the cached single-path checkpoint),
+    the warm-up, and where a worker process reads the reference's states (``held_out_file``: a file of this run's
+    own, ``None`` when every repeat runs in this process)."""
 
     task: str
     checkpoint: Path | None
@@ -425,10 +429,7 @@ class Setup:
     seed: int
     cache: Path
     warmup: int
-
-    @property
-    def held_out_file(self) -> Path:
-        return self.cache / f"{self.task.replace('/', '-')}-seed{self.seed}-held-out.pt"
+    held_out_file: Path | None = None
 
 
 def fix_policy(task: Task, setup: Setup) -> None:
@@ -447,9 +448,10 @@ def prepared(setup: Setup) -> tuple[Task, th.Tensor]:
     """The task at its fixed policy and the held-out states (in a worker process: rebuilt on its first repeat)."""
     if setup not in _PREPARED:
         th.set_num_threads(1)
+        assert setup.held_out_file is not None, "the reference's states are in this process only"
         task = Task.from_zoo(setup.task)
         fix_policy(task, setup)
-        _PREPARED[setup] = task, th.load(setup.held_out_file)
+        _PREPARED[setup] = task, th.load(setup.held_out_file, mmap=True)  # one copy in memory for all workers
     return _PREPARED[setup]
 
 
@@ -461,6 +463,26 @@ class Repeat:
     estimator: Estimator
     index: int
 
+    def describe(self) -> str:
+        return f"{self.estimator.name} repeat {self.index}"
+
+
+@contextlib.contextmanager
+def held_out_copy(observations: th.Tensor, folder: Path, as_uint8: bool) -> Iterator[Path]:
+    """The reference's states in a file of their own under ``folder`` for the worker processes (GBs for Atari),
+    removed when the block ends. ``as_uint8``: states of a uint8 observation space (whole numbers 0-255 stored as
+    float32 by the rollout buffer) saved at a quarter of the size; the policy scales them as any image observation,
+    to the same values."""
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix="held-out-", suffix=".pt", dir=folder)
+    os.close(handle)
+    path = Path(name)
+    try:
+        th.save(observations.to(th.uint8) if as_uint8 else observations, path)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
 
 def run_repeat(repeat: Repeat) -> Estimate:
     task, held_out = prepared(repeat.setup)
@@ -469,7 +491,8 @@ def run_repeat(repeat: Repeat) -> Estimate:
 
 def estimate_all(setup: Setup, estimators: list[Estimator], repeats: int, jobs: int) -> dict[tuple[str, int], Estimate]:
     """Every repeat of every estimator, ``jobs`` processes at a time (one thread each); each repeat depends only on
-    its seed, so the results do not depend on ``jobs``. Prints a line as each estimator's repeats are all in."""
+    its seed, so the results do not depend on ``jobs``. Prints a line as each estimator's repeats are all in; the
+    first repeat that fails stops the run (a measurement with a repeat missing is not one)."""
     results: dict[tuple[str, int], Estimate] = {}
 
     def done(repeat: Repeat, result: Estimate) -> list[Repeat]:
@@ -481,7 +504,9 @@ def estimate_all(setup: Setup, estimators: list[Estimator], repeats: int, jobs: 
         return []
 
     items = [Repeat(setup, e, i) for e in estimators for i in range(repeats)]
-    run_parallel(items, jobs, run_repeat, done, name=lambda r: f"{r.estimator.name} repeat {r.index}", processes=True)
+    if jobs > 1:  # one thread per worker process, BLAS included (set before the pool spawns them)
+        os.environ.update(SINGLE_THREAD)
+    run_parallel(items, jobs, run_repeat, done, name=Repeat.describe, processes=True, stop_on_failure=True)
     return results
 
 
@@ -639,14 +664,15 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     setup = Setup(args.task, args.checkpoint, args.checkpoint_steps, args.seed, args.cache, args.warmup)
     fix_policy(task, setup)
     ref = reference(task, args.reference_states, seed=args.seed + 500, warmup=args.warmup)
-    _PREPARED[setup] = task, ref.observations  # repeats run in this process need nothing reloaded
-    if args.jobs > 1:  # the workers' copy of the reference's states (GBs for Atari: removed when they are done)
-        setup.held_out_file.parent.mkdir(parents=True, exist_ok=True)
-        th.save(ref.observations, setup.held_out_file)
-    try:
-        estimates = estimate_all(setup, estimators, args.repeats, args.jobs)
-    finally:
-        setup.held_out_file.unlink(missing_ok=True)
+    _PREPARED[setup] = task, ref.observations
+    if args.jobs == 1:
+        estimates = estimate_all(setup, estimators, args.repeats, jobs=1)
+    else:
+        assert task.checkpoint is not None
+        as_uint8 = task.checkpoint.observation_space.dtype == np.uint8
+        with held_out_copy(ref.observations, args.cache, as_uint8) as path:
+            shared = dataclasses.replace(setup, held_out_file=path)
+            estimates = estimate_all(shared, estimators, args.repeats, args.jobs)
     rows: list[dict[str, Any]] = []
     directions: dict[str, list[th.Tensor]] = {}
     for e in estimators:

@@ -42,6 +42,8 @@ with the published figures). The zoo's log folder (links to the runs) and the ev
 from __future__ import annotations
 
 import argparse
+import functools
+import re
 import shlex
 import shutil
 import subprocess
@@ -49,13 +51,16 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 from huggingface_sb3 import EnvironmentName
 
 from benchmarks.common.machine import command_line
 from benchmarks.common.report import (
+    compare_seeds,
     curves_table,
     format_p,
     format_return,
@@ -64,7 +69,6 @@ from benchmarks.common.report import (
     plot_mean_curve,
     save_figure,
     style_axes,
-    welch,
 )
 from benchmarks.common.runs import (
     DEFAULT_RUNS_DIR,
@@ -85,7 +89,7 @@ from benchmarks.common.runs import (
 )
 from sb3_trpo.zoo import sb3_trpo_only_arguments
 from sb3_trpo.zoo.benchmark import CSV_NAME, MARKDOWN_NAME
-from sb3_trpo.zoo.config import CONFIG_DIR, config_entry, load_yaml_config
+from sb3_trpo.zoo.config import CONFIG_DIR, config_entry, entry_key, load_yaml_config
 
 MODULE = "benchmarks.zoo_benchmark"
 LABEL = "zoo_benchmark"  # the runs' folder under --runs-dir: <runs dir>/zoo_benchmark/<env>/n<budget>-seed<seed>/
@@ -94,6 +98,7 @@ ALGOS = (ALGO, "trpo_contrib")  # sb3_trpo.TRPO, or sb3_contrib.TRPO with the sa
 CONFIG = CONFIG_DIR / "trpo.yml"
 ZOO_EVAL_FREQ = 25_000  # rl-zoo's train --eval-freq default; shorter budgets get 20 evaluations
 EVAL_STEPS = 150_000  # rl-zoo's benchmark -n default: evaluation steps per run
+CAMPAIGNS_DIR = RESULTS_DIR / "zoo_benchmark"  # the campaigns' reports (--table reads them all)
 
 
 @dataclass(frozen=True)
@@ -194,6 +199,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error(f"--hyperparams needs a --label other than {args.label!r} (tuning runs go in a folder of their own)")
     if not is_folder_name(args.label):
         parser.error(f"--label must be letters, digits, '-', '_' or '.'; got {args.label!r}")
+    if args.table:
+        trained = {"--tasks", "--seeds", "--budget", "--hyperparams", "--algo", "--label", "--runs-dir", "--jobs"}
+        given = sorted(word.split("=")[0] for word in argv if word.split("=")[0] in trained)
+        if given:
+            parser.error(
+                f"--table trains nothing and reads the reports under {CAMPAIGNS_DIR}; it takes only --out, not {given}"
+            )
+        args.out = args.out or CAMPAIGNS_DIR
     if args.out is None:  # a tuning label never writes over a campaign's report
         args.out = RESULTS_DIR / "zoo_benchmark" / campaigns.get(args.label, f"tuning/{args.label}")
     return args
@@ -419,7 +432,9 @@ def write_outputs(argv: Sequence[str], args: argparse.Namespace, results: list[R
 # ----------------------------------------------------------------------------------------------------------------
 # The full table (--table)
 
-CAMPAIGNS_DIR = RESULTS_DIR / "zoo_benchmark"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_IN_REPO = ("sb3_trpo/zoo_configs/trpo.yml", "zoo_configs/trpo.yml")  # where trpo.yml is, and where it was
+TUNING_SEEDS = 100  # tuning runs use seeds from 100 on
 
 
 @dataclass(frozen=True)
@@ -431,43 +446,80 @@ class Campaign:
     args: argparse.Namespace  # its command line, parsed
     date: str
     machine: str
+    commits: tuple[str, ...]  # the sb3-trpo commits its runs ran at
 
     @classmethod
     def read(cls, folder: Path, root: Path) -> Campaign:
-        """The report in ``folder`` under ``root``: its command (from the report's header), date and machine."""
-        header = (folder / "report.md").read_text().splitlines()
-        command = _header_field(header, "command").strip("`")
-        date, machine = _header_field(header, "date").split("; machine: ")
+        """The report in ``folder`` under ``root``: its command, date, machine and commits (its header's lines);
+        ``ValueError`` naming the report where one is missing or its command no longer parses."""
+        report = folder / "report.md"
+        header = report.read_text().splitlines()
+        try:
+            command = _header_field(header, "command").strip("`")
+            date, machine = _header_field(header, "date").split("; machine: ")
+            commits = run_commits(_header_field(header, "code"))
+        except ValueError as error:
+            raise ValueError(f"{report}: {error}") from None
+        prefix = ["python", "-m", MODULE]
+        words = shlex.split(command)
+        if words[:3] != prefix:
+            raise ValueError(f"{report}: not a report of {MODULE} (command: {command})")
+        try:
+            args = parse_args(words[3:])
+        except SystemExit:
+            raise ValueError(f"{report}: its command no longer parses (see above): {command}") from None
         name = (Path(root.name) / folder.relative_to(root)).as_posix()
-        return cls(folder, name, parse_args(shlex.split(command)[3:]), date, machine.split(", ")[0])
+        return cls(folder, name, args, date, machine.split(", ")[0], commits)
 
-    def runs_entry(self, env_id: str) -> bool:
-        """Whether its ``env_id`` runs are sb3_trpo.TRPO with the task's entry as it is now (budget included)."""
+    def runs_entry(self, env_id: str, algo: str) -> bool:
+        """Whether it ran ``env_id`` with ``algo`` and the task's entry as it is now (as of each of its commits, no
+        ``--hyperparams`` or ``--budget``), on seeds below the tuning seeds, evaluated as the campaign evaluates."""
         args = self.args
-        entry_budget = int(config_entry(CONFIG, env_id)["n_timesteps"])
-        return args.algo == ALGO and not args.overrides and args.budget is None and self.budget(env_id) == entry_budget
-
-    def budget(self, env_id: str) -> int | None:
-        """The training budget of its ``env_id`` runs (``None``: it has none)."""
-        runs = self.finals_table(env_id)
-        return int(runs["n_timesteps"].iloc[0]) if len(runs) else None
-
-    def finals_table(self, env_id: str) -> pd.DataFrame:
-        runs = pd.read_csv(self.folder / CSV_NAME)
-        return runs[(runs["env_id"] == env_id) & runs["error"].isna()].sort_values("seed")
+        if args.algo != algo or args.overrides or args.budget is not None or args.eval_steps != EVAL_STEPS:
+            return False
+        if any(seed >= TUNING_SEEDS for seed in args.seeds) or not len(self.finals(env_id)):
+            return False
+        now = config_entry(CONFIG, env_id)
+        return all(entry_at(commit, env_id) == now for commit in self.commits)
 
     def finals(self, env_id: str) -> np.ndarray:
         """Each evaluated seed's figure (the benchmark step's mean return), in seed order."""
-        return self.finals_table(env_id)["mean_reward"].to_numpy(dtype=float)
+        runs = pd.read_csv(self.folder / CSV_NAME)
+        runs = runs[(runs["env_id"] == env_id) & runs["error"].isna()].sort_values("seed")
+        return runs["mean_reward"].to_numpy(dtype=float)
 
     def where(self) -> str:
-        return f"`{self.name}`, {self.date}, {self.machine}"
+        return f"`{self.name}`, {self.date}, {self.machine}, commit {', '.join(self.commits)}"
 
 
 def _header_field(header: Sequence[str], name: str) -> str:
     prefix = f"- {name}: "
-    (line,) = [line for line in header if line.startswith(prefix)]
-    return line[len(prefix) :]
+    lines = [line for line in header if line.startswith(prefix)]
+    if len(lines) != 1:
+        raise ValueError(f"expected one '{prefix}' line in its header, found {len(lines)}")
+    return lines[0][len(prefix) :]
+
+
+def run_commits(code: str) -> tuple[str, ...]:
+    """The sb3-trpo commits a report's ``- code:`` line names (``... (run at sb3-trpo commits c1, c2); ...``)."""
+    groups = re.findall(r"run at sb3-trpo commits? ([^)]+)\)", code)
+    commits = [part.split()[0] for group in groups for part in group.split(", ")]
+    if not commits:
+        raise ValueError(f"its code line names no commit: {code}")
+    return tuple(dict.fromkeys(commits))
+
+
+@functools.cache
+def entry_at(commit: str, env_id: str) -> dict[str, Any]:
+    """The entry of ``env_id`` in trpo.yml as of ``commit`` (``git show``; {} where it had none); ``ValueError``
+    where git cannot show the file (no git, a shallow clone without that commit)."""
+    for path in CONFIG_IN_REPO:
+        shown = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=REPO_ROOT, capture_output=True, text=True)
+        config = yaml.safe_load(shown.stdout) if shown.returncode == 0 else None
+        if isinstance(config, dict):
+            key = entry_key(config, env_id)
+            return dict(config[key]) if key is not None else {}
+    raise ValueError(f"git cannot show trpo.yml at sb3-trpo commit {commit} (needed to tell which entry it ran)")
 
 
 def read_campaigns(root: Path) -> list[Campaign]:
@@ -477,15 +529,11 @@ def read_campaigns(root: Path) -> list[Campaign]:
 
 
 def pick(campaigns: Sequence[Campaign], env_id: str, algo: str) -> Campaign | None:
-    """The campaign whose ``env_id`` runs stand for ``algo`` in the table: ours must run the entry as it is now
-    (:meth:`Campaign.runs_entry`); sb3_contrib's, rl-zoo's entry at its budget. ``ValueError`` if two qualify."""
-    if algo == ALGO:
-        found = [c for c in campaigns if c.runs_entry(env_id)]
-    else:
-        found = [c for c in campaigns if c.args.algo == algo and not c.args.overrides and c.args.budget is None]
-        found = [c for c in found if len(c.finals(env_id))]
+    """The campaign whose ``env_id`` runs stand for ``algo`` in the table (:meth:`Campaign.runs_entry`);
+    ``ValueError`` if two qualify."""
+    found = [c for c in campaigns if c.runs_entry(env_id, algo)]
     if len(found) > 1:
-        raise ValueError(f"{env_id}: {len(found)} campaigns run it with {algo}: {[str(c.folder) for c in found]}")
+        raise ValueError(f"{env_id}: {len(found)} campaigns run its entry with {algo}: {[str(c.folder) for c in found]}")
     return found[0] if found else None
 
 
@@ -497,7 +545,7 @@ def full_table(campaigns: Sequence[Campaign]) -> pd.DataFrame:
         finals = ours.finals(env_id) if ours else np.array([])
         theirs = contrib.finals(env_id) if contrib else np.array([])
         mean = float(finals.mean()) if len(finals) else float("nan")
-        p_value, versus = welch(finals, theirs) if min(len(finals), len(theirs)) > 1 else (float("nan"), "n/a")
+        p_value, versus = compare_seeds(finals, theirs) if len(finals) and len(theirs) else (float("nan"), "n/a")
         rl_zoo, docs = RL_ZOO.get(env_id), CONTRIB.get(env_id)
         rows.append(
             {
@@ -531,8 +579,10 @@ def markdown_full_table(table: pd.DataFrame) -> str:
     def contrib(row: pd.Series) -> str:
         if not np.isfinite(row.contrib_mean):
             return "not run"
-        versus = f"{row.ours_vs_contrib}, p {format_p(row.ours_vs_contrib_p)}" if np.isfinite(row.ours_vs_contrib_p) else ""
-        return f"{format_return(row.contrib_mean, row.contrib_std)}" + (f" (ours: {versus})" if versus else "")
+        versus = f"ours: {row.ours_vs_contrib}" + (
+            f", p {format_p(row.ours_vs_contrib_p)}" if np.isfinite(row.ours_vs_contrib_p) else ""
+        )
+        return f"{format_return(row.contrib_mean, row.contrib_std)} ({versus}; {row.contrib_from})"
 
     frame = pd.DataFrame(
         {
@@ -553,16 +603,18 @@ def write_full_table(argv: Sequence[str], out: Path, root: Path = CAMPAIGNS_DIR)
     """``table.md`` and ``table.csv`` in ``out`` from the campaign reports under ``root``; returns the markdown."""
     table = full_table(read_campaigns(root))
     out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "table.csv", index=False, float_format="%.4g")
+    table.to_csv(out / "table.csv", index=False, float_format="%.6g")
     lines = [
         "# sb3_trpo.TRPO on every rl-zoo TRPO entry: the full table",
         "",
         f"- command: `{command_line(MODULE, argv)}` (trains nothing: it reads the campaign reports under `{root.name}/`)",
-        "- ours: the runs of each task's entry as it is now in zoo_configs/trpo.yml (no --hyperparams, the entry's "
-        "budget), each seed's final model evaluated by `python -m sb3_trpo.zoo benchmark` (deterministic), mean ± std "
-        "over seeds (ddof=1); the report, date and machine of each row in the last column",
-        "- sb3_contrib.TRPO, same protocol: `--algo trpo_contrib` campaigns (rl-zoo's entries, the same ids, budgets, "
-        "seeds and evaluation); ours against it by Welch's t-test over seeds (`equal` at p >= 0.05)",
+        "- ours: the runs of each task's entry as it is now in zoo_configs/trpo.yml (the same entry at each commit "
+        "the runs ran at; no --hyperparams or --budget; seeds below 100), each seed's final model evaluated by "
+        "`python -m sb3_trpo.zoo benchmark` (deterministic), mean ± std over seeds (ddof=1); the report, date, "
+        "machine and commit of each row in the last column",
+        "- sb3_contrib.TRPO, same protocol: `--algo trpo_contrib` campaigns of the same entries (rl-zoo's values, the "
+        "same ids, budgets, seeds and evaluation); ours against it by Welch's t-test over seeds (`equal` at p >= 0.05), "
+        "then its report, date, machine and commit",
         f"- rl-zoo: {RL_ZOO_SOURCE}",
         f"- sb3-contrib docs: {CONTRIB_SOURCE}",
         "- goal: no entry more than one published standard deviation below the published figure",

@@ -161,14 +161,16 @@ def test_contrib_campaign_defaults_and_refusals(capsys: pytest.CaptureFixture[st
 
 
 Runs = list[tuple[str, str, int, list[float]]]  # algo, env id, budget, each seed's figure
+HEAD = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
 
 
-def write_campaign(folder: Path, command: str, runs: Runs, date: str = "2026-12-07") -> None:
+def write_campaign(folder: Path, command: str, runs: Runs, date: str = "2026-12-07", commit: str = HEAD) -> None:
     """A campaign report as the module writes one: report.md's header and the benchmark step's benchmark.csv."""
     folder.mkdir(parents=True)
     header = [
         f"- command: `python -m benchmarks.zoo_benchmark {command}`",
         f"- date: {date}; machine: 2-core test VM, CPU only",
+        f"- code: sb3_trpo package 0123 (run at sb3-trpo commit {commit})",
     ]
     (folder / "report.md").write_text("# report\n\n" + "\n".join(header) + "\n")
     rows = [
@@ -179,19 +181,23 @@ def write_campaign(folder: Path, command: str, runs: Runs, date: str = "2026-12-
     pd.DataFrame(rows).to_csv(folder / "benchmark.csv", index=False)
 
 
-def test_full_table_takes_each_task_from_the_campaign_of_its_entry(tmp_path: Path) -> None:
-    """--table: ours from the campaign that ran the entry as it is now (not a --budget or tuning campaign, not an
-    older budget), sb3_contrib's same-protocol runs beside it with Welch's test, tasks not run marked; two campaigns
-    of one entry are an error."""
-    from benchmarks.zoo_benchmark import read_campaigns, write_full_table
+def test_full_table_takes_each_task_from_the_campaign_of_its_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--table: ours from the campaign that ran the entry as it is now (at the commit its report names; not a
+    --budget or tuning campaign, not an entry changed since), sb3_contrib's same-protocol runs beside it with Welch's
+    test, tasks not run marked; two campaigns of one entry, or a report it cannot read, are errors naming them."""
+    from benchmarks import zoo_benchmark
 
+    real_entry_at = zoo_benchmark.entry_at  # git show <commit>:trpo.yml; "0ld" stands for a commit whose entry differed
+    monkeypatch.setattr(
+        zoo_benchmark, "entry_at", lambda commit, env_id: {} if commit == "0ld" else real_entry_at(commit, env_id)
+    )
     root = tmp_path / "zoo_benchmark"
     write_campaign(root, "--tasks CartPole-v1 Hopper-v5", [
         ("trpo", "CartPole-v1", 100_000, [500.0, 499.0, 500.0]), ("trpo", "Hopper-v5", 1_000_000, [3000.0, 3100.0, 2900.0]),
     ])  # fmt: skip
     write_campaign(root / "old_llc", "--tasks LunarLanderContinuous-v3", [
-        ("trpo", "LunarLanderContinuous-v3", 100_000, [1.0, 2.0, 3.0]),  # the entry's budget then
-    ])  # fmt: skip
+        ("trpo", "LunarLanderContinuous-v3", 100_000, [1.0, 2.0, 3.0]),
+    ], commit="0ld")  # fmt: skip
     write_campaign(root / "llc", "--tasks LunarLanderContinuous-v3 --label llc --runs-dir /x --out /y", [
         ("trpo", "LunarLanderContinuous-v3", 200_000, [200.0, 210.0, 220.0]),
     ], date="2026-12-08")  # fmt: skip
@@ -201,25 +207,37 @@ def test_full_table_takes_each_task_from_the_campaign_of_its_entry(tmp_path: Pat
     write_campaign(root / "tuning" / "t-lambda", "--tasks LunarLanderContinuous-v3 --label t --hyperparams gae_lambda:0.9", [
         ("trpo", "LunarLanderContinuous-v3", 200_000, [8.0, 8.0, 8.0]),
     ])  # fmt: skip
-    write_campaign(root / "contrib", "--algo trpo_contrib --tasks Hopper-v5", [
+    write_campaign(root / "contrib", "--algo trpo_contrib --tasks Hopper-v5 CartPole-v1", [
         ("trpo_contrib", "Hopper-v5", 1_000_000, [1000.0, 1100.0, 900.0]),
+        ("trpo_contrib", "CartPole-v1", 100_000, [500.0, 499.0, 500.0]),
     ])  # fmt: skip
     out = tmp_path / "out"
-    markdown = write_full_table(["--table"], out, root)
+    markdown = zoo_benchmark.write_full_table(["--table"], out, root)
     table = pd.read_csv(out / "table.csv").set_index("task")
     assert list(table.index) == list(TASKS)
     assert table.loc["LunarLanderContinuous-v3", "ours_mean"] == 210.0
-    assert table.loc["LunarLanderContinuous-v3", "ours_from"] == "`zoo_benchmark/llc`, 2026-12-08, 2-core test VM"
+    assert (
+        table.loc["LunarLanderContinuous-v3", "ours_from"] == f"`zoo_benchmark/llc`, 2026-12-08, 2-core test VM, commit {HEAD}"
+    )
     assert table.loc["CartPole-v1", "per_seed"] == "500.0, 499.0, 500.0"
+    assert table.loc["CartPole-v1", "ours_vs_contrib"] == "equal"  # the same figures: Welch's test does not apply
     hopper = table.loc["Hopper-v5"]
     assert (hopper["ours_mean"], hopper["contrib_mean"], hopper["ours_vs_contrib"]) == (3000.0, 1000.0, "better")
     assert hopper["ours_vs_contrib_p"] < 0.01 and hopper["vs_rl_zoo"].startswith("short by")
     assert table.loc["Humanoid-v5", "seeds"] == 0 and table.loc["Humanoid-v5", "vs_rl_zoo"] == "not run yet"
     assert "| Hopper-v5, 1M | 3000.0 ± 100.0 (3000.0, 3100.0, 2900.0) | 1000.0 ± 100.0 (ours: better, p " in markdown
     assert (out / "table.md").read_text() == markdown
-    assert [c.name for c in read_campaigns(root)] == [
-        f"zoo_benchmark{s}" for s in ("", "/contrib", "/llc", "/llc200k", "/old_llc")
-    ]
+    folders = ("", "/contrib", "/llc", "/llc200k", "/old_llc")  # tuning/ left out
+    assert [c.name for c in zoo_benchmark.read_campaigns(root)] == [f"zoo_benchmark{folder}" for folder in folders]
+    with pytest.raises(SystemExit):  # --table reads, never trains: no training options
+        zoo_benchmark.parse_args(["--table", "--tasks", "CartPole-v1"])
     write_campaign(root / "again", "--tasks CartPole-v1", [("trpo", "CartPole-v1", 100_000, [500.0, 500.0])])
-    with pytest.raises(ValueError, match="CartPole-v1: 2 campaigns run it with trpo"):
-        write_full_table(["--table"], out, root)
+    with pytest.raises(ValueError, match="CartPole-v1: 2 campaigns run its entry with trpo"):
+        zoo_benchmark.write_full_table(["--table"], out, root)
+    (root / "again" / "report.md").write_text("# a report without its header\n")
+    with pytest.raises(ValueError, match=r"again/report\.md: expected one '- command: ' line"):
+        zoo_benchmark.write_full_table(["--table"], out, root)
+    (root / "again" / "report.md").unlink()
+    write_campaign(root / "gone", "--tasks NoSuchTask-v0", [])
+    with pytest.raises(ValueError, match=r"gone/report\.md: its command no longer parses"):
+        zoo_benchmark.write_full_table(["--table"], out, root)

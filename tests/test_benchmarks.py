@@ -253,6 +253,33 @@ def test_code_versions_lists_each_fingerprint_once_with_its_commits() -> None:
     assert code_versions(results) == "pkg A (run at sb3-trpo commits c1, c2); pkg B (run at sb3-trpo commit c3)"
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_run_parallel_goes_on_after_a_failure_or_stops_at_it(jobs: int) -> None:
+    """A failed item is reported and the others run, then RunFailedError lists it; with ``stop_on_failure`` the first
+    failure raises at once: what was running then ends, the items not started never run."""
+    import time
+
+    from benchmarks.common.runs import RunFailedError, run_parallel
+
+    ran: list[int] = []
+
+    def work(item: int) -> int:
+        if item == 0:
+            raise ValueError("broken")
+        time.sleep(0.3)  # items 1 and 2 (on the thread item 0 freed) are running when its failure is seen
+        ran.append(item)
+        return item
+
+    items, name = [0, 1, 2, 3, 4, 5], lambda item: f"item {item}"
+    with pytest.raises(RunFailedError, match="1 run\\(s\\) failed:\nitem 0: broken"):
+        run_parallel(items, jobs, work, lambda item, result: [], name=name)
+    assert sorted(ran) == [1, 2, 3, 4, 5]
+    ran.clear()
+    with pytest.raises(RunFailedError, match="stopped at the first failure: item 0: broken"):
+        run_parallel(items, jobs, work, lambda item, result: [], name=name, stop_on_failure=True)
+    assert set(ran) <= ({1, 2} if jobs == 2 else set()) and 3 not in ran
+
+
 @pytest.mark.parametrize(
     ("p_value", "text"), [(0.361, "0.36"), (0.01, "0.01"), (0.0049, "< 0.01"), (0.0, "< 0.01"), (float("nan"), "n/a")]
 )

@@ -82,10 +82,15 @@ def compare(results: Sequence[RunResult], env_id: str, label: str, reference: st
     """How ``label`` compares with ``reference`` on ``env_id`` (final returns, Welch's t-test over seeds)."""
     groups = group(results)
     ours, theirs = final_returns(groups[(env_id, label)]), final_returns(groups[(env_id, reference)])
-    delta = float(ours.mean() - theirs.mean())
-    if min(len(ours), len(theirs)) < 2 or (ours.std() == 0 and theirs.std() == 0):
-        return Comparison(delta, float("nan"), "equal" if delta == 0 else "n/a (one seed)")
-    return Comparison(delta, *welch(ours, theirs))
+    return Comparison(float(ours.mean() - theirs.mean()), *compare_seeds(ours, theirs))
+
+
+def compare_seeds(a: np.ndarray, b: np.ndarray) -> tuple[float, str]:
+    """Per-seed figures ``a`` against ``b``: :func:`welch` where it applies; else (fewer than two seeds in a group, or
+    no spread in either) p NaN and ``equal`` for equal means, ``n/a (one seed)`` otherwise."""
+    if min(len(a), len(b)) < 2 or (a.std() == 0 and b.std() == 0):
+        return float("nan"), "equal" if a.mean() == b.mean() else "n/a (one seed)"
+    return welch(a, b)
 
 
 def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, str]:

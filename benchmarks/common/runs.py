@@ -322,19 +322,24 @@ def run_parallel(
     on_result: Callable[[Item, Result], Iterable[Item]],
     name: Callable[[Item], str],
     processes: bool = False,
+    stop_on_failure: bool = False,
 ) -> None:
     """``work(item)`` for every item, ``jobs`` at a time; ``on_result(item, result)`` runs in this process as each one
     ends and returns more items to run (e.g. runs that need the results of others).
 
     Work that waits on a subprocess runs in threads; work that computes (``processes``) in spawned processes, or in
     this process when ``jobs`` is 1. A failed item is reported (``FAILED <name>: <error>``) and the others go on;
-    :class:`RunFailedError` lists the failures once all items ended.
+    :class:`RunFailedError` lists the failures once all items ended. With ``stop_on_failure`` (items that are
+    worth nothing without the others), the first failure raises it at once: items not started are dropped, and
+    those running are waited for.
     """
     failures: list[str] = []
 
     def failed(item: Item, error: Exception) -> None:
         failures.append(f"{name(item)}: {error}")
         print(f"FAILED {failures[-1]}", flush=True)
+        if stop_on_failure:
+            raise RunFailedError(f"stopped at the first failure: {failures[-1]}") from error
 
     if processes and jobs == 1:
         queue = list(items)
@@ -359,6 +364,8 @@ def run_parallel(
                     try:
                         result = future.result()
                     except Exception as error:
+                        if stop_on_failure:
+                            pool.shutdown(wait=False, cancel_futures=True)
                         failed(item, error)
                         continue
                     for extra in on_result(item, result):
