@@ -70,7 +70,7 @@ def test_a_run_killed_after_a_checkpoint_resumes_there_and_the_report_says_so(
     assert "finished" in capsys.readouterr().out
 
 
-@pytest.mark.slow  # run by .ci/run (about 40-50 s on an idle 2-core machine); the default run stays near 6 min
+@pytest.mark.slow  # a long end-to-end script test: run by .ci/run, kept out of the default run
 def test_a_vine_run_trains_the_trpo_vine_entry_on_the_per_env_stack_and_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -197,7 +197,7 @@ def test_a_checkpoint_without_a_record_is_not_resumed(tmp_path: Path, monkeypatc
         train_run(plan, tmp_path)
 
 
-@pytest.mark.slow  # run by .ci/run (about 40-50 s on an idle 2-core machine); the default run stays near 6 min
+@pytest.mark.slow  # a long end-to-end script test: run by .ci/run, kept out of the default run
 def test_compare_reports_labels_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     common = ["--games", "Breakout", "SpaceInvaders", "--frames", "512", "--eval-every", "512", "--eval-games", "1"]
     common += [

@@ -63,7 +63,7 @@ def test_trpo_contrib_is_sb3_contrib_with_our_config() -> None:
     assert with_default_config(["--algo", "trpo_contrib"])[-1] == str(CONFIG_DIR / "trpo.yml")
 
 
-@pytest.mark.slow  # run by .ci/run (about 40-50 s on an idle 2-core machine); the default run stays near 6 min
+@pytest.mark.slow  # a long end-to-end script test: run by .ci/run, kept out of the default run
 def test_learning_and_ablation_scripts(tmp_path: Path) -> None:
     runs, learning_out, ablation_out = tmp_path / "runs", tmp_path / "learning", tmp_path / "ablations"
 
