@@ -161,6 +161,7 @@ def test_vine_learning_runs_the_default_vine_and_the_single_path_without_gsde(tm
             vine_learning.parse_args(refused)
 
 
+@pytest.mark.slow  # two end-to-end runs of the script in subprocesses: run by .ci/run, kept out of the default run
 def test_estimator_quality_script(tmp_path: Path) -> None:
     tiny = ["--task", "CartPole-v1", "--repeats", "2", "--reference-states", "512", "--checkpoint-steps", "1024"]
     estimators = ["--estimators", "sp1024", "hybrid8_all_N32H16", "--warmup", "10"]
@@ -227,6 +228,7 @@ def test_estimator_quality_at_an_atari_checkpoint(tmp_path: Path, monkeypatch: p
         eq.load_checkpoint(task, tmp_path / "other.zip")
 
 
+@pytest.mark.slow  # four algorithms end to end in subprocesses: run by .ci/run, kept out of the default run
 def test_minatar_script(tmp_path: Path) -> None:
     """All four algorithms on one MinAtar game, one iteration each; the report, its tables and the figure."""
     runs, out = tmp_path / "runs", tmp_path / "out"

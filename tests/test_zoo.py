@@ -64,6 +64,8 @@ PAPER_GAMES = ["BeamRider", "Breakout", "Enduro", "Pong", "Qbert", "Seaquest", "
 ATARI_IDS = [f"ALE/{game}-v5" for game in PAPER_GAMES] + [f"{game}NoFrameskip-v4" for game in PAPER_GAMES]
 # The game ids whose entries run only in the slow set (one id per family stays in the default run)
 ATARI_COPIES = [env_id for env_id in ATARI_IDS if env_id not in ("ALE/Pong-v5", "PongNoFrameskip-v4")]
+# The vine's other Atari id family runs in the slow set (its entry equals ALE/Pong-v5's, which runs by default)
+VINE_SLOW = ("trpo_vine", "PongNoFrameskip-v4")
 # Env ids that exercise the fallback keys (ids without an entry of their own).
 FALLBACK_ENV = {"default": "Pusher-v5", "atari": "ALE/Freeway-v5"}
 ROLLOUT_STEPS = 256  # steps per update in the smoke runs (n_steps * n_envs)
@@ -92,7 +94,8 @@ def config_entries() -> list[Any]:
     ``atari`` runs on ALE/Freeway-v5 (no explicit entry). The paper's 14 game ids (Enduro's with its own target_kl)
     and the five MinAtar ids are copies of one entry each (asserted in ``test_game_entries_are_the_atari_entry`` and
     ``test_minatar_entries_are_one_entry``): one id per family runs in the default test run (ALE/Pong-v5,
-    PongNoFrameskip-v4, MinAtar/Breakout-v1), the other copies under their own ids in the slow set, which
+    PongNoFrameskip-v4 (``trpo_vine``'s in the slow set), MinAtar/Breakout-v1), the other copies under their own ids
+    in the slow set, which
     ``.ci/run`` runs too. The single-path Pong entries of both id families also run a full 2048-step update in
     ``test_zoo_atari.py``. The PyBullet entries (kept from rl-zoo) are skipped where their package is not installed.
     """
@@ -103,7 +106,7 @@ def config_entries() -> list[Any]:
             marks = []
             if "Bullet" in key and pybullet_missing:
                 marks.append(pytest.mark.skip(reason=f"{key} is registered by {PYBULLET_PACKAGE}, which is not installed"))
-            if key in MINATAR_COPIES or key in ATARI_COPIES:
+            if key in MINATAR_COPIES or key in ATARI_COPIES or (algo, key) == VINE_SLOW:
                 marks.append(pytest.mark.slow)
             params.append(pytest.param(algo, key, id=f"{algo}:{key}", marks=marks))
     return params
