@@ -195,6 +195,7 @@ def test_estimator_quality_held_out_states_in_chunks(monkeypatch: pytest.MonkeyP
         th.testing.assert_close(a, b)
 
 
+@pytest.mark.slow  # the per-env ALE stack and two CNN estimators: run by .ci/run, kept out of the default run
 def test_estimator_quality_at_an_atari_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Atari: the vine entry's per-env stack (frame stack, AtariCnnPolicy) at a saved checkpoint (``--checkpoint``),
     with tiny estimators in place of the 8192-step ones; a checkpoint of another policy class is refused."""
@@ -388,6 +389,7 @@ def test_atari_speed_profile_names_where_the_time_goes(
         assert re.search(rf"{re.escape(part)}\s+\d+\.\d%", printed), part
 
 
+@pytest.mark.slow  # the vine on the per-env ALE stack beside single path: run by .ci/run, kept out of the default run
 def test_atari_speed_times_the_vine_entry_beside_single_path(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -145,7 +145,10 @@ def _same_first_action_q(model: TRPO, env: DummyVecEnv, crn: bool, n: int = 6) -
     return out.q_values.reshape(n, sampler.n_actions), visited
 
 
-@pytest.mark.parametrize("env_id", ["Pendulum-v1", "ALE/Pong-v5"])
+@pytest.mark.parametrize(
+    "env_id",
+    ["Pendulum-v1", pytest.param("ALE/Pong-v5", marks=pytest.mark.slow)],  # Pong: run by .ci/run
+)
 def test_crn_branches_with_the_same_first_action_agree(env_id: str) -> None:
     """CRN on: identical Q_hat (policy noise and, for Pong, the sticky-action RNG are shared). Off: they differ."""
     kwargs = dict(obs_type="ram") if env_id.startswith("ALE") else {}

@@ -62,10 +62,9 @@ CLASSIC = [
 ]
 PAPER_GAMES = ["BeamRider", "Breakout", "Enduro", "Pong", "Qbert", "Seaquest", "SpaceInvaders"]
 ATARI_IDS = [f"ALE/{game}-v5" for game in PAPER_GAMES] + [f"{game}NoFrameskip-v4" for game in PAPER_GAMES]
-# The game ids whose entries run only in the slow set (one id per family stays in the default run)
-ATARI_COPIES = [env_id for env_id in ATARI_IDS if env_id not in ("ALE/Pong-v5", "PongNoFrameskip-v4")]
-# The vine's other Atari id family runs in the slow set (its entry equals ALE/Pong-v5's, which runs by default)
-VINE_SLOW = ("trpo_vine", "PongNoFrameskip-v4")
+# The one game-id entry in the default run (the `atari` key, run on an ALE/*-v5 id, covers the other family); the other
+# game ids, copies of the `atari` entry, run in the slow set
+DEFAULT_GAME_ENTRY = ("trpo", "PongNoFrameskip-v4")
 # Env ids that exercise the fallback keys (ids without an entry of their own).
 FALLBACK_ENV = {"default": "Pusher-v5", "atari": "ALE/Freeway-v5"}
 ROLLOUT_STEPS = 256  # steps per update in the smoke runs (n_steps * n_envs)
@@ -93,11 +92,11 @@ def config_entries() -> list[Any]:
 
     ``atari`` runs on ALE/Freeway-v5 (no explicit entry). The paper's 14 game ids (Enduro's with its own target_kl)
     and the five MinAtar ids are copies of one entry each (asserted in ``test_game_entries_are_the_atari_entry`` and
-    ``test_minatar_entries_are_one_entry``): one id per family runs in the default test run (ALE/Pong-v5,
-    PongNoFrameskip-v4 (``trpo_vine``'s in the slow set), MinAtar/Breakout-v1), the other copies under their own ids
-    in the slow set, which
-    ``.ci/run`` runs too. The single-path Pong entries of both id families also run a full 2048-step update in
-    ``test_zoo_atari.py``. The PyBullet entries (kept from rl-zoo) are skipped where their package is not installed.
+    ``test_minatar_entries_are_one_entry``). The default test run trains the ``atari`` entry of both files (on
+    ALE/Freeway-v5), single path's PongNoFrameskip-v4 entry (the other id family) and MinAtar/Breakout-v1; the other
+    copies run under their own ids in the slow set, which ``.ci/run`` runs too, as it runs the single-path Pong entries'
+    full 2048-step updates in ``test_zoo_atari.py``. The PyBullet entries (kept from rl-zoo) are skipped where their
+    package is not installed.
     """
     pybullet_missing = importlib.util.find_spec(PYBULLET_PACKAGE) is None
     params = []
@@ -106,7 +105,7 @@ def config_entries() -> list[Any]:
             marks = []
             if "Bullet" in key and pybullet_missing:
                 marks.append(pytest.mark.skip(reason=f"{key} is registered by {PYBULLET_PACKAGE}, which is not installed"))
-            if key in MINATAR_COPIES or key in ATARI_COPIES or (algo, key) == VINE_SLOW:
+            if key in MINATAR_COPIES or (key in ATARI_IDS and (algo, key) != DEFAULT_GAME_ENTRY):
                 marks.append(pytest.mark.slow)
             params.append(pytest.param(algo, key, id=f"{algo}:{key}", marks=marks))
     return params
